@@ -1,0 +1,82 @@
+"""Cost of one RDMD iteration divided by one teacher (DSM) training step.
+
+Same network (the paper's MLP), same batch, same (fused) Adam, one fake update per generator
+update, one run;
+the two are timed in alternating blocks so machine noise hits both alike. Ideal ratio is
+about 8/3: a DSM step is ~3 forward-equivalents (forward + backward), an RDMD iteration ~8
+(generator fwd+bwd 3, teacher and fake forwards 2, fake fwd+bwd 3).
+
+    python bench/rdmd_step_ratio.py [--dim 2] [--batch 1024] [--threads 2] [--blocks 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import torch
+
+from rdmd.backbones import MLPBackbone
+from rdmd.edm import EDMDenoiser, EDMLoss
+from rdmd.method import RDMD
+from rdmd.training import adam
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dim", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--blocks", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=200, help="iterations per block")
+    ap.add_argument("--json", help="write the result here")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(5000, a.dim)
+    net = EDMDenoiser(MLPBackbone(a.dim), 1.0)
+    t_opt = adam(net.parameters(), 1e-4)
+    loss_fn = EDMLoss()
+    method = RDMD.from_teacher(copy.deepcopy(net), lam=0.02, sigma_g=1.0)
+    opt_g = adam(method.generator.parameters(), 2e-5)
+    opt_f = adam(method.fake.parameters(), 5e-4)
+
+    def batch() -> torch.Tensor:
+        return data[torch.randint(0, len(data), (a.batch,), generator=g)]
+
+    def dsm_step() -> None:
+        loss = loss_fn(net, batch(), generator=g)
+        t_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t_opt.step()
+
+    def rdmd_step() -> None:
+        method.train_step(batch(), opt_g, opt_f, 1, g)
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        for _ in range(a.iters):
+            fn()
+        return (time.perf_counter() - t0) / a.iters
+
+    for fn in (dsm_step, rdmd_step):  # warm-up
+        for _ in range(20):
+            fn()
+    dsm, rd = [], []
+    for _ in range(a.blocks):
+        dsm.append(timed(dsm_step))
+        rd.append(timed(rdmd_step))
+    dsm_t, rd_t = sorted(dsm)[len(dsm) // 2], sorted(rd)[len(rd) // 2]
+    res = {"dim": a.dim, "batch": a.batch, "threads": a.threads,
+           "dsm_step_ms": 1e3 * dsm_t, "rdmd_iter_ms": 1e3 * rd_t, "ratio": rd_t / dsm_t,
+           "ratios_per_block": [r / d for r, d in zip(rd, dsm, strict=True)]}
+    print(json.dumps(res, indent=2))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""What every vector experiment does: one teacher, RDMD over a lambda grid, a results table.
+
+Finished runs are reused and unfinished ones resumed, so an interrupted experiment is
+re-run with the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rdmd.config import DistillConfig, TeacherConfig
+from rdmd.training import distill, train_teacher
+
+
+def _done(d: Path) -> bool:
+    return (d / "model.json").is_file() and (d / "metrics.json").is_file()
+
+
+def ensure_teacher(target: str, out: Path, progress: bool = True, **cfg: Any) -> Path:
+    if not _done(out):
+        t0 = time.perf_counter()
+        train_teacher(target, out, TeacherConfig(**cfg),
+                      resume=(out / "config.json").is_file(), progress=progress)
+        _stamp(out, time.perf_counter() - t0)
+    return out
+
+
+def ensure_rdmd(source: str, teacher: Path, out: Path, progress: bool = True,
+                **cfg: Any) -> dict[str, Any]:
+    if not _done(out):
+        t0 = time.perf_counter()
+        distill(source, teacher, out, DistillConfig(**cfg),
+                resume=(out / "config.json").is_file(), progress=progress)
+        _stamp(out, time.perf_counter() - t0)
+    res = json.loads((out / "metrics.json").read_text())
+    timing = out / "wall_time.json"
+    if timing.is_file():
+        res["wall_s"] = json.loads(timing.read_text())["wall_s"]
+    return res
+
+
+def _stamp(out: Path, seconds: float) -> None:
+    """Wall time of the (last) call that finished the run; resumed runs count only the tail."""
+    (out / "wall_time.json").write_text(json.dumps({"wall_s": round(seconds, 1)}))
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,17 @@
+"""rdmd: one-step unpaired translation by Regularized Distribution Matching Distillation."""
+
+from rdmd.api import (
+    DistillConfig,
+    Model,
+    TeacherConfig,
+    distill,
+    load_model,
+    train_teacher,
+    translate,
+)
+from rdmd.errors import RdmdError
+
+__version__ = "0.1.0"
+
+__all__ = ["DistillConfig", "Model", "RdmdError", "TeacherConfig", "distill", "load_model",
+           "train_teacher", "translate"]

@@ -1,0 +1,48 @@
+"""Affine map between the data's units and the units the networks see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Normalizer:
+    """``z = (x - mean) / scale`` with one scalar ``scale`` for all dimensions.
+
+    A scalar (not per-dimension) scale keeps squared-L2 costs proportional to those in the
+    data's units, so the optimal transport map is the same map in either unit system.
+    Fitted on the teacher's target data and inherited by every model distilled from it.
+    """
+
+    mean: list[float]
+    scale: float
+
+    @classmethod
+    def fit(cls, x: torch.Tensor) -> Normalizer:
+        flat = x.reshape(x.shape[0], -1).double()
+        mean = flat.mean(0)
+        scale = float((flat - mean).pow(2).mean().sqrt().clamp_min(1e-12))
+        return cls(mean.tolist(), scale)
+
+    @classmethod
+    def identity(cls, dim: int) -> Normalizer:
+        return cls([0.0] * dim, 1.0)
+
+    def _mean(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.mean, dtype=x.dtype, device=x.device).reshape(1, *x.shape[1:])
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._mean(x)) / self.scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.scale + self._mean(z)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normalizer:
+        return cls(list(d["mean"]), float(d["scale"]))

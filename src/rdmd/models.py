@@ -1,0 +1,93 @@
+"""Model directories: ``model.safetensors`` + ``model.json``, loadable without our source tree
+on a pickle path, and checked against the architecture before any weight is copied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdmd.backbones import MLPBackbone
+from rdmd.checkpoint import atomic_save_tensors, atomic_write_json, load_tensors, read_json
+from rdmd.data.normalizer import Normalizer
+from rdmd.edm import EDMDenoiser
+from rdmd.errors import RdmdError
+from rdmd.method import OneStepGenerator
+
+WEIGHTS = "model.safetensors"
+META = "model.json"
+FORMAT_VERSION = 1
+
+
+def build_backbone(spec: dict[str, Any]) -> torch.nn.Module:
+    """A backbone from its JSON description ``{"name": ..., **kwargs}``."""
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name == "mlp":
+        return MLPBackbone(**spec)
+    raise RdmdError(f"unknown backbone {name!r}")
+
+
+def build_denoiser(backbone: dict[str, Any], sigma_data: float) -> EDMDenoiser:
+    return EDMDenoiser(build_backbone(backbone), sigma_data)
+
+
+@dataclass
+class Model:
+    """A loaded model directory: a teacher denoiser or a one-step generator."""
+
+    net: torch.nn.Module  # EDMDenoiser (teacher) or OneStepGenerator
+    meta: dict[str, Any]
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return Normalizer.from_dict(self.meta["normalizer"])
+
+    @property
+    def role(self) -> str:
+        return str(self.meta["role"])
+
+    @property
+    def denoiser(self) -> EDMDenoiser:
+        net = self.net
+        return net.denoiser if isinstance(net, OneStepGenerator) else net  # type: ignore
+
+
+def save_model(out_dir: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """Weights first, metadata last: a folder with ``model.json`` is always complete."""
+    den = net.denoiser if isinstance(net, OneStepGenerator) else net
+    atomic_save_tensors(out_dir / WEIGHTS, dict(den.state_dict()))
+    atomic_write_json(out_dir / META, {"format_version": FORMAT_VERSION, **meta})
+
+
+def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") -> Model:
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise RdmdError(f"model directory not found: {d}")
+    if not (d / META).is_file():
+        raise RdmdError(f"{d} is not a model directory (no {META}); "
+                        "pass the run directory written by train-teacher or distill")
+    meta = read_json(d / META)
+    for key in ("role", "backbone", "sigma_data", "normalizer", "data_shape"):
+        if key not in meta:
+            raise RdmdError(f"{d / META}: missing key {key!r}")
+    den = build_denoiser(meta["backbone"], meta["sigma_data"])
+    state = load_tensors(d / WEIGHTS)
+    expected = den.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        what = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+                if unexpected else f"shape mismatch in {wrong[:3]}")
+        raise RdmdError(f"{d / WEIGHTS} does not fit the architecture in {META}: {what}")
+    den.load_state_dict(state)
+    den.to(map_location).eval().requires_grad_(False)
+    net: torch.nn.Module = den
+    if meta["role"] == "generator":
+        net = OneStepGenerator(den, float(meta["sigma_g"]))
+    elif meta["role"] != "teacher":
+        raise RdmdError(f"{d / META}: unknown role {meta['role']!r}")
+    return Model(net.eval(), meta)

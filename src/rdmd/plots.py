@@ -1,0 +1,73 @@
+"""Figures a person would rather look at than read: 2-D samples and input->output maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+MAX_SEGMENTS = 400
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_teacher_samples(path: Path, target: np.ndarray, samples: np.ndarray) -> None:
+    fig, ax = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    ax[0].scatter(*target.T, s=2, alpha=0.5, c="tab:green")
+    ax[0].set_title("held-out target")
+    ax[1].scatter(*samples.T, s=2, alpha=0.5, c="tab:orange")
+    ax[1].set_title("teacher samples (Heun)")
+    for a in ax:
+        a.set_aspect("equal")
+    _save(fig, path)
+
+
+def draw_map(ax: plt.Axes, x: np.ndarray, gx: np.ndarray, y: np.ndarray | None = None,
+             n_segments: int = MAX_SEGMENTS, seed: int = 0) -> None:
+    """Inputs, outputs, target and a subsample of the ``x -> G(x)`` segments on one axis."""
+    if y is not None:
+        ax.scatter(*y.T, s=2, alpha=0.25, c="tab:green", label="target")
+    ax.scatter(*x.T, s=2, alpha=0.25, c="tab:blue", label="input")
+    ax.scatter(*gx.T, s=2, alpha=0.4, c="tab:orange", label="G(input)")
+    idx = np.random.default_rng(seed).choice(len(x), min(n_segments, len(x)), replace=False)
+    segs = np.stack([x[idx], gx[idx]], 1)
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(LineCollection(segs, colors="k", linewidths=0.3, alpha=0.4))
+    ax.set_aspect("equal")
+
+
+def plot_translation(path: Path, x: np.ndarray, gx: np.ndarray, y: np.ndarray,
+                     title: str = "") -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    draw_map(ax, x, gx, y)
+    ax.set_title(title)
+    ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    _save(fig, path)
+
+
+def plot_map_panels(path: Path, x: np.ndarray, outputs: Sequence[np.ndarray],
+                    titles: Sequence[str], y: np.ndarray) -> None:
+    """The paper's Fig. 3 layout: one panel per ``lambda``, same inputs, same axes."""
+    k = len(outputs)
+    fig, axes = plt.subplots(1, k + 1, figsize=(3.2 * (k + 1), 3.4), sharex=True, sharey=True)
+    axes[0].scatter(*x.T, s=2, alpha=0.3, c="tab:blue", label="input")
+    axes[0].scatter(*y.T, s=2, alpha=0.3, c="tab:green", label="target")
+    axes[0].set_title("input and target")
+    axes[0].set_aspect("equal")
+    axes[0].legend(loc="upper right", markerscale=4, fontsize=7)
+    for ax, gx, t in zip(axes[1:], outputs, titles, strict=True):
+        draw_map(ax, x, gx, None)
+        ax.set_title(t, fontsize=9)
+    _save(fig, path)

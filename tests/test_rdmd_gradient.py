@@ -1,0 +1,156 @@
+"""The RDMD generator gradient is right: Monte Carlo against the closed-form Gaussian answer.
+
+With exact Gaussian denoisers standing in for the teacher (``N(0, C_T)``) and the fake score
+(``N(0, A A^T)``, the generator's true output law), a linear generator ``G(x) = A x`` on
+``x ~ N(0, I)`` and ``normalize=False``, the gradient of ``RDMD.generator_loss`` is
+``(1/(B d)) sum_i (D_fake - D_real)(y_i + s eps_i) . dy_i/dA`` with
+``D_fake - D_real = s^2 (s_fake - s_real)``. Its expectation at a fixed ``s`` is
+``(s^2/d) dKL(N(0, AA^T + s^2 I) || N(0, C_T + s^2 I))/dA`` (the term with the derivative of
+the generator's own log-density has zero mean), and the cost term's is
+``lam d/dA (1/d)||I - A||_F^2``. Measured MC error at B = 200k: 0.3-1.5 % for s in
+[0.05, 5] (d = 2, 3), about 6 % at s = 20, hence the sigmas and the 3 % tolerance below.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rdmd.analytic import GaussianDenoiser, weighted_dm_objective
+from rdmd.method import RDMD
+
+torch.set_num_threads(1)
+
+B = 200_000
+TOL = 0.03
+F64 = torch.float64
+
+
+class LinearGenerator(nn.Module):
+    """``G(x) = A x``: the generator whose output law is ``N(0, A A^T)``."""
+
+    def __init__(self, A: torch.Tensor) -> None:
+        super().__init__()
+        self.A = nn.Parameter(A.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.A.T
+
+
+def problem(d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An anisotropic, correlated target covariance and a well-conditioned non-identity A."""
+    if d == 2:
+        ct = torch.tensor([[2.0, 0.6], [0.6, 0.5]], dtype=F64)
+        a = torch.tensor([[1.1, 0.3], [-0.2, 0.7]], dtype=F64)
+    elif d == 3:
+        ct = torch.tensor([[2.0, 0.5, 0.1], [0.5, 1.0, -0.3], [0.1, -0.3, 0.4]], dtype=F64)
+        a = torch.tensor([[0.9, 0.2, -0.1], [0.1, 1.2, 0.3], [-0.2, 0.1, 0.6]], dtype=F64)
+    else:
+        raise ValueError(d)
+    return ct, a
+
+
+def mc_gradient(d: int, sigma: torch.Tensor, lam: float, normalize: bool = False,
+                swap: bool = False, seed: int = 0, dtype: torch.dtype = F64) -> torch.Tensor:
+    """``dA`` of one ``RDMD.generator_loss`` on ``B`` samples (``swap`` flips real/fake)."""
+    ct, a = problem(d)
+    gen = LinearGenerator(a.to(dtype))
+    real, fake = GaussianDenoiser(0.0, ct), GaussianDenoiser(0.0, a @ a.T)
+    if swap:
+        real, fake = fake, real
+    method = RDMD(teacher=real, generator=gen, fake=fake, lam=lam, normalize=normalize)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, d, generator=g, dtype=F64).to(dtype)
+    eps = torch.randn(B, d, generator=g, dtype=F64).to(dtype)
+    loss, _, _ = method.generator_loss(x, sigma=sigma.to(dtype), eps=eps)
+    loss.backward()
+    assert gen.A.grad is not None
+    return gen.A.grad.detach().to(F64)
+
+
+def analytic_gradient(d: int, sigmas: list[float], probs: list[float], lam: float,
+                      power: float = 2.0) -> torch.Tensor:
+    """Autograd of ``sum_k p_k (s_k^power/d) KL_k + lam (1/d)||I - A||_F^2`` (power=2 is right)."""
+    ct, a = problem(d)
+    a = a.clone().requires_grad_(True)
+    s = torch.tensor(sigmas, dtype=F64)
+    w = torch.tensor(probs, dtype=F64) * s**power / d
+    cost = ((torch.eye(d, dtype=F64) - a) ** 2).sum() / d
+    (weighted_dm_objective(a, ct, s, w) + lam * cost).backward()
+    assert a.grad is not None
+    return a.grad.detach()
+
+
+def rel_err(g: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((g - ref).norm() / ref.norm())
+
+
+def cosine(g: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((g * ref).sum() / (g.norm() * ref.norm()))
+
+
+MIX = [0.1, 0.5, 1.0, 2.5, 5.0]
+
+
+def mixture_sigmas(seed: int = 123) -> torch.Tensor:
+    """``B`` sigmas drawn uniformly from the discrete set ``MIX``."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(MIX), (B,), generator=g)
+    return torch.tensor(MIX, dtype=F64)[idx]
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+@pytest.mark.parametrize("s", [0.1, 0.5, 1.0, 2.5])
+def test_fixed_sigma_gradient_matches_weighted_kl(d: int, lam: float, s: float) -> None:
+    g = mc_gradient(d, torch.full((B,), s, dtype=F64), lam)
+    ref = analytic_gradient(d, [s], [1.0], lam)
+    assert rel_err(g, ref) < TOL, (g, ref)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_sigma_mixture_gradient_matches_weighted_sum(d: int, lam: float) -> None:
+    g = mc_gradient(d, mixture_sigmas(), lam)
+    ref = analytic_gradient(d, MIX, [1 / len(MIX)] * len(MIX), lam)
+    assert rel_err(g, ref) < TOL, (g, ref)
+
+
+def test_float32_generator_gradient() -> None:
+    """The usual training dtype: same answer from a float32 generator and batch."""
+    g = mc_gradient(3, mixture_sigmas(), 0.5, dtype=torch.float32)
+    ref = analytic_gradient(3, MIX, [1 / len(MIX)] * len(MIX), 0.5)
+    assert g.dtype == F64 and rel_err(g, ref) < TOL
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_flipped_scores_are_caught(d: int) -> None:
+    """Swapping real and fake (a sign error in ``s_fake - s_real``) must fail the check."""
+    sigma = mixture_sigmas()
+    ref = analytic_gradient(d, MIX, [1 / len(MIX)] * len(MIX), 0.0)
+    flipped = mc_gradient(d, sigma, 0.0, swap=True)
+    assert rel_err(flipped, ref) > 1.5  # ~2 for an exact sign flip
+    assert rel_err(flipped, -ref) < TOL  # ...and it is exactly the sign that is wrong
+    # With the cost, the flipped DM term still leaves the total far off.
+    assert rel_err(mc_gradient(d, sigma, 0.5, swap=True), analytic_gradient(
+        d, MIX, [1 / len(MIX)] * len(MIX), 0.5)) > 10 * TOL
+
+
+def test_wrong_sigma_weighting_is_resolved() -> None:
+    """The check is sharp enough to tell ``s^2`` from ``s`` weighting over a sigma mixture."""
+    g = mc_gradient(2, mixture_sigmas(), 0.0)
+    wrong = analytic_gradient(2, MIX, [1 / len(MIX)] * len(MIX), 0.0, power=1.0)
+    assert rel_err(g, wrong) > 5 * TOL
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("s", [0.2, 1.0])
+def test_normalized_gradient_keeps_direction(d: int, s: float) -> None:
+    """DMD's per-sample normaliser rescales the gradient but, at one shared sigma, keeps its
+    direction close to the analytic one in these problems (measured cosine >= 0.96 for
+    s <= 5 here; over random Gaussian problems it held >= 0.95 for s <= 1 but fell to 0.79
+    at s = 5, so only s <= 1 is asserted)."""
+    g = mc_gradient(d, torch.full((B,), s, dtype=F64), 0.0, normalize=True)
+    ref = analytic_gradient(d, [s], [1.0], 0.0)
+    assert cosine(g, ref) > 0.9
