@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rdmd.config import DistillConfig, TeacherConfig
+from rdmd.evaluation import PROTOCOL, write_translation_report
 from rdmd.training import distill, train_teacher
 
 
@@ -36,10 +37,25 @@ def ensure_rdmd(source: str, teacher: Path, out: Path, progress: bool = True,
                 resume=(out / "config.json").is_file(), progress=progress)
         _stamp(out, time.perf_counter() - t0)
     res = json.loads((out / "metrics.json").read_text())
+    if res.get("protocol") != PROTOCOL:
+        res = reevaluate(out)
     timing = out / "wall_time.json"
     if timing.is_file():
         res["wall_s"] = json.loads(timing.read_text())["wall_s"]
     return res
+
+
+def reevaluate(run_dir: Path) -> dict[str, Any]:
+    """Recompute a finished run's metrics with the current evaluation protocol."""
+    from rdmd.data import load_domain
+    from rdmd.models import load_model
+
+    run = json.loads((run_dir / "config.json").read_text())
+    cfg = DistillConfig(**run["config"])
+    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed)
+    model = load_model(run_dir)
+    tgt = load_domain(run["target"] or model.meta["target"], cfg.n_test, cfg.n_test, cfg.seed)
+    return write_translation_report(run_dir, model.net, model.normalizer, src, tgt, cfg)
 
 
 def _stamp(out: Path, seconds: float) -> None:

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_layers(args: argparse.Namespace, extra: dict[str, Any]) -> list[dict[str, Any]]:
     from rdmd.config import parse_overrides, read_config_file
 
+    if args.resume:
+        given = [k for k, v in {"--config": args.config, "--set": args.set, "--seed": args.seed,
+                                "--device": args.device, **extra}.items() if v]
+        if given:
+            raise RdmdError(f"--resume continues the saved run with its saved settings; only "
+                            f"--steps may change (got {', '.join(given)})")
+        return [{"steps": args.steps}]
     file_layer = read_config_file(args.config) if args.config else {}
     cli = {"steps": args.steps, "seed": args.seed, "device": args.device, **extra}
     return [file_layer, parse_overrides(args.set), cli]
@@ -81,7 +88,9 @@ def _cmd_train_teacher(args: argparse.Namespace) -> None:
     from rdmd.config import TeacherConfig, build_config
     from rdmd.training import train_teacher
 
-    cfg = build_config(TeacherConfig, *_config_layers(args, {}))
+    layers = _config_layers(args, {})
+    cfg = build_config(TeacherConfig, *layers) if layers[-1].get("steps") or not args.resume \
+        else None
     out = train_teacher(args.target, args.out, cfg, resume=args.resume,
                         progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"teacher written to {out}")
@@ -92,7 +101,9 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     from rdmd.training import distill
 
     extra = {"lam": args.lam, "cost": args.cost, "sigma_g": args.sigma_g}
-    cfg = build_config(DistillConfig, *_config_layers(args, extra))
+    layers = _config_layers(args, extra)
+    cfg = build_config(DistillConfig, *layers) if layers[-1].get("steps") or not args.resume \
+        else None
     out = distill(args.source, args.teacher, args.out, cfg, target=args.target,
                   resume=args.resume, progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"generator written to {out}")

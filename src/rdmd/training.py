@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from rdmd import checkpoint as ckpt
 from rdmd.config import DistillConfig, TeacherConfig, to_dict
 from rdmd.costs import get_cost
-from rdmd.data import Domain, Normalizer, load_domain
+from rdmd.data import Normalizer, load_domain
 from rdmd.edm import EDMLoss, LogNormalSigma, LogUniformSigma
 from rdmd.ema import EMA
 from rdmd.errors import RdmdError
@@ -108,22 +108,31 @@ class RunState:
         torch.set_rng_state(tensors["rng.torch"])
 
 
-def prepare_run_dir(out_dir: Path, resume: bool, config: dict[str, Any]) -> dict[str, Any]:
-    """Fresh runs refuse a folder that already holds a run; resumed runs reuse its config
-    (only ``steps`` may change, to extend a run)."""
+def resolve_run(out_dir: Path, resume: bool, fresh: dict[str, Any],
+                steps: int | None) -> dict[str, Any]:
+    """The run's description, without writing anything yet.
+
+    Fresh runs refuse a folder that already holds a run. Resumed runs reuse the saved
+    description (data, config); only ``steps`` may change, to extend a run.
+    """
     cfg_path = out_dir / CONFIG_FILE
     if resume:
         if not cfg_path.is_file():
             raise RdmdError(f"--resume: {out_dir} holds no run ({CONFIG_FILE} missing)")
         saved = ckpt.read_json(cfg_path)
-        saved["config"]["steps"] = config["config"]["steps"]
+        if steps is not None:
+            saved["config"]["steps"] = steps
         return saved
     if cfg_path.exists() or (out_dir / "checkpoints").exists():
         raise RdmdError(f"{out_dir} already holds a run; pass --resume to continue it "
                         "or choose another --out")
+    return fresh
+
+
+def start_run(out_dir: Path, run: dict[str, Any]) -> None:
+    """Create the run folder once every input has been checked."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_json(cfg_path, config)
-    return config
+    ckpt.atomic_write_json(out_dir / CONFIG_FILE, run)
 
 
 def adam(params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999)
@@ -191,15 +200,19 @@ def _batches(data: torch.Tensor, batch: int, rng: torch.Generator) -> Iterator[t
 
 def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = None,
                   resume: bool = False, progress: bool = True) -> Path:
-    """Train a diffusion model of ``target`` and write it (EMA weights) to ``out_dir``."""
-    cfg = cfg or TeacherConfig()
+    """Train a diffusion model of ``target`` and write it (EMA weights) to ``out_dir``.
+
+    With ``resume=True`` the saved run continues; of ``cfg`` only ``steps`` is used.
+    """
     out = Path(out_dir)
-    run = prepare_run_dir(out, resume, {"job": "teacher", "target": target,
-                                        "config": to_dict(cfg)})
+    run = resolve_run(out, resume, {"job": "teacher", "target": target,
+                                    "config": to_dict(cfg or TeacherConfig())},
+                      cfg.steps if cfg is not None else None)
     cfg = TeacherConfig(**run["config"])
     dom = load_domain(run["target"], cfg.n_train, cfg.n_test, cfg.seed)
     if dom.kind != "vector":
         raise RdmdError(f"{target}: only vector data is supported by this version")
+    start_run(out, run)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     norm = Normalizer.fit(dom.train)
@@ -247,22 +260,29 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     """Distil the teacher into a one-step generator from ``source`` (Eq. 15).
 
     ``target`` (optional) gives held-out target samples for the metrics; by default the
-    teacher's own target is used.
+    teacher's own target is used. With ``resume=True`` the saved run continues; of ``cfg``
+    only ``steps`` is used.
     """
-    cfg = cfg or DistillConfig()
     out = Path(out_dir)
-    teacher_model = load_model(teacher_dir)  # fails early, before the run dir is created
-    if teacher_model.role != "teacher":
-        raise RdmdError(f"{teacher_dir} holds a {teacher_model.role}, not a teacher")
-    run = prepare_run_dir(out, resume, {
-        "job": "distill", "source": source, "teacher": str(teacher_dir),
-        "target": target or teacher_model.meta["target"], "config": to_dict(cfg)})
+    run = resolve_run(out, resume, {
+        "job": "distill", "source": source, "teacher": str(teacher_dir), "target": target,
+        "config": to_dict(cfg or DistillConfig())}, cfg.steps if cfg is not None else None)
     cfg = DistillConfig(**run["config"])
-    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed)
+    teacher_model = load_model(run["teacher"])
+    if teacher_model.role != "teacher":
+        raise RdmdError(f"{run['teacher']} holds a {teacher_model.role}, not a teacher")
+    run["target"] = run["target"] or teacher_model.meta["target"]
     shape = tuple(teacher_model.meta["data_shape"])
-    if src.shape != shape:
-        raise RdmdError(f"source {source!r} has samples of shape {src.shape} but the teacher "
-                        f"in {teacher_dir} was trained on shape {shape}")
+    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed)
+    tgt = load_domain(run["target"], cfg.n_test, cfg.n_test, cfg.seed)
+    for name, dom in (("source", src), ("target", tgt)):
+        if dom.shape != shape:
+            raise RdmdError(f"{name} {dom.name!r} has samples of shape {dom.shape} but the "
+                            f"teacher in {run['teacher']} was trained on shape {shape}")
+    if cfg.lam < 0:
+        raise RdmdError(f"lambda must be >= 0, got {cfg.lam}")
+    get_cost(cfg.cost)
+    start_run(out, run)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     norm = teacher_model.normalizer
@@ -287,15 +307,11 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
             "sigma_data": teacher_model.meta["sigma_data"], "sigma_g": cfg.sigma_g,
             "normalizer": norm.to_dict(), "data_shape": list(shape),
             "kind": teacher_model.meta["kind"], "source": run["source"],
-            "target": run["target"], "teacher": str(teacher_dir), "lam": cfg.lam,
+            "target": run["target"], "teacher": run["teacher"], "lam": cfg.lam,
             "cost": cfg.cost, "steps": cfg.steps}
     from rdmd.evaluation import evaluate_translation
 
-    tgt: Domain | None = None
-
     def eval_fn(step: int) -> dict[str, float]:
-        nonlocal tgt
-        tgt = tgt or load_domain(run["target"], cfg.n_test, cfg.n_test, cfg.seed)
         was = method.generator.training
         m = evaluate_translation(method.generator, norm, src, tgt, cfg, floor=False)
         method.generator.train(was)
@@ -307,7 +323,6 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
              cfg.keep_checkpoints, resume, progress, f"rdmd lam={cfg.lam:g}",
              eval_fn, cfg.eval_every)
     save_model(out, method.generator, meta)
-    tgt = tgt or load_domain(run["target"], cfg.n_test, cfg.n_test, cfg.seed)
     from rdmd.evaluation import write_translation_report
 
     write_translation_report(out, method.generator, norm, src, tgt, cfg)

@@ -13,6 +13,15 @@ from rdmd.metrics.ot import (
     w2_squared,
 )
 
-__all__ = ["barycentric_ot_map", "crossing_fraction", "floor_pairs_from_pool",
-           "gaussian_ot_map", "ot_gap", "relative_gaussian_ot_gap", "transport_cost",
-           "vector_metrics", "w2_noise_floor", "w2_squared"]
+__all__ = [
+    "barycentric_ot_map",
+    "crossing_fraction",
+    "floor_pairs_from_pool",
+    "gaussian_ot_map",
+    "ot_gap",
+    "relative_gaussian_ot_gap",
+    "transport_cost",
+    "vector_metrics",
+    "w2_noise_floor",
+    "w2_squared",
+]

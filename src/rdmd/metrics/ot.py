@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import ot
-from scipy import linalg
 
 
 def _np(a: Any) -> np.ndarray:
+    """Accept torch tensors as well as arrays; float64 so that exact OT stays exact."""
     if hasattr(a, "detach"):
         a = a.detach().cpu().numpy()
     return np.asarray(a, dtype=np.float64)
@@ -28,19 +28,35 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
         raise ValueError(f"dimension mismatch: {a.shape[1]} vs {b.shape[1]}")
 
 
+def _check_map(x: np.ndarray, gx: np.ndarray) -> None:
+    """A map's inputs and outputs are paired row by row, so their shapes must agree."""
+    if x.ndim != 2 or x.shape != gx.shape or len(x) == 0:
+        raise ValueError(f"expected two non-empty N x d arrays of one shape, got {x.shape} "
+                         f"and {gx.shape}")
+
+
+def _uniform(n: int) -> np.ndarray:
+    return np.full(n, 1.0 / n)
+
+
 def _plan(a: np.ndarray, b: np.ndarray, max_iter: int = 1_000_000) -> np.ndarray:
-    wa = np.full(len(a), 1.0 / len(a))
-    wb = np.full(len(b), 1.0 / len(b))
-    return ot.emd(wa, wb, ot.dist(a, b, metric="sqeuclidean"), numItermax=max_iter)
+    m = ot.dist(a, b, metric="sqeuclidean")
+    return ot.emd(_uniform(len(a)), _uniform(len(b)), m, numItermax=max_iter)
+
+
+def _ratio(num: float, den: float) -> float:
+    """Relative gaps are meaningless for a zero-length reference map; say so with inf/nan."""
+    if den > 0:
+        return float(num / den)
+    return float("nan") if num == 0 else float("inf")
 
 
 def w2_squared(a: Any, b: Any, max_iter: int = 1_000_000) -> float:
-    """Exact W2^2 between uniform empirical measures (squared Euclidean ground cost)."""
+    """Exact W2^2 between uniform empirical measures; sizes may differ (no pairing needed)."""
     a, b = _np(a), _np(b)
     _check_pair(a, b)
-    wa = np.full(len(a), 1.0 / len(a))
-    wb = np.full(len(b), 1.0 / len(b))
-    return float(ot.emd2(wa, wb, ot.dist(a, b, metric="sqeuclidean"), numItermax=max_iter))
+    m = ot.dist(a, b, metric="sqeuclidean")
+    return float(ot.emd2(_uniform(len(a)), _uniform(len(b)), m, numItermax=max_iter))
 
 
 def w2_noise_floor(sets: list[tuple[Any, Any]]) -> dict[str, Any]:
@@ -55,8 +71,13 @@ def w2_noise_floor(sets: list[tuple[Any, Any]]) -> dict[str, Any]:
 
 def floor_pairs_from_pool(pool: Any, n: int, n_pairs: int, rng: np.random.Generator
                           ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Disjoint subsets of a finite pool, for data we cannot sample afresh."""
+    """Disjoint subsets of a finite pool, for data we cannot sample afresh.
+
+    Disjoint because shared points would pull the floor below what independent sets give.
+    """
     p = _np(pool)
+    if n < 1:
+        raise ValueError(f"subset size must be positive, got {n}")
     if 2 * n > len(p):
         raise ValueError(f"pool of {len(p)} samples is too small for two disjoint sets of {n}")
     out = []
@@ -67,7 +88,7 @@ def floor_pairs_from_pool(pool: Any, n: int, n_pairs: int, rng: np.random.Genera
 
 
 def barycentric_ot_map(x: Any, y: Any) -> np.ndarray:
-    """``T(x_i) = sum_j P_ij y_j / sum_j P_ij`` for the exact discrete OT plan P."""
+    """Turn the exact plan into a map, so a learned G can be compared to it point by point."""
     x, y = _np(x), _np(y)
     _check_pair(x, y)
     p = _plan(x, y)
@@ -75,80 +96,90 @@ def barycentric_ot_map(x: Any, y: Any) -> np.ndarray:
 
 
 def transport_cost(x: Any, gx: Any) -> float:
-    """``mean ||G(x) - x||^2``, in the data's units."""
+    """``mean ||G(x) - x||^2``: the quantity OT minimises, in the data's own units."""
     x, gx = _np(x), _np(gx)
+    _check_map(x, gx)
     return float(((gx - x) ** 2).sum(1).mean())
 
 
 def ot_gap(x: Any, gx: Any, y: Any) -> float:
     """Distance of a learned map to the empirical OT map, relative to that map's own length."""
     x, gx = _np(x), _np(gx)
+    _check_map(x, gx)
     t = barycentric_ot_map(x, y)
-    return float(((gx - t) ** 2).sum(1).mean() / max(((t - x) ** 2).sum(1).mean(), 1e-300))
+    return _ratio(((gx - t) ** 2).sum(1).mean(), ((t - x) ** 2).sum(1).mean())
 
 
 def crossing_fraction(x: Any, gx: Any, max_segments: int = 1000, seed: int = 0,
-                      chunk: int = 500) -> float:
+                      chunk: int = 256) -> float:
     """Fraction of pairs of segments ``[x_i, G(x_i)]`` that properly cross (2-D only).
 
     An OT map for the quadratic cost is cyclically monotone and never crosses; the fraction
-    is the paper's visual proxy made a number.
+    is the paper's visual proxy made a number. Touching or collinear pairs are not counted.
     """
     x, gx = _np(x), _np(gx)
     if x.shape != gx.shape or x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"crossings need two N x 2 arrays, got {x.shape} and {gx.shape}")
     n = len(x)
-    if n < 2:
-        return 0.0
     if n > max_segments:
         idx = np.random.default_rng(seed).choice(n, max_segments, replace=False)
         x, gx = x[idx], gx[idx]
         n = max_segments
-    p, r = x, gx - x
+    if n < 2:
+        return 0.0
 
-    def orient(ax, ay, bx, by, cx, cy):  # sign of (b - a) x (c - a)
-        return np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
+    def orient(o: np.ndarray, d: np.ndarray, q: np.ndarray) -> np.ndarray:
+        # sign of the cross product d x (q - o): which side of the line (o, o + d) q is on
+        return np.sign(d[..., 0] * (q[..., 1] - o[..., 1]) - d[..., 1] * (q[..., 0] - o[..., 0]))
 
     crossings = 0
-    for s in range(0, n, chunk):
-        i = np.arange(s, min(s + chunk, n))[:, None]
-        j = np.arange(n)[None, :]
-        mask = j > i
-        a0x, a0y = p[i, 0], p[i, 1]
-        a1x, a1y = a0x + r[i, 0], a0y + r[i, 1]
-        b0x, b0y = p[j, 0], p[j, 1]
-        b1x, b1y = b0x + r[j, 0], b0y + r[j, 1]
-        o1 = orient(a0x, a0y, a1x, a1y, b0x, b0y)
-        o2 = orient(a0x, a0y, a1x, a1y, b1x, b1y)
-        o3 = orient(b0x, b0y, b1x, b1y, a0x, a0y)
-        o4 = orient(b0x, b0y, b1x, b1y, a1x, a1y)
-        hit = (o1 * o2 < 0) & (o3 * o4 < 0) & mask
+    for s in range(0, n - 1, chunk):
+        e = min(s + chunk, n - 1)
+        # rows i in [s, e) against columns j in [s + 1, n): only those can have j > i
+        a0, a1 = x[s:e, None, :], gx[s:e, None, :]
+        b0, b1 = x[None, s + 1:, :], gx[None, s + 1:, :]
+        da, db = a1 - a0, b1 - b0
+        hit = (orient(a0, da, b0) * orient(a0, da, b1) < 0) \
+            & (orient(b0, db, a0) * orient(b0, db, a1) < 0)
+        hit &= np.arange(s + 1, n)[None, :] > np.arange(s, e)[:, None]
         crossings += int(hit.sum())
     return crossings / (n * (n - 1) / 2)
 
 
-def _sym_sqrt(m: np.ndarray) -> np.ndarray:
+def _sym_sqrt(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Square root and its inverse via eigh: exact symmetry, no complex round-off from sqrtm."""
     w, v = np.linalg.eigh(0.5 * (m + m.T))
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    if w.min() <= 0:
+        raise ValueError("covariance must be positive definite")
+    r = np.sqrt(w)
+    return (v * r) @ v.T, (v / r) @ v.T
 
 
 def gaussian_ot_map(mean_s: Any, cov_s: Any, mean_t: Any, cov_t: Any
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Closed-form quadratic-cost OT map between Gaussians: ``T(x) = A x + b``."""
+    """Closed-form quadratic-cost OT map between Gaussians, the ground truth of Theorem 3.1.
+
+    ``T(x) = A x + b`` with ``A = S^-1/2 (S^1/2 C S^1/2)^1/2 S^-1/2``, ``b = m_t - A m_s``.
+    """
     ms, mt = _np(mean_s).reshape(-1), _np(mean_t).reshape(-1)
-    s, c = _np(cov_s), _np(cov_t)
-    s_half = _sym_sqrt(s)
-    s_inv_half = linalg.inv(s_half)
-    a = s_inv_half @ _sym_sqrt(s_half @ c @ s_half) @ s_inv_half
+    s, c = np.atleast_2d(_np(cov_s)), np.atleast_2d(_np(cov_t))
+    if not (s.shape == c.shape == (len(ms), len(ms)) and len(mt) == len(ms)):
+        raise ValueError(f"inconsistent shapes: means {ms.shape}, {mt.shape}; "
+                         f"covariances {s.shape}, {c.shape}")
+    s_half, s_inv_half = _sym_sqrt(s)
+    w, v = np.linalg.eigh(0.5 * (s_half @ c @ s_half + (s_half @ c @ s_half).T))
+    middle = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    a = s_inv_half @ middle @ s_inv_half
     a = 0.5 * (a + a.T)
     return a, mt - a @ ms
 
 
-def relative_gaussian_ot_gap(x: Any, gx: Any, a: np.ndarray, b: np.ndarray) -> float:
+def relative_gaussian_ot_gap(x: Any, gx: Any, a: Any, b: Any) -> float:
     """Theorem 3.1's measure: ``E||G(x) - T(x)||^2 / E||T(x) - x||^2``."""
-    x, gx = _np(x), _np(gx)
+    x, gx, a, b = _np(x), _np(gx), _np(a), _np(b)
+    _check_map(x, gx)
     t = x @ a.T + b
-    return float(((gx - t) ** 2).sum(1).mean() / max(((t - x) ** 2).sum(1).mean(), 1e-300))
+    return _ratio(((gx - t) ** 2).sum(1).mean(), ((t - x) ** 2).sum(1).mean())
 
 
 def vector_metrics(x: Any, gx: Any, y: Any, floor: dict | None = None,
@@ -161,9 +192,9 @@ def vector_metrics(x: Any, gx: Any, y: Any, floor: dict | None = None,
     if x.shape[1] == 2:
         out["crossings"] = crossing_fraction(x, gx)
     if floor is not None:
-        out["w2_floor_mean"] = floor["mean"]
-        out["w2_floor_std"] = floor["std"]
-        out["w2_over_floor"] = out["w2_sq"] / floor["mean"]
+        out["w2_floor_mean"] = float(floor["mean"])
+        out["w2_floor_std"] = float(floor["std"])
+        out["w2_over_floor"] = _ratio(out["w2_sq"], float(floor["mean"]))
     if gaussian_map is not None:
         out["gaussian_ot_gap"] = relative_gaussian_ot_gap(x, gx, *gaussian_map)
     return out
