@@ -39,18 +39,33 @@ class Domain:
         return int(np.prod(self.shape))
 
 
-def load_domain(spec: str, n_train: int = 5000, n_test: int = 5000, seed: int = 0) -> Domain:
-    """A ``.npy`` path or a built-in name such as ``8gaussians`` or ``gaussian:d=8;std=1.5``.
+def load_domain(spec: str, n_train: int = 5000, n_test: int = 5000, seed: int = 0,
+                size: int = 32, channels: int = 3) -> Domain:
+    """A ``.npy`` path, a folder of images, or a built-in name (``8gaussians``,
+    ``gaussian:d=8;std=1.5``, ``cmnist2``, ``fmnist-sneaker``, ``digits:class=3``, ...).
 
-    ``n_train``/``n_test`` and ``seed`` apply to built-in distributions only; files are split
-    deterministically (see :func:`rdmd.data.vectors.load_npy`).
+    ``n_train``/``n_test`` apply to built-in distributions only, ``size``/``channels`` to
+    image folders only; files and image sets are split deterministically, independent of
+    ``seed`` (see :mod:`rdmd.data.vectors` and :mod:`rdmd.data.images`).
     """
     from rdmd.data import vectors
 
-    if spec.endswith(".npy") or Path(spec).exists():
-        return vectors.load_npy(spec)
+    from rdmd.data import images
+
+    if images.is_image_spec(spec):
+        return images.load_image_domain(spec, seed, size=size, channels=channels)
     name = spec.split(":", 1)[0]
     if name in vectors.BUILTIN_VECTORS:
         return vectors.builtin(spec, n_train, n_test, seed)
-    raise RdmdError(f"{spec!r} is neither an existing .npy file nor a built-in data set "
-                    f"(built-ins: {', '.join(sorted(vectors.BUILTIN_VECTORS))})")
+    if spec.endswith(".npy") or _is_file(spec):
+        return vectors.load_npy(spec)
+    raise RdmdError(f"{spec!r} is neither an existing .npy file, an image folder, nor a "
+                    f"built-in data set (built-ins: "
+                    f"{', '.join(sorted([*vectors.BUILTIN_VECTORS, *images.IMAGE_BUILTINS]))})")
+
+
+def _is_file(spec: str) -> bool:
+    try:
+        return Path(spec).is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False

@@ -1,4 +1,5 @@
-"""Metrics: optimal-transport quantities for vector data (images come later)."""
+"""Metrics: optimal transport for vectors (``ot``), faithfulness and quality for images
+(``image``, imported on demand because it pulls in torchmetrics)."""
 
 from rdmd.metrics.ot import (
     barycentric_ot_map,

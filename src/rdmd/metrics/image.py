@@ -1,0 +1,314 @@
+"""Image metrics for translated batches (spec section 3, "Image metrics").
+
+Inputs are image batches ``(N, C, H, W)`` in the model range [-1, 1]. Every metric first clamps
+to [-1, 1] (what a saved image would hold) and maps to [0, 1], so distances are in [0, 1] units
+as in EGSDE.
+
+* ``l2`` is EGSDE's L2: the Euclidean norm of ``x - G(x)`` per image, averaged over images;
+  ``rmse`` is the per-element root mean square of the same difference (size-independent).
+* ``psnr`` is the mean over images of the per-image PSNR (data range 1.0). A per-image MSE is
+  floored at ``1e-10``, so an unchanged image scores ``PSNR_CAP`` = 100 dB rather than inf and
+  one untouched image cannot turn the mean into inf.
+* ``ssim`` is torchmetrics' Gaussian SSIM (data range 1.0), averaged over images, with the window
+  ``k = min(11, H, W)`` rounded down to odd and ``sigma = 1.5 k / 11``: the standard 11x11,
+  sigma 1.5 window does not fit 8x8 images, which get a 7x7 window with sigma 0.95 instead
+  (torchmetrics derives its Gaussian window size from sigma, so sigma is what sets it). As in
+  torchmetrics, the SSIM map is taken over the reflect-padded image and averaged over all pixels.
+* ``fd`` is a Frechet distance between Gaussians fitted to features of a network that the
+  project trains itself (see ``rdmd.classifier``); it is NOT the FID, always comes with its noise
+  floor ``fd_floor`` (two disjoint halves of real target data), and its value depends on the
+  sample sizes, so compare it with a floor computed at the same sizes. The standard FID (Inception
+  features) is ``inception_fid``, for users who have the Inception weights on disk.
+* ``hue_difference`` (3-channel images): the mean circular distance, in turns (0 to 0.5),
+  between the dominant hue of each input and of its output. Made for colored MNIST, where each
+  digit has one hue that a translation should keep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rdmd.errors import RdmdError
+
+PSNR_CAP = 100.0
+_MSE_FLOOR = 10.0 ** (-PSNR_CAP / 10.0)
+_CHUNK = 512
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def _to01(x: Tensor) -> Tensor:
+    """[-1, 1] -> [0, 1] after clamping, as float64 so that tiny differences are not lost."""
+    return (x.detach().to(torch.float64).clamp(-1.0, 1.0) + 1.0) / 2.0
+
+
+def _check_images(x: Tensor, y: Tensor | None = None) -> None:
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    if y is not None and x.shape != y.shape:
+        raise ValueError(f"image batches differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+
+
+def _batched(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = _CHUNK) -> Tensor:
+    """Apply a network in chunks without gradients; results on the CPU."""
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + chunk]).detach().cpu() for i in range(0, len(x), chunk)])
+
+
+# -- pixel distances -----------------------------------------------------------------------
+
+def l2_per_image(x: Tensor, y: Tensor) -> Tensor:
+    """EGSDE's L2: ``||x - y||_2`` per image on [0, 1] images, shape ``(N,)``, float64."""
+    _check_images(x, y)
+    return (_to01(x) - _to01(y)).flatten(1).norm(dim=1)
+
+
+def rmse_per_pixel(x: Tensor, y: Tensor) -> float:
+    """Root mean squared difference over all elements (on [0, 1]); independent of image size."""
+    _check_images(x, y)
+    return float((_to01(x) - _to01(y)).pow(2).mean().sqrt())
+
+
+def psnr_per_image(x: Tensor, y: Tensor) -> Tensor:
+    """Per-image PSNR in dB (data range 1), capped at ``PSNR_CAP`` for identical images."""
+    _check_images(x, y)
+    mse = (_to01(x) - _to01(y)).pow(2).flatten(1).mean(dim=1).clamp_min(_MSE_FLOOR)
+    return -10.0 * torch.log10(mse)
+
+
+def psnr(x: Tensor, y: Tensor) -> float:
+    """Mean over images of the per-image PSNR (not the PSNR of the pooled MSE)."""
+    return float(psnr_per_image(x, y).mean())
+
+
+def ssim_kernel_size(height: int, width: int) -> int:
+    """``min(11, H, W)`` rounded down to odd: 11 for 32x32 and larger, 7 for 8x8."""
+    k = min(11, height, width)
+    k -= 1 - k % 2
+    if k < 3:
+        raise ValueError(f"images of {height}x{width} are too small for SSIM (need 3x3)")
+    return k
+
+
+def ssim_sigma(kernel_size: int) -> float:
+    """Gaussian sigma scaled with the window (1.5 at 11); torchmetrics then uses that window."""
+    return 1.5 * kernel_size / 11.0
+
+
+def ssim(x: Tensor, y: Tensor) -> float:
+    """Mean per-image Gaussian SSIM (torchmetrics, data range 1.0, window fitted to the size)."""
+    _check_images(x, y)
+    try:
+        from torchmetrics.functional.image import structural_similarity_index_measure
+    except ImportError as e:  # pragma: no cover - torchmetrics is a dependency
+        raise RdmdError(f"SSIM needs torchmetrics ({e})") from None
+    k = ssim_kernel_size(x.shape[2], x.shape[3])
+    a, b = _to01(x), _to01(y)
+    vals = [structural_similarity_index_measure(a[i:i + _CHUNK], b[i:i + _CHUNK], data_range=1.0,
+                                                kernel_size=k, sigma=ssim_sigma(k),
+                                                reduction="none")
+            for i in range(0, len(a), _CHUNK)]
+    return float(torch.cat([v.reshape(-1) for v in vals]).mean())
+
+
+# -- Frechet distance ----------------------------------------------------------------------
+
+def _feats64(f: Any, name: str) -> np.ndarray:
+    a = f.detach().cpu().numpy() if hasattr(f, "detach") else np.asarray(f)
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected an N x D feature matrix, got shape {a.shape}")
+    if len(a) < 2:
+        raise ValueError(f"{name}: need at least 2 samples for a covariance, got {len(a)}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: features contain NaN or inf")
+    return a
+
+
+def _sqrtm_psd(s: np.ndarray) -> np.ndarray:
+    w, u = np.linalg.eigh(s)
+    return (u * np.sqrt(np.clip(w, 0.0, None))) @ u.T
+
+
+def frechet_distance(feats_a: Tensor | np.ndarray, feats_b: Tensor | np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (float64).
+
+    ``||m1 - m2||^2 + tr(S1 + S2 - 2 (S1 S2)^{1/2})`` with ``tr (S1 S2)^{1/2}`` computed as the
+    sum of square roots of the eigenvalues of the symmetric PSD ``S1^{1/2} S2 S1^{1/2}`` (same
+    spectrum as ``S1 S2``): stable for the rank-deficient covariances of small samples, where
+    ``scipy.linalg.sqrtm`` of the non-symmetric product can go complex. Clipped at 0.
+    """
+    a, b = _feats64(feats_a, "feats_a"), _feats64(feats_b, "feats_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature dimension mismatch: {a.shape[1]} vs {b.shape[1]}")
+    m1, m2 = a.mean(axis=0), b.mean(axis=0)
+    s1 = np.atleast_2d(np.cov(a, rowvar=False))
+    s2 = np.atleast_2d(np.cov(b, rowvar=False))
+    r1 = _sqrtm_psd(s1)
+    m = r1 @ s2 @ r1
+    ev = np.linalg.eigvalsh((m + m.T) / 2.0)
+    tr_covmean = float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+    fd = float(((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+    return max(fd, 0.0)
+
+
+def fd_with_floor(feature_fn: Callable[[Tensor], Tensor], generated: Tensor, real_a: Tensor,
+                  real_b: Tensor) -> dict[str, float]:
+    """``fd`` = FD(generated, real_a) and its noise floor ``fd_floor`` = FD(real_a, real_b).
+
+    ``real_a`` and ``real_b`` must be disjoint halves of real target data; the FD is biased by
+    sample size, so give ``generated`` and ``real_b`` the same size for a fair floor.
+    """
+    for name, t in (("generated", generated), ("real_a", real_a), ("real_b", real_b)):
+        _check_images(t)
+        if len(t) < 2:
+            raise ValueError(f"{name}: need at least 2 images, got {len(t)}")
+    fa = _batched(feature_fn, real_a)
+    return {"fd": frechet_distance(_batched(feature_fn, generated), fa),
+            "fd_floor": frechet_distance(fa, _batched(feature_fn, real_b))}
+
+
+# -- hue -----------------------------------------------------------------------------------
+
+def rgb_to_hsv(rgb: Tensor) -> Tensor:
+    """``(..., 3)`` RGB in [0, 1] -> HSV with hue in turns [0, 1); grey gets hue 0 (colorsys)."""
+    r, g, b = rgb.unbind(-1)
+    v, _ = rgb.max(dim=-1)
+    c = v - rgb.min(dim=-1).values
+    safe = torch.where(c > 0, c, torch.ones_like(c))
+    h = torch.where(v == r, ((g - b) / safe) % 6.0,
+                    torch.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0)) / 6.0
+    h = torch.where(c > 0, h % 1.0, torch.zeros_like(h))
+    s = torch.where(v > 0, c / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+    return torch.stack([h, s, v], dim=-1)
+
+
+def hsv_to_rgb(hsv: Tensor) -> Tensor:
+    """Inverse of ``rgb_to_hsv`` (hue in turns), ``(..., 3)``."""
+    h, s, v = hsv.unbind(-1)
+    k = lambda n: (n + h * 6.0) % 6.0  # noqa: E731
+    f = lambda n: v - v * s * (torch.minimum(k(n), 4.0 - k(n)).clamp(0.0, 1.0))  # noqa: E731
+    return torch.stack([f(5.0), f(3.0), f(1.0)], dim=-1)
+
+
+def dominant_hue(x: Tensor) -> Tensor:
+    """Hue (turns) of the mean colour of the pixels brighter than the image's mean value.
+
+    The mask keeps the digit strokes of colored MNIST and drops the dark background; an image
+    with no pixel above its mean (a constant image) uses all its pixels.
+    """
+    _check_images(x)
+    if x.shape[1] != 3:
+        raise ValueError(f"hue needs 3-channel images, got {x.shape[1]} channels")
+    a = _to01(x)
+    v = a.max(dim=1).values                                        # (N, H, W)
+    mask = v > v.flatten(1).mean(dim=1)[:, None, None]
+    mask = torch.where(mask.flatten(1).any(dim=1)[:, None, None], mask, torch.ones_like(mask))
+    w = mask.unsqueeze(1).to(a.dtype)
+    mean_rgb = (a * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))         # (N, 3)
+    return rgb_to_hsv(mean_rgb)[:, 0]
+
+
+def hue_difference(x: Tensor, y: Tensor) -> float:
+    """Mean circular distance (turns, in [0, 0.5]) between dominant hues; NaN for 1 channel."""
+    _check_images(x, y)
+    if x.shape[1] == 1:
+        return float("nan")
+    d = (dominant_hue(x) - dominant_hue(y)).abs() % 1.0
+    return float(torch.minimum(d, 1.0 - d).mean())
+
+
+# -- everything at once --------------------------------------------------------------------
+
+def target_accuracy(classifier: Callable[[Tensor], Tensor], images: Tensor,
+                    target_class: int) -> float:
+    """Fraction of images that ``classifier`` (logits) assigns to ``target_class``."""
+    _check_images(images)
+    module = classifier if isinstance(classifier, torch.nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    try:
+        pred = _batched(classifier, images).argmax(dim=1)
+    finally:
+        if module is not None:
+            module.train(was_training)
+    return float((pred == int(target_class)).to(torch.float64).mean())
+
+
+def image_metrics(x: Tensor, gx: Tensor, feature_fn: Callable[[Tensor], Tensor] | None = None,
+                  real_a: Tensor | None = None, real_b: Tensor | None = None,
+                  classifier: Callable[[Tensor], Tensor] | None = None,
+                  target_class: int | None = None) -> dict[str, float]:
+    """All image metrics for inputs ``x`` and translations ``gx``, as plain floats.
+
+    Always ``l2`` (mean per-image), ``rmse``, ``psnr``, ``ssim``; ``hue_difference`` for
+    3-channel images; ``fd``/``fd_floor`` when ``feature_fn``, ``real_a`` and ``real_b`` are all
+    given; ``target_accuracy`` when ``classifier`` and ``target_class`` are given.
+    """
+    _check_images(x, gx)
+    out: dict[str, float] = {
+        "l2": float(l2_per_image(x, gx).mean()),
+        "rmse": rmse_per_pixel(x, gx),
+        "psnr": psnr(x, gx),
+        "ssim": ssim(x, gx),
+    }
+    if x.shape[1] == 3:
+        out["hue_difference"] = hue_difference(x, gx)
+    fd_args = (feature_fn, real_a, real_b)
+    if any(a is not None for a in fd_args):
+        if feature_fn is None or real_a is None or real_b is None:
+            raise ValueError("the Frechet distance needs feature_fn, real_a and real_b together")
+        out.update(fd_with_floor(feature_fn, gx, real_a, real_b))
+    if (classifier is None) != (target_class is None):
+        raise ValueError("target_accuracy needs classifier and target_class together")
+    if classifier is not None and target_class is not None:
+        out["target_accuracy"] = target_accuracy(classifier, gx, target_class)
+    return out
+
+
+# -- the standard FID (needs Inception weights on disk) ------------------------------------
+
+def inception_fid(generated: Tensor, real: Tensor, weights_path: str | Path) -> float:
+    """The standard FID (Inception-v3 pool features, 2048-d) via torchmetrics.
+
+    For users who have the FID Inception weights (``pt_inception-2015-12-05``) on disk; needs
+    ``torch-fidelity``. Images in [-1, 1]; 1-channel images are repeated to RGB, and torchmetrics
+    resizes to 299x299. Raises ``RdmdError`` when the weights or the extractor are unavailable.
+    """
+    path = Path(weights_path)
+    if not path.is_file():
+        raise RdmdError(f"Inception weights not found: {path} (the standard FID needs them on "
+                        "disk; the project's own Frechet distance is fd_<classifier name>)")
+    _check_images(generated)
+    _check_images(real)
+    if generated.shape[1:] != real.shape[1:]:
+        raise ValueError(f"image shapes differ: {tuple(generated.shape[1:])} vs "
+                         f"{tuple(real.shape[1:])}")
+    if min(len(generated), len(real)) < 2:
+        raise ValueError("the FID needs at least 2 images in each set")
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path),
+                                       normalize=True)
+    except (ImportError, ModuleNotFoundError, RuntimeError, OSError, ValueError) as e:
+        raise RdmdError(f"cannot build the Inception feature extractor from {path}: {e} "
+                        "(the standard FID needs the torch-fidelity package)") from None
+    for imgs, is_real in ((real, True), (generated, False)):
+        for i in range(0, len(imgs), 64):
+            b = _to01(imgs[i:i + 64]).to(torch.float32)
+            if b.shape[1] == 1:
+                b = b.repeat(1, 3, 1, 1)
+            fid.update(b, real=is_real)
+    val = float(fid.compute())
+    if not math.isfinite(val):
+        raise RdmdError(f"the FID came out non-finite ({val})")
+    return val

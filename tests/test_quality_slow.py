@@ -1,0 +1,42 @@
+"""Long quality runs (minutes each): ``python -m pytest -m slow``.
+
+Not part of the default suite; they reproduce headline figures of docs/results.md at full
+length, so a regression in the method shows up as a failed threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from rdmd.config import DistillConfig, TeacherConfig
+from rdmd.training import distill, train_teacher
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+
+pytestmark = pytest.mark.slow
+
+
+def test_gaussian_to_anisotropic_gaussian_d2_reaches_ot_map(tmp_path: Path) -> None:
+    """Theorem 3.1: at a small lambda the generator is within 5% of the closed-form OT map."""
+    from thm31_gaussian_ot import target_spec
+
+    t = train_teacher(target_spec(2), tmp_path / "t", TeacherConfig(steps=10_000),
+                      progress=False)
+    r = distill("gaussian:d=2", t, tmp_path / "r", DistillConfig(lam=0.01, steps=10_000),
+                progress=False)
+    m = json.loads((r / "metrics.json").read_text())
+    assert m["gaussian_ot_gap"] <= 0.05, m
+
+
+def test_eight_gaussians_fit_within_floor_budget(tmp_path: Path) -> None:
+    """Gaussian -> 8 Gaussians at the recommended lambda: W2^2 at most 2.5x the noise floor."""
+    t = train_teacher("8gaussians", tmp_path / "t", TeacherConfig(steps=10_000),
+                      progress=False)
+    r = distill("gaussian", t, tmp_path / "r",
+                DistillConfig(lam=0.02, steps=10_000, floor_pairs=10), progress=False)
+    m = json.loads((r / "metrics.json").read_text())
+    assert m["w2_over_floor"] <= 2.5, m

@@ -1,0 +1,387 @@
+"""Training runs: a short 2-D run really translates, resume is exact, failures are clean.
+
+Timing budget (1 CPU thread): a shared 2000-step 8-Gaussians teacher (~7 s) and a 600-step
+distillation (~5 s) for the quality check; every other run is a few steps on small batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rdmd
+from rdmd import checkpoint as ckpt
+from rdmd import metrics
+from rdmd.data import load_domain
+from rdmd.edm import EDMLoss
+from rdmd.errors import RdmdError
+from rdmd.method import RDMD
+from rdmd.models import load_model
+
+torch.set_num_threads(1)
+
+# Small settings for everything but the quality check.
+TINY = {"batch_size": 64, "n_train": 200, "n_test": 100, "floor_pairs": 1, "device": "cpu"}
+TINY_TEACHER = {"batch_size": 64, "n_train": 200, "n_test": 100, "sample_steps": 4,
+                "warmup_steps": 2, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher good enough for distillation to visibly work (W2^2 ~ 2x floor)."""
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    return rdmd.train_teacher("8gaussians", out, steps=2000, batch_size=256, n_train=500,
+                              n_test=300, warmup_steps=20, device="cpu", progress=False)
+
+
+def _rows(path: Path, drop: tuple[str, ...] = ("time_s",)) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def _last_ckpt(run: Path) -> dict[str, torch.Tensor]:
+    last = ckpt.latest_checkpoint(run / "checkpoints")
+    assert last is not None, f"no checkpoint in {run}"
+    return ckpt.load_checkpoint(last)[0]
+
+
+def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
+                         prefixes: tuple[str, ...]) -> None:
+    keys = [k for k in a if k.startswith(prefixes)]
+    assert keys, f"no tensors under {prefixes}"
+    assert set(keys) == {k for k in b if k.startswith(prefixes)}
+    diff = [k for k in keys if not torch.equal(a[k], b[k])]
+    assert not diff, f"tensors differ after resume: {diff[:5]}"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+# -- quality: a short run translates -------------------------------------------------------
+
+def test_short_2d_run_lowers_w2(teacher: Path, tmp_path: Path) -> None:
+    common = {"lam": 0.02, "batch_size": 256, "n_train": 500, "n_test": 300, "floor_pairs": 2,
+              "device": "cpu", "progress": False}
+    src = load_domain("gaussian", 500, 300, 0)
+    tgt = load_domain("8gaussians", 300, 300, 0)
+    x, y = src.test.numpy(), tgt.test.numpy()
+    w2_input = metrics.w2_squared(x, y)
+
+    # steps=0: the generator as initialised, G(x) = D_teacher(x; sigma_g)
+    init = rdmd.distill("gaussian", teacher, tmp_path / "init", steps=0, **common)
+    g0 = load_model(init)
+    t = load_model(teacher)
+    t_sd, g_sd = t.denoiser.state_dict(), g0.denoiser.state_dict()
+    assert all(torch.equal(t_sd[k], g_sd[k]) for k in t_sd), "G is not a copy of the teacher"
+    w2_init = metrics.w2_squared(rdmd.translate(g0, x), y)
+
+    # generator lr 2.5x the default so that 600 steps suffice; measured over seeds 0-3:
+    # W2^2 = 1.8-2.5 against ~7.9 untranslated and ~8.4 at initialisation
+    run = rdmd.distill("gaussian", teacher, tmp_path / "rdmd", steps=600,
+                       lr_generator=5e-5, **common)
+    gx = rdmd.translate(run, x)
+    assert isinstance(gx, np.ndarray) and gx.shape == x.shape
+    w2 = metrics.w2_squared(gx, y)
+    assert w2 < 0.5 * w2_input, (w2, w2_input)
+    assert w2 < 0.5 * w2_init, (w2, w2_init)
+
+    # the run's own report uses the same held-out protocol
+    rep = json.loads((run / "metrics.json").read_text())
+    assert rep["n_eval"] == 300 and rep["lam"] == 0.02
+    assert rep["w2_sq_test"] == pytest.approx(w2, rel=1e-6)  # W2^2 to the held-out set
+    assert rep["transport_cost"] == pytest.approx(
+        float(((gx.astype(np.float64) - x) ** 2).sum(1).mean()), rel=1e-5)
+    assert rep["w2_floor_mean"] > 0 and rep["w2_over_floor"] == pytest.approx(
+        rep["w2_sq"] / rep["w2_floor_mean"])
+
+
+def test_translate_accepts_tensors(teacher: Path, tmp_path: Path) -> None:
+    run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=0, progress=False, **TINY)
+    x = torch.randn(17, 2)
+    y = rdmd.translate(run, x)
+    assert isinstance(y, torch.Tensor) and y.shape == (17, 2)
+    assert np.allclose(rdmd.translate(run, x.numpy()), y.numpy())
+
+
+# -- resume ---------------------------------------------------------------------------------
+
+def test_distill_resume_is_exact(teacher: Path, tmp_path: Path) -> None:
+    kw = {**TINY, "lam": 0.02, "ckpt_every": 5, "log_every": 1, "progress": False}
+    full = rdmd.distill("gaussian", teacher, tmp_path / "full", steps=10, **kw)
+    half = rdmd.distill("gaussian", teacher, tmp_path / "half", steps=5, **kw)
+    half = rdmd.distill("gaussian", teacher, half, steps=10, resume=True, progress=False)
+    a, b = _last_ckpt(full), _last_ckpt(half)
+    _assert_same_tensors(a, b, ("module.generator.", "module.fake.", "opt."))
+    assert torch.equal(a["rng.run"], b["rng.run"])
+    assert (full / "model.safetensors").read_bytes() == (half / "model.safetensors").read_bytes()
+    ra, rb = _rows(full / "log.csv"), _rows(half / "log.csv")
+    assert [int(r["step"]) for r in ra] == list(range(1, 11))
+    assert ra == rb
+    saved = json.loads((half / "config.json").read_text())
+    assert saved["config"]["steps"] == 10
+
+
+def test_teacher_resume_is_exact(tmp_path: Path) -> None:
+    kw = {**TINY_TEACHER, "ckpt_every": 4, "log_every": 1, "lr_schedule": "constant",
+          "progress": False}
+    full = rdmd.train_teacher("8gaussians", tmp_path / "full", steps=8, **kw)
+    half = rdmd.train_teacher("8gaussians", tmp_path / "half", steps=4, **kw)
+    half = rdmd.train_teacher("8gaussians", half, steps=8, resume=True, progress=False)
+    _assert_same_tensors(_last_ckpt(full), _last_ckpt(half), ("module.ema.", "module.net.",
+                                                              "opt."))
+    assert (full / "model.safetensors").read_bytes() == (half / "model.safetensors").read_bytes()
+    assert _rows(full / "log.csv") == _rows(half / "log.csv")
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def test_distill_crash_mid_step_then_resume(teacher: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    kw = {**TINY, "lam": 0.02, "ckpt_every": 3, "log_every": 1, "progress": False}
+    full = rdmd.distill("gaussian", teacher, tmp_path / "full", steps=10, **kw)
+
+    orig = RDMD.train_step
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 8:  # step 8: after the checkpoint at 6 and a logged step 7
+            raise _Boom("simulated crash")
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDMD, "train_step", flaky)
+    run = tmp_path / "crash"
+    with pytest.raises(_Boom):
+        rdmd.distill("gaussian", teacher, run, steps=10, **kw)
+    assert not (run / "model.json").exists()
+    assert [int(r["step"]) for r in _rows(run / "log.csv")] == list(range(1, 8))
+    assert ckpt.latest_checkpoint(run / "checkpoints").name == "step_00000006"
+    monkeypatch.setattr(RDMD, "train_step", orig)
+
+    rdmd.distill("gaussian", teacher, run, steps=10, resume=True, progress=False)
+    _assert_same_tensors(_last_ckpt(full), _last_ckpt(run),
+                         ("module.generator.", "module.fake.", "opt."))
+    rows = _rows(run / "log.csv")
+    steps = [int(r["step"]) for r in rows]
+    assert steps == list(range(1, 11)), f"duplicate or missing steps: {steps}"
+    assert rows == _rows(full / "log.csv")
+
+
+def test_teacher_crash_mid_step_then_resume(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    kw = {**TINY_TEACHER, "ckpt_every": 3, "log_every": 1, "progress": False}  # cosine lr
+    full = rdmd.train_teacher("8gaussians", tmp_path / "full", steps=8, **kw)
+    orig = EDMLoss.__call__
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise _Boom("simulated crash")
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(EDMLoss, "__call__", flaky)
+    run = tmp_path / "crash"
+    with pytest.raises(_Boom):
+        rdmd.train_teacher("8gaussians", run, steps=8, **kw)
+    monkeypatch.setattr(EDMLoss, "__call__", orig)
+    rdmd.train_teacher("8gaussians", run, steps=8, resume=True, progress=False)
+    _assert_same_tensors(_last_ckpt(full), _last_ckpt(run), ("module.ema.", "module.net.",
+                                                             "opt."))
+    assert (full / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
+    rows = _rows(run / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    assert rows == _rows(full / "log.csv")
+
+
+# -- failures -------------------------------------------------------------------------------
+
+def test_non_finite_loss_from_huge_inputs(teacher: Path, tmp_path: Path) -> None:
+    a = np.full((50, 2), 1e30, dtype=np.float32)
+    a[:, 1] *= -1
+    a += np.arange(50, dtype=np.float32)[:, None] * 1e28
+    src = tmp_path / "huge.npy"
+    np.save(src, a)
+    with pytest.raises(RdmdError, match=r"non-finite.*step 1\b") as e:
+        rdmd.distill(str(src), teacher, tmp_path / "r", steps=5, progress=False, **TINY)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "r" / "model.json").exists()
+
+
+def test_non_finite_loss_keeps_last_checkpoint(teacher: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    orig = RDMD.generator_loss
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        loss, y, parts = orig(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            loss = loss * float("nan")
+        return loss, y, parts
+
+    monkeypatch.setattr(RDMD, "generator_loss", poisoned)
+    run = tmp_path / "r"
+    kw = {**TINY, "ckpt_every": 2, "log_every": 1, "progress": False}
+    with pytest.raises(RdmdError, match=r"non-finite.*step 5\b"):
+        rdmd.distill("gaussian", teacher, run, steps=6, **kw)
+    last = ckpt.latest_checkpoint(run / "checkpoints")
+    assert last is not None and last.name == "step_00000004"
+    tensors, state = ckpt.load_checkpoint(last)
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for k, v in tensors.items() if v.is_floating_point())
+    assert not (run / "model.json").exists()
+
+    monkeypatch.setattr(RDMD, "generator_loss", orig)
+    rdmd.distill("gaussian", teacher, run, steps=6, resume=True, progress=False)
+    m = load_model(run)
+    assert m.role == "generator"
+    assert [int(r["step"]) for r in _rows(run / "log.csv")] == list(range(1, 7))
+
+
+def test_lam_zero_is_plain_dmd(teacher: Path, tmp_path: Path) -> None:
+    run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=3, lam=0.0, log_every=1,
+                       progress=False, **TINY)
+    assert load_model(run).meta["lam"] == 0.0
+    rows = _rows(run / "log.csv")
+    assert len(rows) == 3
+    for r in rows:  # the transport term is measured but does not enter the loss
+        assert float(r["loss_cost"]) > 0
+        assert float(r["loss_gen"]) == pytest.approx(float(r["loss_dm"]), abs=1e-12)
+
+
+def test_negative_lam_is_refused(teacher: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    with pytest.raises(RdmdError, match="lambda"):
+        rdmd.distill("gaussian", teacher, out, steps=3, lam=-1.0, progress=False, **TINY)
+    assert not out.exists()
+
+
+def test_fresh_run_into_existing_dir_is_refused(teacher: Path, tmp_path: Path) -> None:
+    run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=2, progress=False, **TINY)
+    before = _snapshot(run)
+    with pytest.raises(RdmdError, match="already holds a run"):
+        rdmd.distill("gaussian", teacher, run, steps=2, progress=False, **TINY)
+    assert _snapshot(run) == before
+    # a teacher run into the same folder: refused too, nothing touched
+    with pytest.raises(RdmdError, match="already holds a run"):
+        rdmd.train_teacher("8gaussians", run, steps=2, progress=False, **TINY_TEACHER)
+    assert _snapshot(run) == before
+    tbefore = _snapshot(teacher)
+    with pytest.raises(RdmdError, match="already holds a run"):
+        rdmd.train_teacher("8gaussians", teacher, steps=2, progress=False, **TINY_TEACHER)
+    assert _snapshot(teacher) == tbefore
+
+
+def test_resume_without_a_run_is_refused(teacher: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RdmdError, match="holds no run"):
+        rdmd.distill("gaussian", teacher, empty, steps=2, resume=True, progress=False)
+    with pytest.raises(RdmdError, match="holds no run"):
+        rdmd.train_teacher("8gaussians", empty, steps=2, resume=True, progress=False)
+    assert list(empty.iterdir()) == []
+    missing = tmp_path / "missing"
+    with pytest.raises(RdmdError, match="holds no run"):
+        rdmd.distill("gaussian", teacher, missing, resume=True, progress=False)
+    assert not missing.exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("job", ["distill", "teacher"])
+def test_api_resume_without_steps_keeps_saved_steps(teacher: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    job: str) -> None:
+    """``rdmd.distill(..., resume=True)`` with no ``steps`` continues the saved run to its
+    saved length (as ``rdmd distill --resume`` does), not to the default 10 000 steps."""
+    from rdmd import training
+
+    if job == "distill":
+        run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=3, progress=False,
+                           **TINY)
+    else:
+        run = rdmd.train_teacher("8gaussians", tmp_path / "t", steps=3, progress=False,
+                                 **TINY_TEACHER)
+    seen: dict[str, int] = {}
+
+    def fake_loop(out_dir, state, total_steps, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen["total"] = total_steps
+        raise _Stop
+
+    monkeypatch.setattr(training, "run_loop", fake_loop)
+    with pytest.raises(_Stop):
+        if job == "distill":
+            rdmd.distill("gaussian", teacher, run, resume=True, progress=False)
+        else:
+            rdmd.train_teacher("8gaussians", run, resume=True, progress=False)
+    assert seen["total"] == 3
+
+
+def test_steps_may_extend_a_finished_run(teacher: Path, tmp_path: Path) -> None:
+    run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=2, log_every=1,
+                       progress=False, **TINY)
+    rdmd.distill("gaussian", teacher, run, steps=4, resume=True, progress=False)
+    assert [int(r["step"]) for r in _rows(run / "log.csv")] == [1, 2, 3, 4]
+    assert load_model(run).meta["steps"] == 4
+
+
+# -- variants -------------------------------------------------------------------------------
+
+def test_fake_steps_two(teacher: Path, tmp_path: Path) -> None:
+    kw = {**TINY, "log_every": 1, "progress": False}
+    one = rdmd.distill("gaussian", teacher, tmp_path / "k1", steps=2, **kw)
+    two = rdmd.distill("gaussian", teacher, tmp_path / "k2", steps=2, fake_steps=2, **kw)
+    a, b = _last_ckpt(one), _last_ckpt(two)
+    fake = [k for k in a if k.startswith("module.fake.")]
+    assert any(not torch.equal(a[k], b[k]) for k in fake), "fake_steps=2 changed nothing"
+    # Adam counted two fake updates per generator update
+    steps_f = [v for k, v in b.items() if k.startswith("opt.fake.") and k.endswith(".step")]
+    steps_g = [v for k, v in b.items() if k.startswith("opt.generator.") and k.endswith(".step")]
+    assert steps_f and steps_g
+    assert float(steps_f[0]) == 4 and float(steps_g[0]) == 2
+    assert all(np.isfinite(float(r["loss_fake"])) for r in _rows(two / "log.csv"))
+
+
+def test_cost_l1(teacher: Path, tmp_path: Path) -> None:
+    kw = {**TINY, "log_every": 1, "progress": False}
+    run = rdmd.distill("gaussian", teacher, tmp_path / "l1", steps=2, cost="l1", **kw)
+    m = load_model(run)
+    assert m.meta["cost"] == "l1"
+    # the first logged cost is mean |x - G0(x)| over the first batch, in normalised units
+    t = load_model(teacher)
+    norm = t.normalizer
+    x_train = norm.encode(load_domain("gaussian", TINY["n_train"], TINY["n_test"], 0).train)
+    rng = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, x_train.shape[0], (TINY["batch_size"],), generator=rng)
+    xb = x_train[idx]
+    with torch.no_grad():
+        g0 = t.denoiser(xb, 1.0)
+    first = float(_rows(run / "log.csv")[0]["loss_cost"])
+    assert first == pytest.approx(float((xb - g0).abs().mean()), rel=1e-4)
+    assert first != pytest.approx(float(((xb - g0) ** 2).mean()), rel=1e-2)
+
+
+# -- log ------------------------------------------------------------------------------------
+
+def test_eval_metrics_reach_the_log(teacher: Path, tmp_path: Path) -> None:
+    """With ``eval_every`` the held-out metrics must appear in log.csv at those steps, even
+    when the first logged row comes before the first evaluation."""
+    run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=2, log_every=1, eval_every=2,
+                       progress=False, **TINY)
+    with open(run / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2]
+    assert "w2_sq" in rows[1] and rows[1]["w2_sq"] not in ("", None)
+    assert float(rows[1]["w2_sq"]) > 0
