@@ -48,9 +48,7 @@ def load_domain(spec: str, n_train: int = 5000, n_test: int = 5000, seed: int = 
     image folders only; files and image sets are split deterministically, independent of
     ``seed`` (see :mod:`rdmd.data.vectors` and :mod:`rdmd.data.images`).
     """
-    from rdmd.data import vectors
-
-    from rdmd.data import images
+    from rdmd.data import images, vectors
 
     if images.is_image_spec(spec):
         return images.load_image_domain(spec, seed, size=size, channels=channels)
