@@ -17,6 +17,7 @@ from rdmd.config import (
     DistillConfig,
     TeacherConfig,
     build_config,
+    fill_kind_defaults,
     parse_overrides,
     read_config_file,
     to_dict,
@@ -25,14 +26,19 @@ from rdmd.errors import RdmdError
 
 
 def test_defaults_follow_the_spec() -> None:
-    t = build_config(TeacherConfig)
-    assert t == TeacherConfig()
+    t = fill_kind_defaults(build_config(TeacherConfig), "vector")
     assert (t.lr, t.lr_schedule, t.ema_decay, t.p_mean, t.p_std) == (1e-3, "cosine", 0.999,
                                                                      -1.2, 1.2)
+    assert t.batch_size == 1024
     d = build_config(DistillConfig, None, {})
     assert d == DistillConfig()
+    d = fill_kind_defaults(d, "vector")
     assert d.cost == "l2" and d.sigma_g == 1.0 and d.fake_steps == 1
     assert (d.lr_generator, d.lr_fake, d.beta1, d.beta2) == (2e-5, 5e-4, 0.9, 0.999)
+    img = fill_kind_defaults(build_config(DistillConfig), "image")
+    assert (img.batch_size, img.lr_generator) == (64, 5e-5)
+    explicit = fill_kind_defaults(build_config(DistillConfig, {"lr_generator": 1e-4}), "image")
+    assert explicit.lr_generator == 1e-4
     assert (d.dm_sigma_min, d.dm_sigma_max) == (0.02, 80.0)
     assert 0.01 <= d.lam <= 0.05  # the useful range measured in SPEC §7
     assert d.normalize is True

@@ -253,5 +253,5 @@ def test_normalizer_scale_is_scalar_so_distances_scale_uniformly() -> None:
 
 def test_normalizer_identity() -> None:
     x = _anisotropic(10)
-    norm = Normalizer.identity(3)
+    norm = Normalizer.identity()
     assert torch.equal(norm.encode(x), x) and torch.equal(norm.decode(x), x)

@@ -24,9 +24,10 @@ from rdmd.models import Model, load_model
 
 def train_teacher(target: str, out_dir: str | Path, resume: bool = False,
                   progress: bool = True, **config: Any) -> Path:
-    """Train a diffusion model of ``target`` (``.npy`` or built-in name); keyword arguments
-    are :class:`rdmd.config.TeacherConfig` fields (e.g. ``steps=5000``)."""
-    cfg = build_config(TeacherConfig, config)
+    """Train a diffusion model of ``target`` (``.npy``, image folder or built-in name);
+    keyword arguments are :class:`rdmd.config.TeacherConfig` fields (e.g. ``steps=5000``).
+    With ``resume=True`` the saved settings are used; only ``steps`` may be given."""
+    cfg = None if resume and "steps" not in config else build_config(TeacherConfig, config)
     return training.train_teacher(target, out_dir, cfg, resume=resume, progress=progress)
 
 
@@ -34,8 +35,9 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
             target: str | None = None, resume: bool = False, progress: bool = True,
             **config: Any) -> Path:
     """RDMD from ``source`` with the teacher in ``teacher_dir``; keyword arguments are
-    :class:`rdmd.config.DistillConfig` fields (``lam=0.02``, ``steps=...``, ``cost="l1"``)."""
-    cfg = build_config(DistillConfig, config)
+    :class:`rdmd.config.DistillConfig` fields (``lam=0.02``, ``steps=...``, ``cost="l1"``).
+    With ``resume=True`` the saved settings are used; only ``steps`` may be given."""
+    cfg = None if resume and "steps" not in config else build_config(DistillConfig, config)
     return training.distill(source, teacher_dir, out_dir, cfg, target=target, resume=resume,
                             progress=progress)
 

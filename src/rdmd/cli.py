@@ -147,6 +147,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         from rdmd.training import CONFIG_FILE
 
         model = load_model(args.model)
+        if model.role != "generator":
+            raise RdmdError(f"{args.model} holds a {model.role}; evaluate --model needs a "
+                            "distilled generator")
         cfg = DistillConfig()
         cfg_path = Path(args.model) / CONFIG_FILE
         if cfg_path.is_file():

@@ -20,14 +20,18 @@ class TeacherConfig:
     """Diffusion model of the target (SPEC §1, §7)."""
 
     steps: int = 10_000
-    batch_size: int = 1024
-    lr: float = 1e-3
+    batch_size: int | None = None  # None: 1024 for vectors, 128 for images
+    lr: float | None = None  # None: 1e-3 for vectors, 5e-4 for images
     lr_schedule: str = "cosine"  # "cosine" decays to 0 over `steps`; "constant"
     warmup_steps: int = 100
     ema_decay: float = 0.999
     p_mean: float = -1.2
     p_std: float = 1.2
     encoder: list[int] | None = None  # MLP input-encoder widths; None: scaled with d
+    backbone: str = "auto"  # "mlp", "unet:<preset>" (small32, tiny8, edm64); auto by data
+    precision: str = "fp32"  # "bf16": autocast the networks' forward passes
+    image_size: int = 32  # image folders are resized and centre-cropped to this
+    image_channels: int = 3  # 1 (grey) or 3 (RGB) for image folders
     n_train: int = 5000  # samples drawn from a built-in distribution (ignored for files)
     n_test: int = 5000
     seed: int = 0
@@ -43,12 +47,12 @@ class DistillConfig:
     """RDMD (SPEC §2, §7). ``lam`` multiplies the transport cost; 0 is plain DMD."""
 
     steps: int = 10_000
-    batch_size: int = 1024
+    batch_size: int | None = None  # None: 1024 for vectors, 64 for images
     lam: float = 0.02
-    cost: str = "l2"
+    cost: str = "l2"  # l2 (squared), l1, lowpass:<factor>, feature:<classifier dir>
     sigma_g: float = 1.0
-    lr_generator: float = 2e-5
-    lr_fake: float = 5e-4
+    lr_generator: float | None = None  # None: 2e-5 for vectors, 5e-5 for images
+    lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
     beta1: float = 0.9
     beta2: float = 0.999
     fake_steps: int = 1
@@ -65,6 +69,28 @@ class DistillConfig:
     keep_checkpoints: int = 3
     eval_every: int = 0  # held-out metrics during training; 0: only at the end
     floor_pairs: int = 5  # pairs of target sets for the W2 noise floor
+    precision: str = "fp32"  # "bf16": autocast the networks' forward passes
+    classifier: str | None = None  # feature classifier dir: FD and target accuracy (images)
+    target_class: int | None = None  # the classifier's label of the target domain
+
+
+KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "TeacherConfig": {"vector": {"batch_size": 1024, "lr": 1e-3},
+                      "image": {"batch_size": 128, "lr": 5e-4}},
+    "DistillConfig": {"vector": {"batch_size": 1024, "lr_generator": 2e-5, "lr_fake": 5e-4},
+                      "image": {"batch_size": 64, "lr_generator": 5e-5, "lr_fake": 2e-4}},
+}
+
+
+def fill_kind_defaults(cfg: C, kind: str) -> C:
+    """Replace the ``None`` of data-dependent keys by their default for vectors or images."""
+    for key, value in KIND_DEFAULTS[type(cfg).__name__][kind].items():
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, value)
+    if cfg.precision not in ("fp32", "bf16"):
+        raise RdmdError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
+    validate(cfg)
+    return cfg
 
 
 C = TypeVar("C", TeacherConfig, DistillConfig)
@@ -83,16 +109,42 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise RdmdError(f"cannot parse config file {p}: {e}") from None
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
-    """Convert a string override (``--set key=value``) to the field's type."""
-    if not isinstance(value, str) or isinstance(current, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        if isinstance(current, bool) and value.lower() in ("true", "false"):
+def _convert(key: str, value: Any, ann: str) -> Any:
+    """Check (and convert) one value against its field's annotation, e.g. ``int | None``."""
+    optional = ann.endswith("| None")
+    base = ann.replace("| None", "").strip()
+    if isinstance(value, str) and base != "str":
+        if base == "bool" and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise RdmdError(f"config key {key!r}: cannot parse value {value!r}") from None
+        if optional and value.lower() in ("none", "null"):
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RdmdError(f"config key {key!r}: cannot parse value {value!r}") from None
+    if value is None and optional:
+        return None
+    bad = RdmdError(f"config key {key!r} must be {base.replace('list[int]', 'a list of ints')}"
+                    f"{' or null' if optional else ''}, got {value!r}")
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise bad
+    elif base in ("int", "float"):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise bad
+        if base == "int":
+            if not float(value).is_integer():
+                raise bad
+            value = int(value)
+        else:
+            value = float(value)
+    elif base == "str":
+        if not isinstance(value, str):
+            raise bad
+    elif base == "list[int]" and (not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise bad
+    return value
 
 
 def build_config(cls: type[C], *layers: dict[str, Any] | None) -> C:
@@ -106,19 +158,27 @@ def build_config(cls: type[C], *layers: dict[str, Any] | None) -> C:
             if key not in names:
                 raise RdmdError(f"unknown config key {key!r} for {cls.__name__}; "
                                 f"valid keys: {', '.join(sorted(names))}")
-            current = getattr(cfg, key)
-            value = _coerce(value, current, key)
-            if isinstance(current, bool) and not isinstance(value, bool):
-                raise RdmdError(f"config key {key!r} must be true/false, got {value!r}")
-            if isinstance(current, int | float) and not isinstance(current, bool):
-                if not isinstance(value, int | float) or isinstance(value, bool):
-                    raise RdmdError(f"config key {key!r} must be a number, got {value!r}")
-                value = type(current)(value) if isinstance(current, float) else value
-                if isinstance(current, int) and not float(value).is_integer():
-                    raise RdmdError(f"config key {key!r} must be an integer, got {value!r}")
-                value = int(value) if isinstance(current, int) else value
-            setattr(cfg, key, value)
+            setattr(cfg, key, _convert(key, value, str(names[key].type)))
     return cfg
+
+
+POSITIVE = ("batch_size", "lr", "lr_generator", "lr_fake", "log_every", "ckpt_every",
+            "keep_checkpoints", "fake_steps", "floor_pairs", "n_train", "n_test",
+            "sample_steps", "dm_sigma_min", "dm_sigma_max", "sigma_g", "image_size")
+NON_NEGATIVE = ("steps", "warmup_steps", "ema_decay", "grad_clip", "eval_every", "lam")
+
+
+def validate(cfg: TeacherConfig | DistillConfig) -> None:
+    """Ranges the types cannot express; a zero batch or a negative rate is a typo."""
+    for key in POSITIVE:
+        v = getattr(cfg, key, None)
+        if v is not None and v <= 0:
+            raise RdmdError(f"config key {key!r} must be > 0, got {v}")
+    for key in NON_NEGATIVE:
+        v = getattr(cfg, key, None)
+        if v is not None and v < 0:
+            alias = " (lambda)" if key == "lam" else ""
+            raise RdmdError(f"config key {key!r}{alias} must be >= 0, got {v}")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

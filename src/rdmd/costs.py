@@ -1,6 +1,10 @@
 """Transport costs ``c(x, y)``, each returning one value per sample as a mean over elements.
 
 Means over elements (not sums) keep ``lambda`` meaningful across dimensions and resolutions.
+Names: ``l2`` (squared Euclidean, the paper's), ``l1``, ``lowpass:<factor>`` (squared L2
+after average-pooling both images by ``factor``: EGSDE's faithfulness term, which leaves
+fine detail free to change) and ``feature:<classifier dir>`` (squared L2 between the
+features of a trained rdmd classifier).
 """
 
 from __future__ import annotations
@@ -8,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+
+from rdmd.errors import RdmdError
 
 Cost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -26,12 +33,48 @@ def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _per_sample_mean((x - y).abs())
 
 
+def lowpass_l2(factor: int) -> Cost:
+    """Squared L2 between ``factor``-times average-pooled images (N, C, H, W)."""
+    if factor < 1:
+        raise RdmdError(f"lowpass factor must be >= 1, got {factor}")
+
+    def cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise RdmdError("the lowpass cost needs images (N, C, H, W)")
+        return squared_l2(F.avg_pool2d(x, factor), F.avg_pool2d(y, factor))
+
+    return cost
+
+
+def feature_l2(features: Callable[[torch.Tensor], torch.Tensor]) -> Cost:
+    """Squared L2 between features of a frozen network; gradients flow through it to ``y``."""
+
+    def cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            fx = features(x)
+        return squared_l2(fx.float(), features(y).float())
+
+    return cost
+
+
 COSTS: dict[str, Cost] = {"l2": squared_l2, "sq_l2": squared_l2, "l1": l1}
 
 
 def get_cost(name: str) -> Cost:
-    """A cost by name; the error lists what exists."""
-    try:
-        return COSTS[name]
-    except KeyError:
-        raise ValueError(f"unknown cost {name!r}; choose one of {sorted(COSTS)}") from None
+    """A cost by name (see the module docstring); the error lists what exists."""
+    kind, _, arg = name.partition(":")
+    if kind in COSTS and not arg:
+        return COSTS[kind]
+    if kind == "lowpass":
+        try:
+            return lowpass_l2(int(arg or 4))
+        except ValueError:
+            raise RdmdError(f"lowpass cost: factor must be an integer, got {arg!r}") from None
+    if kind == "feature" and arg:
+        from rdmd.classifier import load_classifier
+
+        net, _ = load_classifier(arg)
+        net.requires_grad_(False)
+        return feature_l2(net.features)
+    raise RdmdError(f"unknown cost {name!r}; choose l2, l1, lowpass:<factor> or "
+                    "feature:<classifier dir>")

@@ -25,8 +25,15 @@ def build_backbone(spec: dict[str, Any]) -> torch.nn.Module:
     """A backbone from its JSON description ``{"name": ..., **kwargs}``."""
     spec = dict(spec)
     name = spec.pop("name", None)
-    if name == "mlp":
-        return MLPBackbone(**spec)
+    try:
+        if name == "mlp":
+            return MLPBackbone(**spec)
+        if name == "unet":
+            from rdmd.backbones.unet import UNetBackbone
+
+            return UNetBackbone(**spec)
+    except (TypeError, ValueError) as e:
+        raise RdmdError(f"bad backbone description {spec}: {e}") from None
     raise RdmdError(f"unknown backbone {name!r}")
 
 

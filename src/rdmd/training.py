@@ -8,6 +8,7 @@ Everything random in a run (batch indices, noise levels, noise) comes from one C
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rdmd import checkpoint as ckpt
-from rdmd.config import DistillConfig, TeacherConfig, to_dict
+from rdmd.config import DistillConfig, TeacherConfig, fill_kind_defaults, to_dict
 from rdmd.costs import get_cost
 from rdmd.data import Normalizer, load_domain
 from rdmd.edm import EDMLoss, LogNormalSigma, LogUniformSigma
@@ -43,32 +44,42 @@ def resolve_device(name: str) -> torch.device:
 
 
 class CsvLog:
-    """Append-only CSV; on resume, rows after the checkpoint's step are dropped so the log
-    reads as if the run had never been interrupted."""
+    """Append-only CSV of the losses (and metrics, when evaluated).
+
+    On resume, rows after the checkpoint's step are dropped so the log reads as if the run
+    had never been interrupted. A column that first appears later (an evaluation metric)
+    rewrites the file with the wider header; earlier rows leave it empty.
+    """
 
     def __init__(self, path: Path, resume_step: int) -> None:
         self.path = path
-        self.fields: list[str] | None = None
+        self.fields: list[str] = []
+        self.rows: list[dict[str, str]] = []
         if path.is_file():
             with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-            if rows:
-                self.fields = list(rows[0].keys())
-                buf = [",".join(self.fields)] + [",".join(r[k] for k in self.fields)
-                                                 for r in rows]
-                ckpt.atomic_write_text(path, "\n".join(buf) + "\n")
-            else:
-                path.unlink()
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or [])
+                self.rows = [r for r in reader if int(r["step"]) <= resume_step]
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.fields, restval="", lineterminator="\n")
+        w.writeheader()
+        w.writerows(self.rows)
+        ckpt.atomic_write_text(self.path, buf.getvalue())
 
     def write(self, row: dict[str, Any]) -> None:
-        new = self.fields is None
-        if new:
-            self.fields = list(row.keys())
+        row = {k: str(v) for k, v in row.items()}
+        self.rows.append(row)
+        new = [k for k in row if k not in self.fields]
+        if new or not self.path.is_file():
+            self.fields += new
+            self._rewrite()
+            return
         with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+            csv.DictWriter(f, fieldnames=self.fields, restval="",
+                           lineterminator="\n").writerow(row)
 
 
 @dataclass
@@ -133,6 +144,46 @@ def start_run(out_dir: Path, run: dict[str, Any]) -> None:
     """Create the run folder once every input has been checked."""
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt.atomic_write_json(out_dir / CONFIG_FILE, run)
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """bf16 autocast of forward passes (about 2x faster image steps on CPU, SPEC §5)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def backbone_spec(name: str, dom: Any, encoder: list[int] | None) -> dict[str, Any]:
+    """The backbone's JSON description; ``auto`` picks the MLP for vectors and a UNet preset
+    by image size (``tiny8`` up to 16 px, ``small32`` above)."""
+    if name == "auto":
+        name = "mlp" if dom.kind == "vector" else (
+            "unet:tiny8" if dom.shape[-1] < 16 else "unet:small32")
+    if name == "mlp":
+        if dom.kind != "vector":
+            raise RdmdError("the mlp backbone is for vector data; use unet:<preset> for images")
+        return {"name": "mlp", "dim": dom.dim, "encoder": encoder}
+    if name.startswith("unet"):
+        if dom.kind != "image":
+            raise RdmdError("unet backbones are for images; use mlp for vector data")
+        preset = name.partition(":")[2] or "small32"
+        return {"name": "unet", "channels": dom.shape[0], "size": dom.shape[-1],
+                "preset": preset}
+    raise RdmdError(f"unknown backbone {name!r}; use auto, mlp or unet:<preset>")
+
+
+def _abs_if_path(spec: str | None) -> str | None:
+    """Files and folders are stored absolute, so a run resumes from any working directory;
+    built-in names stay as they are."""
+    if spec is None:
+        return None
+    try:
+        p = Path(spec)
+        return str(p.resolve()) if p.exists() else spec
+    except OSError:
+        return spec
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
 
 
 def adam(params: Any, lr: float, betas: tuple[float, float] = (0.9, 0.999)
@@ -205,22 +256,27 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
     With ``resume=True`` the saved run continues; of ``cfg`` only ``steps`` is used.
     """
     out = Path(out_dir)
-    run = resolve_run(out, resume, {"job": "teacher", "target": target,
+    run = resolve_run(out, resume, {"job": "teacher", "target": _abs_if_path(target),
                                     "config": to_dict(cfg or TeacherConfig())},
                       cfg.steps if cfg is not None else None)
     cfg = TeacherConfig(**run["config"])
-    dom = load_domain(run["target"], cfg.n_train, cfg.n_test, cfg.seed)
-    if dom.kind != "vector":
-        raise RdmdError(f"{target}: only vector data is supported by this version")
+    dom = load_domain(run["target"], cfg.n_train, cfg.n_test, cfg.seed, cfg.image_size,
+                      cfg.image_channels)
+    cfg = fill_kind_defaults(cfg, dom.kind)
+    backbone = backbone_spec(cfg.backbone, dom, cfg.encoder)
+    run["config"] = to_dict(cfg)
     start_run(out, run)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    norm = Normalizer.fit(dom.train)
-    data = norm.encode(dom.train).to(device)
-    sigma_data = float(data.std())
-    backbone = {"name": "mlp", "dim": dom.dim, "encoder": cfg.encoder}
+    if dom.kind == "image":
+        norm, sigma_data = Normalizer.identity(), 0.5
+        data = dom.train.to(device)
+    else:
+        norm = Normalizer.fit(dom.train)
+        data = norm.encode(dom.train).to(device)
+        sigma_data = float(data.std())
     net = build_denoiser(backbone, sigma_data).to(device)
-    backbone = {"name": "mlp", **net.backbone.config}
+    backbone = {"name": backbone["name"], **net.backbone.config}
     ema = EMA(net, cfg.ema_decay)
     opt = adam(net.parameters(), cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -230,7 +286,8 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
     def step_fn(step: int) -> dict[str, float]:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_schedule)
-        loss = loss_fn(net, next(batches), generator=rng)
+        with autocast(device, cfg.precision):
+            loss = loss_fn(net, next(batches), generator=rng)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"DSM loss is {loss.item()}")
         opt.zero_grad(set_to_none=True)
@@ -248,7 +305,7 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
         "target": run["target"], "target_info": dom.info, "steps": cfg.steps})
     from rdmd.evaluation import evaluate_teacher
 
-    evaluate_teacher(out, dom, n_steps=cfg.sample_steps, progress=progress)
+    evaluate_teacher(out, dom, n_steps=cfg.sample_steps)
     return out
 
 
@@ -265,7 +322,8 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     """
     out = Path(out_dir)
     run = resolve_run(out, resume, {
-        "job": "distill", "source": source, "teacher": str(teacher_dir), "target": target,
+        "job": "distill", "source": _abs_if_path(source),
+        "teacher": str(Path(teacher_dir).resolve()), "target": _abs_if_path(target),
         "config": to_dict(cfg or DistillConfig())}, cfg.steps if cfg is not None else None)
     cfg = DistillConfig(**run["config"])
     teacher_model = load_model(run["teacher"])
@@ -273,15 +331,19 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
         raise RdmdError(f"{run['teacher']} holds a {teacher_model.role}, not a teacher")
     run["target"] = run["target"] or teacher_model.meta["target"]
     shape = tuple(teacher_model.meta["data_shape"])
-    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed)
-    tgt = load_domain(run["target"], cfg.n_test, cfg.n_test, cfg.seed)
+    size = shape[-1] if len(shape) == 3 else 32
+    channels = shape[0] if len(shape) == 3 else 3
+    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed, size, channels)
+    tgt = load_domain(run["target"], cfg.n_test, cfg.n_test, cfg.seed, size, channels)
     for name, dom in (("source", src), ("target", tgt)):
         if dom.shape != shape:
-            raise RdmdError(f"{name} {dom.name!r} has samples of shape {dom.shape} but the "
-                            f"teacher in {run['teacher']} was trained on shape {shape}")
-    if cfg.lam < 0:
-        raise RdmdError(f"lambda must be >= 0, got {cfg.lam}")
-    get_cost(cfg.cost)
+            what = "images" if dom.kind == "image" else "samples"
+            raise RdmdError(f"{name} {dom.name!r} has {what} of shape {_fmt_shape(dom.shape)} "
+                            f"but the teacher in {run['teacher']} was trained on "
+                            f"{_fmt_shape(shape)}")
+    cfg = fill_kind_defaults(cfg, src.kind)
+    run["config"] = to_dict(cfg)
+    cost = get_cost(cfg.cost)
     start_run(out, run)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -289,7 +351,7 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     x_train = norm.encode(src.train).to(device)
     teacher = teacher_model.denoiser.to(device)
     method = RDMD.from_teacher(
-        teacher, cfg.lam, cfg.sigma_g, cost=get_cost(cfg.cost),
+        teacher, cfg.lam, cfg.sigma_g, cost=cost,
         dm_sigma=LogUniformSigma(cfg.dm_sigma_min, cfg.dm_sigma_max),
         fake_loss=EDMLoss(LogNormalSigma()), normalize=cfg.normalize)
     betas = (cfg.beta1, cfg.beta2)
@@ -299,8 +361,9 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     batches = _batches(x_train, cfg.batch_size, rng)
 
     def step_fn(step: int) -> dict[str, float]:
-        st = method.train_step(next(batches), opt_g, opt_f, cfg.fake_steps, rng,
-                               cfg.grad_clip or None)
+        with autocast(device, cfg.precision):
+            st = method.train_step(next(batches), opt_g, opt_f, cfg.fake_steps, rng,
+                                   cfg.grad_clip or None)
         return st.as_dict()
 
     meta = {"role": "generator", "backbone": teacher_model.meta["backbone"],
@@ -315,7 +378,7 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
         was = method.generator.training
         m = evaluate_translation(method.generator, norm, src, tgt, cfg, floor=False)
         method.generator.train(was)
-        return {k: v for k, v in m.items() if k in ("w2_sq", "transport_cost", "ot_gap")}
+        return {k: v for k, v in m.items() if isinstance(v, float)}
 
     state = RunState({"generator": method.generator, "fake": method.fake},
                      {"generator": opt_g, "fake": opt_f}, rng)

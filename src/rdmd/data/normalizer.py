@@ -28,10 +28,13 @@ class Normalizer:
         return cls(mean.tolist(), scale)
 
     @classmethod
-    def identity(cls, dim: int) -> Normalizer:
-        return cls([0.0] * dim, 1.0)
+    def identity(cls) -> Normalizer:
+        """For images, already in [-1, 1]: an empty mean stands for zero."""
+        return cls([], 1.0)
 
-    def _mean(self, x: torch.Tensor) -> torch.Tensor:
+    def _mean(self, x: torch.Tensor) -> torch.Tensor | float:
+        if not self.mean:
+            return 0.0
         return torch.tensor(self.mean, dtype=x.dtype, device=x.device).reshape(1, *x.shape[1:])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ NPY_SPLIT_SEED = 0
 def _gaussian(d: int = 2, mean: Any = 0.0, std: float | None = None,
               cov: Any = None) -> tuple[Callable[[int, np.random.Generator], np.ndarray],
                                         dict[str, Any]]:
+    if not isinstance(d, int) or d < 1:
+        raise RdmdError(f"gaussian: d must be a positive integer, got {d!r}")
     if cov is not None:
         c = np.asarray(cov, dtype=np.float64)
         if c.ndim != 2 or c.shape[0] != c.shape[1]:
@@ -35,7 +37,10 @@ def _gaussian(d: int = 2, mean: Any = 0.0, std: float | None = None,
     else:
         s = 1.0 if std is None else float(std)
         c = np.eye(d) * s**2
-    m = np.broadcast_to(np.asarray(mean, dtype=np.float64), (d,)).copy()
+    try:
+        m = np.broadcast_to(np.asarray(mean, dtype=np.float64), (d,)).copy()
+    except ValueError:
+        raise RdmdError(f"gaussian: mean {mean!r} does not fit dimension {d}") from None
     try:
         chol = np.linalg.cholesky(c)
     except np.linalg.LinAlgError:
@@ -111,7 +116,7 @@ def builtin(spec: str, n_train: int, n_test: int, seed: int) -> Domain:
     name, params = parse_spec(spec)
     try:
         sampler, info = BUILTIN_VECTORS[name](**params)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise RdmdError(f"bad parameters for built-in {name!r}: {e}") from None
     train = sampler(n_train, np.random.default_rng(_spec_seed(spec, seed, 1)))
     test = sampler(n_test, np.random.default_rng(_spec_seed(spec, seed, 2)))
