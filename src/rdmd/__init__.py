@@ -8,10 +8,11 @@ from rdmd.api import (
     load_model,
     train_teacher,
     translate,
+    translate_folder,
 )
 from rdmd.errors import RdmdError
 
 __version__ = "0.1.0"
 
 __all__ = ["DistillConfig", "Model", "RdmdError", "TeacherConfig", "distill", "load_model",
-           "train_teacher", "translate"]
+           "train_teacher", "translate", "translate_folder"]

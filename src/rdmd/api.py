@@ -42,29 +42,75 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
                             progress=progress)
 
 
-def translate(model: str | Path | Model, x: np.ndarray | torch.Tensor,
-              chunk: int = 4096) -> np.ndarray | torch.Tensor:
-    """Map source samples (data units) to the target in one network call per chunk.
+def translate(model: str | Path | Model, x: Any, chunk: int = 512) -> Any:
+    """Map source samples to the target in one network call per chunk.
 
-    Returns the same type as ``x`` (numpy in, numpy out).
+    ``x`` is an (N, d) array or tensor of vectors in data units, an (N, C, H, W) tensor or
+    array of images in [-1, 1], or a list of PIL images (resized and centre-cropped to the
+    model's size). Returns the same kind: numpy in, numpy out; PIL in, PIL out.
     """
     from rdmd.evaluation import apply_generator
 
     m = model if isinstance(model, Model) else load_model(model)
     if m.role != "generator":
         raise RdmdError("translate needs a distilled generator, got a teacher "
-                        f"(model from {m.meta.get('target')!r})")
+                        f"(model of {m.meta.get('target')!r})")
+    shape = tuple(m.meta["data_shape"])
+    if isinstance(x, list):
+        from rdmd.data.images import pil_to_tensor, tensor_to_pil
+
+        if len(shape) != 3:
+            raise RdmdError("a list of PIL images needs an image model")
+        t = torch.stack([pil_to_tensor(im, shape[-1], shape[0]) for im in x])
+        return [tensor_to_pil(o) for o in apply_generator(m.net, m.normalizer, t, chunk)]
     is_np = isinstance(x, np.ndarray)
     t = torch.from_numpy(np.asarray(x, dtype=np.float32)) if is_np else x
-    shape = tuple(m.meta["data_shape"])
     if tuple(t.shape[1:]) != shape:
         raise RdmdError(f"input samples have shape {tuple(t.shape[1:])}, the model expects "
                         f"{shape}")
     if not torch.isfinite(t).all():
         raise RdmdError("input contains NaN or infinite values")
     out = apply_generator(m.net, m.normalizer, t, chunk)
+    if len(shape) == 3:
+        out = out.clamp(-1, 1)
     return out.numpy() if is_np else out
 
 
+def translate_folder(model: str | Path | Model, input_dir: str | Path,
+                     output_dir: str | Path, chunk: int = 64,
+                     progress: bool = True) -> list[Path]:
+    """One PNG per input image, same name with ``.png``; each written atomically, so an
+    interrupted run leaves only complete files (and re-running overwrites them)."""
+    from tqdm.auto import tqdm
+
+    from rdmd.data.images import list_images, load_image_file, save_image
+
+    m = model if isinstance(model, Model) else load_model(model)
+    if m.role != "generator":
+        raise RdmdError("translate needs a distilled generator, not a teacher")
+    shape = tuple(m.meta["data_shape"])
+    if len(shape) != 3:
+        raise RdmdError("this model translates vectors: pass .npy files, not folders")
+    src, dst = Path(input_dir), Path(output_dir)
+    if dst.resolve() == src.resolve():
+        raise RdmdError("--output must be another folder than --input (inputs would be "
+                        "overwritten)")
+    files = list_images(src)
+    stems = [f.stem for f in files]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise RdmdError(f"{src}: several images share the name {dup!r} (e.g. .png and .jpg); "
+                        "outputs would overwrite each other")
+    written = []
+    for i in tqdm(range(0, len(files), chunk), desc="translate", disable=not progress):
+        part = files[i:i + chunk]
+        batch = torch.stack([load_image_file(f, shape[-1], shape[0]) for f in part])
+        out = translate(m, batch)
+        for f, o in zip(part, out, strict=True):
+            save_image(o, dst / f"{f.stem}.png")
+            written.append(dst / f"{f.stem}.png")
+    return written
+
+
 __all__ = ["DistillConfig", "Model", "TeacherConfig", "distill", "load_model",
-           "train_teacher", "translate"]
+           "train_teacher", "translate", "translate_folder"]

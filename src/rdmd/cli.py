@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("translate", help="map source samples with a trained generator")
     tr.add_argument("--model", required=True, help="run directory of distill")
-    tr.add_argument("--input", required=True, help=".npy of source samples, data units")
-    tr.add_argument("--output", required=True, help=".npy to write")
+    tr.add_argument("--input", required=True,
+                    help=".npy of source vectors (data units), or a folder of images")
+    tr.add_argument("--output", required=True,
+                    help=".npy to write, or a folder for one PNG per input image")
 
     e = sub.add_parser("evaluate", help="metrics of a generator on held-out data, or of "
                                         "given arrays")
@@ -61,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--target", help="target data (.npy or built-in) for the metrics")
     e.add_argument("--source", help="source data for --model (default: the model's)")
     e.add_argument("--json", help="also write the metrics to this JSON file")
+
+    c = sub.add_parser("train-classifier",
+                       help="the feature classifier behind fd_<name> and target accuracy")
+    c.add_argument("--data", required=True, help="cmnist, fmnist or digits (all classes)")
+    c.add_argument("--out", required=True, help="directory to write")
+    c.add_argument("--epochs", type=int, default=15)
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--lr", type=float, default=2e-3)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--no-progress", action="store_true")
 
     m = sub.add_parser("demo", help="teacher + RDMD on Gaussian -> 8 Gaussians, with a report")
     m.add_argument("--out", default="rdmd-demo", help="folder for the demo (default rdmd-demo)")
@@ -119,11 +131,15 @@ def _print_metrics(path: Path, head: str) -> None:
 def _cmd_translate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from rdmd.api import translate
+    from rdmd.api import translate, translate_folder
     from rdmd.checkpoint import atomic_save_npy
     from rdmd.data.vectors import read_npy
 
     inp, outp = Path(args.input), Path(args.output)
+    if inp.is_dir():
+        written = translate_folder(args.model, inp, outp)
+        print(f"translated {len(written)} images -> {outp}")
+        return
     if outp.resolve() == inp.resolve():
         raise RdmdError("--output must differ from --input (the input would be overwritten)")
     if outp.suffix != ".npy":
@@ -180,6 +196,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         atomic_write_json(Path(args.json), res)
 
 
+def _cmd_train_classifier(args: argparse.Namespace) -> None:
+    from rdmd.classifier import save_classifier, train_classifier
+    from rdmd.data.images import labelled_image_set
+
+    out = Path(args.out)
+    if (out / "classifier.json").exists():
+        raise RdmdError(f"{out} already holds a classifier; choose another --out")
+    tx, ty, vx, vy = labelled_image_set(args.data, args.seed)
+    model, stats = train_classifier(tx, ty, vx, vy, args.epochs, args.batch_size, args.lr,
+                                    args.seed, augment_hue=args.data == "cmnist",
+                                    progress=not args.no_progress)
+    save_classifier(model, out, {"name": f"cnn_{args.data}", "data": args.data,
+                                 "epochs": args.epochs, "seed": args.seed, **stats})
+    print(f"classifier written to {out}: test accuracy {stats['test_accuracy']:.4f}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from rdmd.demo import run_demo
 
@@ -188,6 +220,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train-teacher": _cmd_train_teacher, "distill": _cmd_distill,
+            "train-classifier": _cmd_train_classifier,
             "translate": _cmd_translate, "evaluate": _cmd_evaluate, "demo": _cmd_demo}
 
 

@@ -32,6 +32,7 @@ class TeacherConfig:
     precision: str = "fp32"  # "bf16": autocast the networks' forward passes
     image_size: int = 32  # image folders are resized and centre-cropped to this
     image_channels: int = 3  # 1 (grey) or 3 (RGB) for image folders
+    classifier: str | None = None  # feature classifier dir: FD of the teacher's samples
     n_train: int = 5000  # samples drawn from a built-in distribution (ignored for files)
     n_test: int = 5000
     seed: int = 0

@@ -31,7 +31,7 @@ FLOOR_SEED = 12345
 
 @torch.no_grad()
 def apply_generator(generator: nn.Module, norm: Normalizer, x: torch.Tensor,
-                    chunk: int = 4096) -> torch.Tensor:
+                    chunk: int = 512) -> torch.Tensor:
     """``G`` on data-unit inputs, in chunks, returning data units on the CPU."""
     device = next(generator.parameters()).device
     outs = []
@@ -62,6 +62,9 @@ def gaussian_map(src: Domain, tgt: Domain) -> tuple[np.ndarray, np.ndarray] | No
 def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tgt: Domain,
                          cfg: Any, floor: bool = True) -> dict[str, Any]:
     """Metrics of ``G`` on held-out sources; see the module docstring for the protocol."""
+    if src.kind == "image":
+        return evaluate_image_translation(generator, src, tgt, cfg.classifier,
+                                          cfg.target_class)
     n = min(len(src.test), len(tgt.test), N_EVAL_MAX)
     x = src.test[:n]
     gx = apply_generator(generator.eval(), norm, x)
@@ -86,12 +89,14 @@ def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tg
 
 
 def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int = 5,
-                     progress: bool = False) -> dict[str, Any]:
+                     classifier: str | None = None) -> dict[str, Any]:
     """W2^2 of the teacher's own Heun samples to held-out target data, against the floor."""
     from rdmd.models import load_model
 
     model = load_model(out_dir)
     den = model.denoiser
+    if dom.kind == "image":
+        return evaluate_image_teacher(out_dir, model, dom, n_steps, classifier)
     n = min(len(dom.test), N_EVAL_MAX)
     g = torch.Generator().manual_seed(FLOOR_SEED)
     device = next(den.parameters()).device
@@ -116,6 +121,10 @@ def write_translation_report(out_dir: Path, generator: nn.Module, norm: Normaliz
     res = evaluate_translation(generator, norm, src, tgt, cfg, floor=True)
     res["lam"] = cfg.lam
     atomic_write_json(out_dir / "metrics.json", res)
+    if src.kind == "image":
+        x = src.test[:IMAGE_GRID]
+        save_pair_grid(out_dir / "plots" / "translation.png", x,
+                       apply_generator(generator, norm, x))
     if src.dim == 2:
         from rdmd.plots import plot_translation
 
@@ -125,3 +134,104 @@ def write_translation_report(out_dir: Path, generator: nn.Module, norm: Normaliz
                          apply_generator(generator, norm, x).numpy(), tgt.test[:n].numpy(),
                          title=f"lambda = {cfg.lam:g}")
     return res
+
+
+# -- images ---------------------------------------------------------------------------------
+
+IMAGE_GRID = 32  # inputs shown in report grids
+FD_SEED = 2024
+
+
+def _feature_fns(classifier: str | None) -> tuple[Any, Any, str | None]:
+    if not classifier:
+        return None, None, None
+    from rdmd.classifier import fd_metric_name, load_classifier
+
+    net, meta = load_classifier(classifier)
+    return net.features, net, fd_metric_name(meta)
+
+
+def _fd_sets(generated: torch.Tensor, tgt: Domain) -> tuple[torch.Tensor, ...]:
+    """Equal-size sets: ``n`` generated, and two disjoint ``n``-subsets of all target images
+    (the floor). Frechet distances are biased by sample size, so all three share ``n``."""
+    pool = torch.cat([tgt.train, tgt.test])
+    n = min(len(generated), len(pool) // 2)
+    g = torch.Generator().manual_seed(FD_SEED)
+    perm = torch.randperm(len(pool), generator=g)
+    gen = generated[torch.randperm(len(generated), generator=g)[:n]]
+    return gen, pool[perm[:n]], pool[perm[n:2 * n]]
+
+
+def _rename_fd(res: dict[str, Any], name: str | None, n: int) -> dict[str, Any]:
+    if name and "fd" in res:
+        res[name] = res.pop("fd")
+        res[f"{name}_floor"] = res.pop("fd_floor")
+        res["fd_n"] = n
+    return res
+
+
+def evaluate_image_translation(generator: nn.Module, src: Domain, tgt: Domain,
+                               classifier: str | None = None,
+                               target_class: int | None = None) -> dict[str, Any]:
+    """L2 (EGSDE: mean per-image norm on [0, 1]), RMSE, PSNR, SSIM, hue difference on every
+    held-out source image; with a classifier, a Frechet distance over its features (named
+    ``fd_<classifier>``, never FID) with its floor, and the share of outputs it labels as
+    ``target_class``."""
+    from rdmd.data import Normalizer
+    from rdmd.metrics.image import fd_with_floor, image_metrics
+
+    x = src.test
+    gx = apply_generator(generator.eval(), Normalizer.identity(), x)
+    feats, net, name = _feature_fns(classifier)
+    use_class = net is not None and target_class is not None
+    res = image_metrics(x, gx, classifier=net if use_class else None,
+                        target_class=target_class if use_class else None)
+    res["n_eval"] = len(x)
+    res["protocol"] = PROTOCOL
+    if feats is None:
+        return res
+    gen, real_a, real_b = _fd_sets(gx, tgt)
+    res.update(fd_with_floor(feats, gen, real_a, real_b))
+    return _rename_fd(res, name, len(gen))
+
+
+def evaluate_image_teacher(out_dir: Path, model: Any, dom: Domain, n_steps: int,
+                           classifier: str | None) -> dict[str, Any]:
+    """A grid of the teacher's samples; with a classifier, their Frechet distance to real
+    target images with its floor (as many samples as half the target set)."""
+    den = model.denoiser
+    device = next(den.parameters()).device
+    feats, _, name = _feature_fns(classifier)
+    pool = torch.cat([dom.train, dom.test])
+    n = len(pool) // 2 if feats is not None else IMAGE_GRID
+    g = torch.Generator().manual_seed(FLOOR_SEED)
+    samples = torch.cat([
+        sample(lambda y, s: den(y, s), (len(c), *dom.shape), n_steps, g, device).cpu()
+        for c in torch.split(torch.arange(n), 256)]).clamp(-1, 1)
+    res: dict[str, Any] = {"sampler_steps": n_steps, "nfe": 2 * n_steps - 1}
+    if feats is not None:
+        from rdmd.metrics.image import fd_with_floor
+
+        gen, real_a, real_b = _fd_sets(samples, dom)
+        res.update(fd_with_floor(feats, gen, real_a, real_b))
+        res = _rename_fd(res, name, len(gen))
+    atomic_write_json(out_dir / "metrics.json", res)
+    from rdmd.data.images import image_grid
+
+    grid = out_dir / "plots" / "teacher_samples.png"
+    grid.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(samples[:64], nrow=8).save(grid)
+    return res
+
+
+def save_pair_grid(path: Path, x: torch.Tensor, gx: torch.Tensor, nrow: int = 16) -> None:
+    """Inputs above their outputs, row by row, so each translation sits under its source."""
+    from rdmd.data.images import image_grid
+
+    rows = []
+    for i in range(0, len(x), nrow):
+        rows += [x[i:i + nrow], gx[i:i + nrow]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    image_grid(torch.cat(rows), nrow=nrow).save(tmp)
+    tmp.replace(path)

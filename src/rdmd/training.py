@@ -305,7 +305,7 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
         "target": run["target"], "target_info": dom.info, "steps": cfg.steps})
     from rdmd.evaluation import evaluate_teacher
 
-    evaluate_teacher(out, dom, n_steps=cfg.sample_steps)
+    evaluate_teacher(out, dom, n_steps=cfg.sample_steps, classifier=cfg.classifier)
     return out
 
 

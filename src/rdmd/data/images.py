@@ -294,6 +294,12 @@ def load_image_file(path: str | Path, size: int = 32, channels: int = 3) -> torc
             Image.DecompressionBombError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RdmdError(f"{p}: cannot decode image ({msg})") from None
+    return _prepare_pil(im, size, channels)
+
+
+def _prepare_pil(im: Image.Image, size: int, channels: int) -> torch.Tensor:
+    """Convert, resize the shorter side to ``size`` (bicubic), centre-crop, scale to [-1, 1]."""
+    im = im.convert("RGB" if channels == 3 else "L")
     w, h = im.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -439,3 +445,34 @@ def image_grid(x: torch.Tensor, nrow: int = 8, padding: int = 2,
         top, left = padding + r * (h + padding), padding + k * (w + padding)
         grid[:, top:top + h, left:left + w] = x[i].detach().float().cpu()
     return _pil(grid)
+
+
+# -- labelled sets for the feature classifier -------------------------------------------------
+
+LABELLED_FAMILIES = {"cmnist": ("cmnist:digit={}", 10), "fmnist": ("fmnist:class={}", 10),
+                     "digits": ("digits:class={}", 10)}
+
+
+def labelled_image_set(family: str, seed: int = 0
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All classes of a built-in family with labels, on the same splits as the domains, so
+    the classifier never trains on an image held out for translation metrics."""
+    if family not in LABELLED_FAMILIES:
+        raise RdmdError(f"unknown classifier data {family!r}; choose from "
+                        f"{', '.join(sorted(LABELLED_FAMILIES))}")
+    pattern, k = LABELLED_FAMILIES[family]
+    parts = [load_image_domain(pattern.format(c), seed) for c in range(k)]
+    train_x = torch.cat([d.train for d in parts])
+    test_x = torch.cat([d.test for d in parts])
+    train_y = torch.cat([torch.full((len(d.train),), c) for c, d in enumerate(parts)])
+    test_y = torch.cat([torch.full((len(d.test),), c) for c, d in enumerate(parts)])
+    return train_x, train_y, test_x, test_y
+
+
+def pil_to_tensor(im: Image.Image, size: int, channels: int) -> torch.Tensor:
+    """A PIL image as a (C, size, size) tensor in [-1, 1], prepared like folder images."""
+    return _prepare_pil(im, size, channels)
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    return _pil(x)
