@@ -25,6 +25,7 @@ from rdmd.data import Domain, Normalizer
 from rdmd.sampler import sample
 
 N_EVAL_MAX = 3000
+_FLOOR_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
 PROTOCOL = 2  # bump when the protocol changes; experiments re-evaluate older results
 FLOOR_SEED = 12345
 
@@ -72,7 +73,10 @@ def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tg
     fl, sets = None, []
     if floor:
         sets = floor_sets(tgt, n, cfg.floor_pairs)
-        fl = metrics.w2_noise_floor(sets)
+        key = (tgt.name, n, cfg.floor_pairs)
+        if key not in _FLOOR_CACHE:  # the same for every lambda of an experiment
+            _FLOOR_CACHE[key] = metrics.w2_noise_floor(sets)
+        fl = _FLOOR_CACHE[key]
     out = metrics.vector_metrics(x.numpy(), gx.numpy(), y.numpy(), floor=fl,
                                  gaussian_map=gaussian_map(src, tgt))
     if sets:
