@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=".npy of source vectors (data units), or a folder of images")
     tr.add_argument("--output", required=True,
                     help=".npy to write, or a folder for one PNG per input image")
+    tr.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="metrics of a generator on held-out data, or of "
                                         "given arrays")
@@ -137,7 +138,7 @@ def _cmd_translate(args: argparse.Namespace) -> None:
 
     inp, outp = Path(args.input), Path(args.output)
     if inp.is_dir():
-        written = translate_folder(args.model, inp, outp)
+        written = translate_folder(args.model, inp, outp, progress=not args.no_progress)
         print(f"translated {len(written)} images -> {outp}")
         return
     if outp.resolve() == inp.resolve():
@@ -170,10 +171,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         cfg_path = Path(args.model) / CONFIG_FILE
         if cfg_path.is_file():
             cfg = DistillConfig(**json.loads(cfg_path.read_text())["config"])
+        shp = model.meta["data_shape"]
+        size, channels = (shp[-1], shp[0]) if len(shp) == 3 else (32, 3)
         src = load_domain(args.source or model.meta["source"], cfg.n_train, cfg.n_test,
-                          cfg.seed)
+                          cfg.seed, size, channels)
         tgt = load_domain(args.target or model.meta["target"], cfg.n_test, cfg.n_test,
-                          cfg.seed)
+                          cfg.seed, size, channels)
         res = evaluate_translation(model.net, model.normalizer, src, tgt, cfg)
     else:
         if not (args.input and args.translated and args.target):

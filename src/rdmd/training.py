@@ -170,6 +170,41 @@ def backbone_spec(name: str, dom: Any, encoder: list[int] | None) -> dict[str, A
     raise RdmdError(f"unknown backbone {name!r}; use auto, mlp or unet:<preset>")
 
 
+def _probe_cost(cost: Any, name: str, src: Any) -> None:
+    """Evaluate the cost on two source samples, so a cost that cannot apply to this data
+    (a low-pass factor larger than the image, a feature net of other channels) fails before
+    the run folder exists rather than at step 1."""
+    x = src.train[:2]
+    try:
+        with torch.no_grad():
+            cost(x, x)
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RdmdError(f"cost {name!r} cannot be applied to samples of shape "
+                        f"{_fmt_shape(tuple(x.shape[1:]))}: {first}") from None
+
+
+def check_classifier(path: str | None, shape: tuple[int, ...], target_class: int | None
+                     ) -> None:
+    """The evaluation classifier must load and fit the data; checked before training, since
+    it is only used once training has ended."""
+    if path is None:
+        if target_class is not None:
+            raise RdmdError("target_class needs a classifier (--set classifier=DIR)")
+        return
+    if len(shape) != 3:
+        raise RdmdError("a classifier evaluates images; this data is vectors")
+    from rdmd.classifier import load_classifier
+
+    net, meta = load_classifier(path)
+    if net.in_channels != shape[0] or net.size != shape[-1]:
+        raise RdmdError(f"classifier {path} takes {net.in_channels}x{net.size}x{net.size} "
+                        f"images, the data are {_fmt_shape(shape)}")
+    if target_class is not None and not 0 <= target_class < net.n_classes:
+        raise RdmdError(f"target_class {target_class} is not a class of {path} "
+                        f"(0..{net.n_classes - 1})")
+
+
 def _abs_if_path(spec: str | None) -> str | None:
     """Files and folders are stored absolute, so a run resumes from any working directory;
     built-in names stay as they are."""
@@ -265,6 +300,7 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
     cfg = fill_kind_defaults(cfg, dom.kind)
     backbone = backbone_spec(cfg.backbone, dom, cfg.encoder)
     run["config"] = to_dict(cfg)
+    check_classifier(cfg.classifier, dom.shape, None)
     start_run(out, run)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -344,6 +380,8 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     cfg = fill_kind_defaults(cfg, src.kind)
     run["config"] = to_dict(cfg)
     cost = get_cost(cfg.cost)
+    _probe_cost(cost, cfg.cost, src)
+    check_classifier(cfg.classifier, shape, cfg.target_class)
     start_run(out, run)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
