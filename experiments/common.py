@@ -26,6 +26,14 @@ def ensure_teacher(target: str, out: Path, progress: bool = True, **cfg: Any) ->
         train_teacher(target, out, TeacherConfig(**cfg),
                       resume=(out / "config.json").is_file(), progress=progress)
         _stamp(out, time.perf_counter() - t0)
+    elif json.loads((out / "metrics.json").read_text()).get("protocol") != PROTOCOL:
+        from rdmd.data import load_domain
+        from rdmd.evaluation import evaluate_teacher
+
+        run = json.loads((out / "config.json").read_text())
+        c = TeacherConfig(**run["config"])
+        evaluate_teacher(out, load_domain(run["target"], c.n_train, c.n_test, c.seed),
+                         n_steps=c.sample_steps)
     return out
 
 

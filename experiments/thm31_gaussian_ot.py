@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ensure_rdmd, ensure_teacher, markdown_table  # noqa: E402
 
-COLUMNS = ["d", "lam", "gaussian_ot_gap", "w2_sq", "w2_floor_mean", "w2_over_floor",
+COLUMNS = ["d", "lam", "steps", "gaussian_ot_gap", "w2_sq", "w2_floor_mean", "w2_over_floor",
            "transport_cost", "wall_s"]
 
 
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--results", default="experiments/results")
     ap.add_argument("--figures", default="docs/figures")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--tag", default="", help="suffix for run and result names")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args()
     if a.threads:
@@ -56,22 +57,23 @@ def main() -> None:
     lams = [float(v) for v in a.lams.split(",")]
     rows = []
     for d in (int(v) for v in a.dims.split(",")):
-        root = Path(a.runs) / f"d{d}"
-        teacher = ensure_teacher(target_spec(d), root / "teacher", prog,
+        root = Path(a.runs) / f"d{d}{a.tag}"
+        teacher = ensure_teacher(target_spec(d), Path(a.runs) / f"d{d}" / "teacher", prog,
                                  steps=a.teacher_steps)
         for lam in lams:
             res = ensure_rdmd(f"gaussian:d={d}", teacher, root / f"lam{lam:g}", prog,
                               lam=lam, steps=steps.get(d, 10_000))
-            rows.append({**res, "d": d, "lam": lam})
+            rows.append({**res, "d": d, "lam": lam, "steps": steps.get(d, 10_000)})
             print(json.dumps({k: rows[-1].get(k) for k in COLUMNS}))
 
     res_dir = Path(a.results)
     res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "thm31_gaussian_ot.json").write_text(json.dumps(
+    name = f"thm31_gaussian_ot{a.tag}"
+    (res_dir / f"{name}.json").write_text(json.dumps(
         {"rows": rows, "targets": {d: target_spec(d) for d in {r["d"] for r in rows}}},
         indent=2))
     md = markdown_table(rows, COLUMNS)
-    (res_dir / "thm31_gaussian_ot.md").write_text(md + "\n")
+    (res_dir / f"{name}.md").write_text(md + "\n")
     print(md)
 
     import matplotlib
@@ -91,7 +93,7 @@ def main() -> None:
     ax.set_ylabel("relative gap to the OT map")
     ax.legend()
     ax.set_title("N(0, I) -> N(m, C): distance to the closed-form OT map")
-    fig_path = Path(a.figures) / "thm31_gaussian_ot.png"
+    fig_path = Path(a.figures) / f"{name}.png"
     fig_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(fig_path, dpi=120, bbox_inches="tight")
 

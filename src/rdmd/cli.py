@@ -36,12 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train-teacher", help="train a diffusion model of the target data")
-    t.add_argument("--target", required=True, help=DATA_HELP)
+    t.add_argument("--target", help=DATA_HELP + " (not needed with --resume)")
     _common(t)
 
     d = sub.add_parser("distill", help="RDMD: distil the teacher into a one-step translator")
-    d.add_argument("--source", required=True, help=DATA_HELP)
-    d.add_argument("--teacher", required=True, help="run directory of train-teacher")
+    d.add_argument("--source", help=DATA_HELP + " (not needed with --resume)")
+    d.add_argument("--teacher", help="run directory of train-teacher (not needed with --resume)")
     d.add_argument("--lam", type=float, help="transport-cost weight lambda (0 = plain DMD)")
     d.add_argument("--target", help="held-out target data for metrics (default: teacher's)")
     d.add_argument("--cost", help="transport cost: l2 (squared, default) or l1")
@@ -97,14 +97,22 @@ def _config_layers(args: argparse.Namespace, extra: dict[str, Any]) -> list[dict
     return [file_layer, parse_overrides(args.set), cli]
 
 
+def _require(args: argparse.Namespace, *names: str) -> None:
+    """Data arguments are required for a new run; a resumed run has them saved."""
+    missing = [f"--{n}" for n in names if not args.resume and getattr(args, n) is None]
+    if missing:
+        raise RdmdError(f"{', '.join(missing)} required (unless --resume)")
+
+
 def _cmd_train_teacher(args: argparse.Namespace) -> None:
     from rdmd.config import TeacherConfig, build_config
     from rdmd.training import train_teacher
 
+    _require(args, "target")
     layers = _config_layers(args, {})
     cfg = build_config(TeacherConfig, *layers) if layers[-1].get("steps") or not args.resume \
         else None
-    out = train_teacher(args.target, args.out, cfg, resume=args.resume,
+    out = train_teacher(args.target or "", args.out, cfg, resume=args.resume,
                         progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"teacher written to {out}")
 
@@ -113,11 +121,12 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     from rdmd.config import DistillConfig, build_config
     from rdmd.training import distill
 
+    _require(args, "source", "teacher")
     extra = {"lam": args.lam, "cost": args.cost, "sigma_g": args.sigma_g}
     layers = _config_layers(args, extra)
     cfg = build_config(DistillConfig, *layers) if layers[-1].get("steps") or not args.resume \
         else None
-    out = distill(args.source, args.teacher, args.out, cfg, target=args.target,
+    out = distill(args.source or "", args.teacher or "", args.out, cfg, target=args.target,
                   resume=args.resume, progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"generator written to {out}")
 
