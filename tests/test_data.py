@@ -255,3 +255,15 @@ def test_normalizer_identity() -> None:
     x = _anisotropic(10)
     norm = Normalizer.identity()
     assert torch.equal(norm.encode(x), x) and torch.equal(norm.decode(x), x)
+
+
+def test_very_long_builtin_spec_is_not_mistaken_for_a_path() -> None:
+    """An 8-d covariance written inline is longer than the OS allows for a file name."""
+    import numpy as np
+
+    cov = (np.eye(8) * 1.234567).tolist()
+    spec = f"gaussian:cov={cov}"
+    assert len(spec) > 255
+    from rdmd.data import load_domain
+
+    assert load_domain(spec, 20, 20).shape == (8,)

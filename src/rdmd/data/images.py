@@ -338,7 +338,12 @@ def load_image_folder(path: str | Path, size: int = 32, channels: int = 3, seed:
 def is_image_spec(spec: str) -> bool:
     """True for a built-in image name (with optional ``:params``) or an existing directory."""
     name = spec.split(":", 1)[0]
-    return name in IMAGE_BUILTINS or Path(spec).expanduser().is_dir()
+    if name in IMAGE_BUILTINS:
+        return True
+    try:
+        return Path(spec).expanduser().is_dir()
+    except OSError:  # e.g. a built-in vector spec longer than a file name may be
+        return False
 
 
 def load_image_domain(spec: str, seed: int = 0, *, size: int = 32,
