@@ -25,8 +25,8 @@ from rdmd.training import distill, train_teacher
 SOURCE = "gaussian"
 TARGET = "8gaussians"
 LAMS = (0.0, 0.05, 0.2)
-FULL = {"teacher_steps": 6000, "rdmd_steps": 5000}
-QUICK = {"teacher_steps": 400, "rdmd_steps": 200}
+FULL = {"teacher_steps": 6000, "rdmd_steps": 5000, "n_test": 5000}
+QUICK = {"teacher_steps": 400, "rdmd_steps": 200, "n_test": 1000}
 COLUMNS_2D = ("lam", "w2_sq", "w2_floor_mean", "w2_over_floor", "transport_cost", "ot_gap",
               "crossings")
 COLUMNS_IMG = ("lam", "l2", "rmse", "psnr", "ssim", "hue_difference", "target_accuracy",
@@ -68,12 +68,13 @@ def section_2d(out_dir: Path, quick: bool, progress: bool) -> Section:
 
     steps = QUICK if quick else FULL
     tdir = out_dir / "teacher"
-    tcfg = TeacherConfig(steps=steps["teacher_steps"], ckpt_every=1000)
+    tcfg = TeacherConfig(steps=steps["teacher_steps"], ckpt_every=1000, n_test=steps["n_test"])
     _run_or_resume(tdir, lambda resume: train_teacher(TARGET, tdir, tcfg, resume, progress))
     rows, runs = [], []
     for lam in LAMS:
         rdir = out_dir / f"rdmd_lam{lam:g}"
-        dcfg = DistillConfig(steps=steps["rdmd_steps"], lam=lam, ckpt_every=1000)
+        dcfg = DistillConfig(steps=steps["rdmd_steps"], lam=lam, ckpt_every=1000,
+                             n_test=steps["n_test"])
         _run_or_resume(rdir, lambda resume, rdir=rdir, dcfg=dcfg: distill(
             SOURCE, tdir, rdir, dcfg, resume=resume, progress=progress))
         rows.append(json.loads((rdir / "metrics.json").read_text()))
