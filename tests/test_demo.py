@@ -32,3 +32,10 @@ def test_shipped_cmnist_generators_translate_2s_into_3s(tmp_path: Path) -> None:
         assert 0.0 <= row["target_accuracy"] <= 1.0
         assert row["l2"] > 0
     assert all((tmp_path / name).is_file() for name in sec.images)
+    rows = sorted(sec.rows, key=lambda r: r["lam"])
+    # The figures: at the recommended (smallest) lambda at least 90% of outputs are
+    # 3s for the classifier; the trade-off is monotone: FD falls and L2 rises as lambda falls.
+    assert rows[0]["target_accuracy"] >= 0.9
+    fds = [r["fd_cnn_cmnist"] for r in rows]
+    l2s = [r["l2"] for r in rows]
+    assert fds == sorted(fds) and l2s == sorted(l2s, reverse=True)
