@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 
 import torch
+from common import report
 
 from rdmd.backbones.unet import UNetBackbone
 from rdmd.data import load_domain
@@ -51,10 +51,7 @@ def main() -> None:
             held = [loss_fn(net, dom.test, generator=eg).item() for _ in range(8)]
         results[f"heldout_dsm_{mode}"] = sum(held) / len(held)
     results["bf16_over_fp32"] = results["heldout_dsm_bf16"] / results["heldout_dsm_fp32"]
-    print(json.dumps(results, indent=2))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=2)
+    report(results, a.json)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 import torch
+from common import median, report
 
 from rdmd.backbones.unet import UNetBackbone
 from rdmd.edm import EDMDenoiser, EDMLoss
@@ -47,7 +47,7 @@ def main() -> None:
     def rdmd() -> None:
         method.train_step(x, og, of, 1, g)
 
-    def timed(fn, bf16: bool) -> float:
+    def timedian(fn, bf16: bool) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             fn()  # warm-up of this mode
             t0 = time.perf_counter()
@@ -59,15 +59,12 @@ def main() -> None:
     for name, fn in (("dsm", dsm), ("rdmd", rdmd)):
         f32, b16 = [], []
         for _ in range(a.blocks):
-            f32.append(timed(fn, False))
-            b16.append(timed(fn, True))
-        res[f"{name}_fp32_s"] = sorted(f32)[len(f32) // 2]
-        res[f"{name}_bf16_s"] = sorted(b16)[len(b16) // 2]
+            f32.append(timedian(fn, False))
+            b16.append(timedian(fn, True))
+        res[f"{name}_fp32_s"] = median(f32)
+        res[f"{name}_bf16_s"] = median(b16)
         res[f"{name}_speedup"] = res[f"{name}_fp32_s"] / res[f"{name}_bf16_s"]
-    print(json.dumps(res, indent=2))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
+    report(res, a.json)
 
 
 if __name__ == "__main__":

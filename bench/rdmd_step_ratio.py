@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 
 import torch
+from common import median, report
 
 from rdmd.backbones import MLPBackbone
 from rdmd.edm import EDMDenoiser, EDMLoss
@@ -55,7 +55,7 @@ def main() -> None:
     def rdmd_step() -> None:
         method.train_step(batch(), opt_g, opt_f, 1, g)
 
-    def timed(fn) -> float:
+    def timedian(fn) -> float:
         t0 = time.perf_counter()
         for _ in range(a.iters):
             fn()
@@ -66,16 +66,13 @@ def main() -> None:
             fn()
     dsm, rd = [], []
     for _ in range(a.blocks):
-        dsm.append(timed(dsm_step))
-        rd.append(timed(rdmd_step))
-    dsm_t, rd_t = sorted(dsm)[len(dsm) // 2], sorted(rd)[len(rd) // 2]
+        dsm.append(timedian(dsm_step))
+        rd.append(timedian(rdmd_step))
+    dsm_t, rd_t = median(dsm), median(rd)
     res = {"dim": a.dim, "batch": a.batch, "threads": a.threads,
            "dsm_step_ms": 1e3 * dsm_t, "rdmd_iter_ms": 1e3 * rd_t, "ratio": rd_t / dsm_t,
            "ratios_per_block": [r / d for r, d in zip(rd, dsm, strict=True)]}
-    print(json.dumps(res, indent=2))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
+    report(res, a.json)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from common import median, report
 
 from rdmd.api import translate
 from rdmd.backbones.unet import UNetBackbone
@@ -56,25 +56,21 @@ def main() -> None:
     def rdmd_translate() -> None:
         translate(model, x, chunk=a.chunk)
 
-    def timed(fn) -> float:
+    def timedian(fn) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
             t0 = time.perf_counter()
             fn()
             return a.n / (time.perf_counter() - t0)
 
-    timed(bare), timed(rdmd_translate)  # warm-up
+    timedian(bare), timedian(rdmd_translate)  # warm-up
     b, r = [], []
     for _ in range(a.blocks):
-        b.append(timed(bare))
-        r.append(timed(rdmd_translate))
-    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+        b.append(timedian(bare))
+        r.append(timedian(rdmd_translate))
     res = {"n": a.n, "chunk": a.chunk, "threads": a.threads, "bf16": a.bf16,
-           "bare_images_per_s": med(b), "translate_images_per_s": med(r),
-           "translate_over_bare": med(r) / med(b)}
-    print(json.dumps(res, indent=2))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
+           "bare_images_per_s": median(b), "translate_images_per_s": median(r),
+           "translate_over_bare": median(r) / median(b)}
+    report(res, a.json)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def _step_dirs(ckpt_root: Path) -> list[tuple[int, Path]]:
 
 def save_checkpoint(ckpt_root: Path, step: int, tensors: dict[str, torch.Tensor],
                     state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``step_XXXXXXXX/`` atomically, then prune all but the newest ``keep``."""
+    """Write ``step_<8 digits>/`` atomically, then prune all but the newest ``keep``."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".tmp_step_{step:08d}_"))
