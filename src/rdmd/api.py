@@ -42,27 +42,31 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
                             progress=progress)
 
 
-def translate(model: str | Path | Model, x: Any, chunk: int = 512) -> Any:
-    """Map source samples to the target in one network call per chunk.
+def translate(model: str | Path | Model, x: Any, chunk: int = 512, method: str = "rdmd",
+              seed: int = 0, **params: Any) -> Any:
+    """Map source samples to the target: in one network call per chunk with RDMD (the
+    default), or with a multi-step baseline on a teacher.
 
     ``x`` is an (N, d) array or tensor of vectors in data units, an (N, C, H, W) tensor or
     array of images in [-1, 1], or a list of PIL images (resized and centre-cropped to the
     model's size). Returns the same kind: numpy in, numpy out; PIL in, PIL out.
-    """
-    from rdmd.evaluation import apply_generator
 
-    m = model if isinstance(model, Model) else load_model(model)
-    if m.role != "generator":
-        raise RdmdError("translate needs a distilled generator, got a teacher "
-                        f"(model of {m.meta.get('target')!r})")
-    shape = tuple(m.meta["data_shape"])
+    ``method`` is ``rdmd`` (``model``: a distilled run) or ``sdedit``, ``ilvr``, ``egsde``
+    (``model``: a teacher run), with the baseline's hyperparameters as keywords, e.g.
+    ``translate("runs/teacher", x, method="sdedit", sigma_start=2.0, n_steps=18)``;
+    ``seed`` fixes the baselines' noise.
+    """
+    from rdmd.translators import make_translator
+
+    tr = make_translator(method, model, **params)
+    shape = tuple(tr.meta["data_shape"])
     if isinstance(x, list):
         from rdmd.data.images import pil_to_tensor, tensor_to_pil
 
         if len(shape) != 3:
             raise RdmdError("a list of PIL images needs an image model")
         t = torch.stack([pil_to_tensor(im, shape[-1], shape[0]) for im in x])
-        return [tensor_to_pil(o) for o in apply_generator(m.net, m.normalizer, t, chunk)]
+        return [tensor_to_pil(o) for o in tr.translate(t, seed, chunk).clamp(-1, 1)]
     is_np = isinstance(x, np.ndarray)
     t = torch.from_numpy(np.asarray(x, dtype=np.float32)) if is_np else x
     if tuple(t.shape[1:]) != shape:
@@ -70,25 +74,25 @@ def translate(model: str | Path | Model, x: Any, chunk: int = 512) -> Any:
                         f"{shape}")
     if not torch.isfinite(t).all():
         raise RdmdError("input contains NaN or infinite values")
-    out = apply_generator(m.net, m.normalizer, t, chunk)
+    out = tr.translate(t, seed, chunk)
     if len(shape) == 3:
         out = out.clamp(-1, 1)
     return out.numpy() if is_np else out
 
 
 def translate_folder(model: str | Path | Model, input_dir: str | Path,
-                     output_dir: str | Path, chunk: int = 64,
-                     progress: bool = True) -> list[Path]:
+                     output_dir: str | Path, chunk: int = 64, progress: bool = True,
+                     method: str = "rdmd", seed: int = 0, **params: Any) -> list[Path]:
     """One PNG per input image, same name with ``.png``; each written atomically, so an
-    interrupted run leaves only complete files (and re-running overwrites them)."""
+    interrupted run leaves only complete files (and re-running overwrites them). ``method``
+    and keywords as in :func:`translate`."""
     from tqdm.auto import tqdm
 
     from rdmd.data.images import list_images, load_image_file, save_image
+    from rdmd.translators import make_translator
 
-    m = model if isinstance(model, Model) else load_model(model)
-    if m.role != "generator":
-        raise RdmdError("translate needs a distilled generator, not a teacher")
-    shape = tuple(m.meta["data_shape"])
+    tr = make_translator(method, model, **params)
+    shape = tuple(tr.meta["data_shape"])
     if len(shape) != 3:
         raise RdmdError("this model translates vectors: pass .npy files, not folders")
     src, dst = Path(input_dir), Path(output_dir)
@@ -105,12 +109,14 @@ def translate_folder(model: str | Path | Model, input_dir: str | Path,
     for i in tqdm(range(0, len(files), chunk), desc="translate", disable=not progress):
         part = files[i:i + chunk]
         batch = torch.stack([load_image_file(f, shape[-1], shape[0]) for f in part])
-        out = translate(m, batch)
+        out = tr.translate(batch, seed + i, chunk).clamp(-1, 1)
         for f, o in zip(part, out, strict=True):
             save_image(o, dst / f"{f.stem}.png")
             written.append(dst / f"{f.stem}.png")
     return written
 
 
+from rdmd.translators import make_translator  # noqa: E402  (re-exported)
+
 __all__ = ["DistillConfig", "Model", "TeacherConfig", "distill", "load_model",
-           "train_teacher", "translate", "translate_folder"]
+           "make_translator", "train_teacher", "translate", "translate_folder"]

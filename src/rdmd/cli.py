@@ -48,8 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sigma-g", type=float, help="generator noise level sigma_g (default 1)")
     _common(d)
 
-    tr = sub.add_parser("translate", help="map source samples with a trained generator")
-    tr.add_argument("--model", required=True, help="run directory of distill")
+    tr = sub.add_parser("translate", help="map source samples with a trained generator, or "
+                                          "with a baseline on a teacher")
+    tr.add_argument("--model", required=True,
+                    help="run directory of distill (rdmd) or of train-teacher (baselines)")
+    tr.add_argument("--method", default="rdmd", choices=["rdmd", "sdedit", "ilvr", "egsde"],
+                    help="rdmd: the one-step generator (default); sdedit, ilvr, egsde: "
+                         "multi-step baselines on the teacher in --model")
+    tr.add_argument("--sigma-start", type=float,
+                    help="sdedit/egsde: noise level the source is perturbed to (default 2)")
+    tr.add_argument("--n-steps", type=int, help="baselines: Heun steps (default 18, 35 NFE)")
+    tr.add_argument("--down", type=int,
+                    help="ilvr/egsde: low-pass down-sampling factor N (default 8)")
+    tr.add_argument("--lam-s", type=float, help="egsde: realistic-expert weight (default 1)")
+    tr.add_argument("--lam-i", type=float,
+                    help="egsde: faithful-expert weight in [0, 1] (default 0.1)")
+    tr.add_argument("--domain-classifier",
+                    help="egsde: directory of train-domain-classifier")
+    tr.add_argument("--seed", type=int, default=0, help="baselines: noise seed")
     tr.add_argument("--input", required=True,
                     help=".npy of source vectors (data units), or a folder of images")
     tr.add_argument("--output", required=True,
@@ -65,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--source", help="source data for --model (default: the model's)")
     e.add_argument("--json", help="also write the metrics to this JSON file")
 
+    dc = sub.add_parser("train-domain-classifier",
+                        help="EGSDE's noise-conditioned source-vs-target classifier")
+    dc.add_argument("--source", required=True, help="source images (built-in name or folder)")
+    dc.add_argument("--target", required=True, help="target images (built-in name or folder)")
+    dc.add_argument("--out", required=True, help="directory to write")
+    dc.add_argument("--steps", type=int, default=3000)
+    dc.add_argument("--batch-size", type=int, default=64)
+    dc.add_argument("--lr", type=float, default=1e-3)
+    dc.add_argument("--seed", type=int, default=0)
+    dc.add_argument("--size", type=int, default=32, help="image size for folders")
+    dc.add_argument("--channels", type=int, default=3, help="image channels for folders")
+    dc.add_argument("--no-progress", action="store_true")
+
     c = sub.add_parser("train-classifier",
                        help="the feature classifier behind fd_<name> and target accuracy")
     c.add_argument("--data", required=True, help="cmnist, fmnist or digits (all classes)")
@@ -74,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, default=2e-3)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--no-progress", action="store_true")
+
+    sw = sub.add_parser("sweep", help="RDMD over a lambda grid and SDEdit/ILVR/EGSDE over "
+                                      "theirs: one table, the trade-off plots (resumable)")
+    sw.add_argument("--config", required=True,
+                    help="TOML/JSON sweep file (see configs/cmnist_sweep.toml)")
+    sw.add_argument("--out", required=True,
+                    help="folder for entries, table.csv/json/md, summary.json, plots; "
+                         "running again continues an interrupted sweep")
+    sw.add_argument("--only", action="append", choices=["rdmd", "sdedit", "ilvr", "egsde"],
+                    help="run only these methods (repeatable); the table keeps all entries")
+    sw.add_argument("--list", action="store_true",
+                    help="print the configurations and which are done, run nothing")
+    sw.add_argument("--no-progress", action="store_true")
 
     m = sub.add_parser("demo", help="teacher + RDMD on Gaussian -> 8 Gaussians, with a report")
     m.add_argument("--out", default="rdmd-demo", help="folder for the demo (default rdmd-demo)")
@@ -146,17 +188,35 @@ def _cmd_translate(args: argparse.Namespace) -> None:
     from rdmd.data.vectors import read_npy
 
     inp, outp = Path(args.input), Path(args.output)
+    params = _method_params(args)
+    if not inp.exists():
+        raise RdmdError(f"--input not found: {inp}")
     if inp.is_dir():
-        written = translate_folder(args.model, inp, outp, progress=not args.no_progress)
+        written = translate_folder(args.model, inp, outp, progress=not args.no_progress,
+                                   method=args.method, seed=args.seed, **params)
         print(f"translated {len(written)} images -> {outp}")
         return
     if outp.resolve() == inp.resolve():
         raise RdmdError("--output must differ from --input (the input would be overwritten)")
     if outp.suffix != ".npy":
         raise RdmdError(f"--output must end in .npy, got {outp}")
-    y = translate(args.model, read_npy(inp))
+    y = translate(args.model, read_npy(inp), method=args.method, seed=args.seed, **params)
     atomic_save_npy(outp, np.asarray(y))
     print(f"translated {len(y)} samples -> {outp}")
+
+
+def _method_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline flags that were given; each must belong to ``--method``."""
+    from rdmd.translators import PARAMS
+
+    given = {k: getattr(args, k) for k in ("sigma_start", "n_steps", "down", "lam_s", "lam_i",
+                                           "domain_classifier")
+             if getattr(args, k) is not None}
+    wrong = [k for k in given if k not in PARAMS[args.method]]
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise RdmdError(f"{flags} do(es) not apply to --method {args.method}")
+    return given
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -224,6 +284,52 @@ def _cmd_train_classifier(args: argparse.Namespace) -> None:
     print(f"classifier written to {out}: test accuracy {stats['test_accuracy']:.4f}")
 
 
+def _cmd_train_domain_classifier(args: argparse.Namespace) -> None:
+    from rdmd.baselines.domain_classifier import (
+        noisy_accuracy,
+        save_domain_classifier,
+        train_domain_classifier,
+    )
+    from rdmd.data import load_domain
+
+    out = Path(args.out)
+    if (out / "domain_classifier.json").exists():
+        raise RdmdError(f"{out} already holds a domain classifier; choose another --out")
+    src = load_domain(args.source, size=args.size, channels=args.channels)
+    tgt = load_domain(args.target, size=args.size, channels=args.channels)
+    if src.kind != "image" or tgt.kind != "image":
+        raise RdmdError("train-domain-classifier needs two image sets")
+    if src.shape != tgt.shape:
+        raise RdmdError(f"source images are {src.shape}, target images {tgt.shape}")
+    net = train_domain_classifier(src.train, tgt.train, args.steps, args.batch_size, args.lr,
+                                  args.seed, progress=not args.no_progress)
+    acc = {f"heldout_accuracy_sigma_{s:g}": noisy_accuracy(net, src.test, tgt.test, s)
+           for s in (0.1, 0.5, 1.0, 2.0, 5.0)}
+    save_domain_classifier(net, out, {"source": args.source, "target": args.target,
+                                      "steps": args.steps, "batch_size": args.batch_size,
+                                      "lr": args.lr, "seed": args.seed, **acc})
+    print(f"domain classifier written to {out}")
+    for k, v in acc.items():
+        print(f"  {k}: {v:.3f}")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from rdmd.sweep import load_sweep_config, plan, run_sweep
+
+    if args.list:
+        for e in plan(load_sweep_config(args.config)):
+            done = (Path(args.out) / "entries" / f"{e.key}.json").is_file()
+            print(f"{'done' if done else 'todo'}  {e.key}")
+        return
+    summary = run_sweep(args.config, args.out, only=args.only, progress=not args.no_progress)
+    print(f"sweep written to {args.out}: table.csv, table.md, summary.json, fig4_tradeoff.png"
+          + (", fig5_grid.png" if "fig5" in summary else ""))
+    for k, v in summary.items():
+        if k.startswith("rdmd_below_"):
+            spans = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in v) or "nowhere"
+            print(f"  L2 where RDMD's front is below {k[len('rdmd_below_'):]}: {spans}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from rdmd.demo import run_demo
 
@@ -233,7 +339,9 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 COMMANDS = {"train-teacher": _cmd_train_teacher, "distill": _cmd_distill,
             "train-classifier": _cmd_train_classifier,
-            "translate": _cmd_translate, "evaluate": _cmd_evaluate, "demo": _cmd_demo}
+            "train-domain-classifier": _cmd_train_domain_classifier,
+            "translate": _cmd_translate, "evaluate": _cmd_evaluate, "sweep": _cmd_sweep,
+            "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

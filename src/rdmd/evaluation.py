@@ -183,15 +183,23 @@ def _rename_fd(res: dict[str, Any], name: str | None, n: int) -> dict[str, Any]:
 def evaluate_image_translation(generator: nn.Module, src: Domain, tgt: Domain,
                                classifier: str | None = None,
                                target_class: int | None = None) -> dict[str, Any]:
-    """L2 (EGSDE: mean per-image norm on [0, 1]), RMSE, PSNR, SSIM, hue difference on every
-    held-out source image; with a classifier, a Frechet distance over its features (named
-    ``fd_<classifier>``, never FID) with its floor, and the share of outputs it labels as
-    ``target_class``."""
+    """Metrics of ``G`` on every held-out source image; see ``image_translation_metrics``."""
     from rdmd.data import Normalizer
-    from rdmd.metrics.image import fd_with_floor, image_metrics
 
     x = src.test
     gx = apply_generator(generator.eval(), Normalizer.identity(), x)
+    return image_translation_metrics(x, gx, tgt, classifier, target_class)
+
+
+def image_translation_metrics(x: torch.Tensor, gx: torch.Tensor, tgt: Domain,
+                              classifier: str | None = None,
+                              target_class: int | None = None) -> dict[str, Any]:
+    """L2 (EGSDE: mean per-image norm on [0, 1]), RMSE, PSNR, SSIM, hue difference of
+    outputs ``gx`` against their inputs ``x``; with a classifier, a Frechet distance over its
+    features (named ``fd_<classifier>``, never FID) with its floor, and the share of outputs
+    it labels as ``target_class``. Every method (RDMD and the baselines) is scored here."""
+    from rdmd.metrics.image import fd_with_floor, image_metrics
+
     feats, net, name = _feature_fns(classifier)
     use_class = net is not None and target_class is not None
     res = image_metrics(x, gx, classifier=net if use_class else None,

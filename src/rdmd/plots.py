@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_SEGMENTS = 400
 
@@ -70,4 +74,57 @@ def plot_map_panels(path: Path, x: np.ndarray, outputs: Sequence[np.ndarray],
     for ax, gx, t in zip(axes[1:], outputs, titles, strict=True):
         draw_map(ax, x, gx, None)
         ax.set_title(t, fontsize=9)
+    _save(fig, path)
+
+
+# -- the faithfulness-quality trade-off (paper Fig. 4-5) ----------------------------------
+
+METHOD_STYLE = {"rdmd": ("tab:red", "o"), "sdedit": ("tab:blue", "s"),
+                "ilvr": ("tab:green", "^"), "egsde": ("tab:purple", "D")}
+
+
+def plot_tradeoff(path: Path, rows: Sequence[dict], fd_key: str) -> None:
+    """FD against L2, PSNR and SSIM; one marker family per method, RDMD's front as a line
+    (sorted by the faithfulness metric). Lower-left is better for L2, lower-right for the
+    other two."""
+    metrics = [("l2", "L2 (lower = more faithful)"), ("psnr", "PSNR, dB (higher = more "
+               "faithful)"), ("ssim", "SSIM (higher = more faithful)")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
+    floor = next((r.get(f"{fd_key}_floor") for r in rows if r.get(f"{fd_key}_floor")), None)
+    for ax, (m, label) in zip(axes, metrics, strict=True):
+        for method, (color, marker) in METHOD_STYLE.items():
+            pts = sorted((r[m], r[fd_key]) for r in rows if r["method"] == method)
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(xs, ys, c=color, marker=marker, s=36, label=method, zorder=3)
+            if method == "rdmd":
+                ax.plot(xs, ys, c=color, lw=1.5, zorder=2)
+        if floor:
+            ax.axhline(floor, c="grey", ls=":", lw=1, label=f"{fd_key} floor")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{fd_key} (lower = more realistic; not FID)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Faithfulness vs quality: RDMD (one step) and the multi-step baselines")
+    _save(fig, path)
+
+
+def plot_method_grid(path: Path, x: torch.Tensor, outputs: Sequence[torch.Tensor],
+                     labels: Sequence[str]) -> None:
+    """The paper's Fig. 5 layout: the source images on top, one row per method below."""
+    rows = [x, *outputs]
+    names = ["source", *labels]
+    n = len(x)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n + 1.8, 1.45 * len(rows)),
+                             squeeze=False)
+    for i, (imgs, name) in enumerate(zip(rows, names, strict=True)):
+        for j in range(n):
+            ax = axes[i][j]
+            img = ((imgs[j].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img,
+                      cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     _save(fig, path)

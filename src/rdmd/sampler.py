@@ -1,5 +1,6 @@
 """EDM's deterministic Heun sampler (Karras et al. 2022, Alg. 1), shared by the teacher's
-samples and, later, by the multi-step baselines (SDEdit starts it mid-way)."""
+samples and by the multi-step baselines (SDEdit starts it mid-way, ILVR hooks each step,
+EGSDE passes an energy-guided denoiser)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import torch
 from rdmd.edm import SIGMA_MAX, SIGMA_MIN
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Called after each step with the new state and its noise level; returns the state to go on
+# from. ILVR uses it to replace the state's low frequencies by those of the noised source.
+StepHook = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 def karras_sigmas(n_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
@@ -27,7 +31,8 @@ def karras_sigmas(n_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float =
 
 
 @torch.no_grad()
-def heun_sample(denoise: Denoise, x_start: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+def heun_sample(denoise: Denoise, x_start: torch.Tensor, sigmas: torch.Tensor,
+                after_step: StepHook | None = None) -> torch.Tensor:
     """Integrate the probability-flow ODE along ``sigmas`` (decreasing, ending at 0).
 
     ``x_start`` must already carry noise of level ``sigmas[0]``. Uses ``2N-1`` network
@@ -41,7 +46,7 @@ def heun_sample(denoise: Denoise, x_start: torch.Tensor, sigmas: torch.Tensor) -
             d_next = (x_next - denoise(x_next, torch.full((x.shape[0],), s_next,
                                                            device=x.device))) / s_next
             x_next = x + (s_next - s_cur) * 0.5 * (d_cur + d_next)
-        x = x_next
+        x = x_next if after_step is None else after_step(x_next, s_next)
     return x
 
 

@@ -1,0 +1,97 @@
+"""What every translator shares: data units in and out, chunking, seeded noise, a cost count.
+
+The one-step RDMD generator and the multi-step baselines are peers behind this interface, so
+the sweep, the CLI and the API treat them alike and measure them on the same footing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rdmd.data.normalizer import Normalizer
+from rdmd.errors import RdmdError
+
+
+def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool by ``factor`` and upsample back (nearest): ILVR's and EGSDE's filter.
+
+    Box pooling plus nearest upsampling is an orthogonal projection, so ``low_pass`` is
+    idempotent and ``x - low_pass(x)`` holds exactly the detail it removes (the originals use
+    a bicubic resizer, which is neither).
+    """
+    if factor == 1:
+        return x
+    h, w = x.shape[-2:]
+    if h % factor or w % factor:
+        raise RdmdError(f"low-pass factor {factor} must divide the image size {h}x{w}")
+    return F.interpolate(F.avg_pool2d(x, factor), scale_factor=factor, mode="nearest")
+
+
+def check_factor(factor: int, shape: tuple[int, ...]) -> int:
+    """A down-sampling factor that fits images of ``shape`` (C, H, W), else a clear error."""
+    if len(shape) != 3:
+        raise RdmdError("this method needs image data (a low-pass filter over pixels)")
+    factor = int(factor)
+    if factor < 1 or shape[-1] % factor or shape[-2] % factor:
+        raise RdmdError(f"down-sampling factor must be >= 1 and divide the image size "
+                        f"{shape[-2]}x{shape[-1]}, got {factor}")
+    return factor
+
+
+class Translator(ABC):
+    """Maps a batch of source samples (data units) to the target domain.
+
+    ``nfe`` counts evaluations of the diffusion network per sample (1 for RDMD);
+    ``aux_evals`` counts extra forward+backward passes of other networks (EGSDE's domain
+    classifier), so tables can show the whole price of a method.
+    """
+
+    method: str = ""
+
+    def __init__(self, normalizer: Normalizer, device: torch.device) -> None:
+        self.normalizer = normalizer
+        self.device = device
+        self.meta: dict[str, Any] = {}  # the model directory's model.json, set by the factory
+
+    @property
+    @abstractmethod
+    def nfe(self) -> int: ...
+
+    @property
+    def aux_evals(self) -> int:
+        return 0
+
+    @property
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """The method's hyperparameters as JSON-ready values (a sweep table's columns)."""
+
+    @abstractmethod
+    def _map(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Translate one chunk in network units; noise comes from ``gen`` (CPU)."""
+
+    def noise(self, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Standard normal noise shaped like ``like``, drawn on the CPU so runs reproduce on
+        any device."""
+        return torch.randn(like.shape, generator=gen).to(like.device, like.dtype)
+
+    def translate(self, x: torch.Tensor, seed: int = 0, chunk: int = 256,
+                  progress: bool = False) -> torch.Tensor:
+        """Outputs for ``x`` in data units on the CPU; the same ``seed`` and ``chunk`` give the
+        same outputs."""
+        gen = torch.Generator().manual_seed(seed)
+        outs = []
+        for part in tqdm(torch.split(x, chunk), desc=self.method, disable=not progress):
+            z = self.normalizer.encode(part.to(self.device).float())
+            outs.append(self.normalizer.decode(self._map(z, gen)).float().cpu())
+        return torch.cat(outs) if outs else x.new_zeros((0, *x.shape[1:]))
+
+    def describe(self) -> str:
+        ps = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in self.params.items())
+        return f"{self.method}({ps})"
