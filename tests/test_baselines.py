@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_images_e2e import assert_ok, assert_user_error, run_cli
 
 import rdmd
 from rdmd.baselines import low_pass
@@ -29,7 +30,6 @@ from rdmd.data.images import labelled_image_set, save_image
 from rdmd.errors import RdmdError
 from rdmd.sweep import dominance, load_sweep_config, pareto_front, run_sweep
 from rdmd.translators import make_translator
-from test_images_e2e import assert_ok, assert_user_error, run_cli
 
 torch.set_num_threads(1)
 
