@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rdmd.data.normalizer import Normalizer
+from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
 
 
@@ -95,3 +96,18 @@ class Translator(ABC):
         ps = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in self.params.items())
         return f"{self.method}({ps})"
+
+
+class SamplerTranslator(Translator):
+    """A baseline: the teacher's denoiser run through ``n_steps`` Heun steps."""
+
+    def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, n_steps: int) -> None:
+        super().__init__(normalizer, next(teacher.parameters()).device)
+        if int(n_steps) < 1:
+            raise RdmdError(f"n_steps must be >= 1, got {n_steps}")
+        self.teacher = teacher
+        self.n_steps = int(n_steps)
+
+    @property
+    def nfe(self) -> int:
+        return 2 * self.n_steps - 1

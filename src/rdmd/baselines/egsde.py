@@ -31,22 +31,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rdmd.baselines.common import Translator, check_factor, low_pass
+from rdmd.baselines.common import SamplerTranslator, check_factor, low_pass
 from rdmd.baselines.domain_classifier import NoisyDomainClassifier
-from rdmd.baselines.sdedit import _check_steps
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import SIGMA_MIN, EDMDenoiser
 from rdmd.errors import RdmdError
 from rdmd.sampler import heun_sample, karras_sigmas
 
 
-class EGSDE(Translator):
+class EGSDE(SamplerTranslator):
     method = "egsde"
 
     def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, shape: tuple[int, ...],
                  classifier: NoisyDomainClassifier, sigma_start: float = 2.0, down: int = 8,
                  lam_s: float = 1.0, lam_i: float = 0.1, n_steps: int = 18) -> None:
-        super().__init__(normalizer, next(teacher.parameters()).device)
+        super().__init__(teacher, normalizer, n_steps)
         if not SIGMA_MIN < float(sigma_start) <= 1000:
             raise RdmdError(f"sigma_start must be in ({SIGMA_MIN}, 1000], got {sigma_start}")
         if lam_s < 0 or not 0 <= lam_i <= 1:
@@ -55,16 +54,10 @@ class EGSDE(Translator):
             raise RdmdError(f"the domain classifier was trained on "
                             f"{classifier.in_channels}x{classifier.size}x{classifier.size} "
                             f"images, the teacher makes {'x'.join(map(str, shape))}")
-        self.teacher = teacher
         self.classifier = classifier.to(self.device).eval().requires_grad_(False)
         self.sigma_start = float(sigma_start)
         self.down = check_factor(down, shape)
         self.lam_s, self.lam_i = float(lam_s), float(lam_i)
-        self.n_steps = _check_steps(n_steps)
-
-    @property
-    def nfe(self) -> int:
-        return 2 * self.n_steps - 1
 
     @property
     def aux_evals(self) -> int:

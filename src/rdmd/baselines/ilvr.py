@@ -14,27 +14,20 @@ from typing import Any
 
 import torch
 
-from rdmd.baselines.common import Translator, check_factor, low_pass
-from rdmd.baselines.sdedit import _check_steps
+from rdmd.baselines.common import SamplerTranslator, check_factor, low_pass
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import SIGMA_MAX, EDMDenoiser
 from rdmd.sampler import heun_sample, karras_sigmas
 
 
-class ILVR(Translator):
+class ILVR(SamplerTranslator):
     method = "ilvr"
 
     def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, shape: tuple[int, ...],
                  down: int = 8, n_steps: int = 18, sigma_max: float = SIGMA_MAX) -> None:
-        super().__init__(normalizer, next(teacher.parameters()).device)
-        self.teacher = teacher
+        super().__init__(teacher, normalizer, n_steps)
         self.down = check_factor(down, shape)
-        self.n_steps = _check_steps(n_steps)
         self.sigma_max = float(sigma_max)
-
-    @property
-    def nfe(self) -> int:
-        return 2 * self.n_steps - 1
 
     @property
     def params(self) -> dict[str, Any]:

@@ -12,34 +12,22 @@ from typing import Any
 
 import torch
 
-from rdmd.baselines.common import Translator
+from rdmd.baselines.common import SamplerTranslator
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import SIGMA_MIN, EDMDenoiser
 from rdmd.errors import RdmdError
 from rdmd.sampler import heun_sample, karras_sigmas
 
 
-def _check_steps(n_steps: int) -> int:
-    if int(n_steps) < 1:
-        raise RdmdError(f"n_steps must be >= 1, got {n_steps}")
-    return int(n_steps)
-
-
-class SDEdit(Translator):
+class SDEdit(SamplerTranslator):
     method = "sdedit"
 
     def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, sigma_start: float = 2.0,
                  n_steps: int = 18) -> None:
-        super().__init__(normalizer, next(teacher.parameters()).device)
+        super().__init__(teacher, normalizer, n_steps)
         if not SIGMA_MIN < float(sigma_start) <= 1000:
             raise RdmdError(f"sigma_start must be in ({SIGMA_MIN}, 1000], got {sigma_start}")
-        self.teacher = teacher
         self.sigma_start = float(sigma_start)
-        self.n_steps = _check_steps(n_steps)
-
-    @property
-    def nfe(self) -> int:
-        return 2 * self.n_steps - 1
 
     @property
     def params(self) -> dict[str, Any]:
