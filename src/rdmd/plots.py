@@ -84,8 +84,8 @@ METHOD_STYLE = {"rdmd": ("tab:red", "o"), "sdedit": ("tab:blue", "s"),
 
 
 def plot_tradeoff(path: Path, rows: Sequence[dict], fd_key: str) -> None:
-    """FD against L2, PSNR and SSIM; one marker family per method, RDMD's front as a line
-    (sorted by the faithfulness metric). Lower-left is better for L2, lower-right for the
+    """FD against L2, PSNR and SSIM; one marker family per method, RDMD's configurations
+    joined in order of lambda. Lower-left is better for L2, lower-right for the
     other two."""
     metrics = [("l2", "L2 (lower = more faithful)"), ("psnr", "PSNR, dB (higher = more "
                "faithful)"), ("ssim", "SSIM (higher = more faithful)")]
@@ -93,10 +93,12 @@ def plot_tradeoff(path: Path, rows: Sequence[dict], fd_key: str) -> None:
     floor = next((r.get(f"{fd_key}_floor") for r in rows if r.get(f"{fd_key}_floor")), None)
     for ax, (m, label) in zip(axes, metrics, strict=True):
         for method, (color, marker) in METHOD_STYLE.items():
-            pts = sorted((r[m], r[fd_key]) for r in rows if r["method"] == method)
-            if not pts:
+            mine = [r for r in rows if r["method"] == method]
+            if not mine:
                 continue
-            xs, ys = zip(*pts, strict=True)
+            # RDMD's line follows its knob, lambda, as in the paper; markers alone elsewhere
+            mine.sort(key=lambda r: (r.get("p_lam", 0.0), r[m]))
+            xs, ys = [r[m] for r in mine], [r[fd_key] for r in mine]
             ax.scatter(xs, ys, c=color, marker=marker, s=36, label=method, zorder=3)
             if method == "rdmd":
                 ax.plot(xs, ys, c=color, lw=1.5, zorder=2)
