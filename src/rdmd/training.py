@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -122,6 +123,11 @@ class RunState:
     optimizers: dict[str, torch.optim.Optimizer]
     rng: torch.Generator
     dist: Dist = field(default_factory=Dist)
+    #: what the checkpoint must match to be resumed here (job, backbone, data shape)
+    signature: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.signature = json.loads(json.dumps(self.signature))  # as saved: lists, not tuples
 
     def to_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The checkpoint's tensors and JSON metadata, on rank 0; ``None`` on other ranks.
@@ -133,7 +139,8 @@ class RunState:
         if not self.dist.main:
             return None
         tensors: dict[str, torch.Tensor] = {}
-        meta: dict[str, Any] = {"optimizers": {}, "world_size": self.dist.world}
+        meta: dict[str, Any] = {"optimizers": {}, "world_size": self.dist.world,
+                                "run": self.signature}
         for name, m in self.modules.items():
             for k, v in m.state_dict().items():
                 tensors[f"module.{name}.{k}"] = v
@@ -152,15 +159,23 @@ class RunState:
 
     def from_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
                         where: Path | str = "checkpoint") -> None:
+        saved = meta.get("run")
+        if saved and self.signature and saved != self.signature:
+            diff = [k for k in self.signature if saved.get(k) != self.signature[k]]
+            k = diff[0] if diff else "run"
+            raise RdmdError(f"{where} belongs to another run: its {k} is "
+                            f"{_fmt_sig(saved.get(k))}, this run's is "
+                            f"{_fmt_sig(self.signature.get(k))}")
         for name, m in self.modules.items():
             head = f"module.{name}."
             sd = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
             try:
                 m.load_state_dict(sd)
             except RuntimeError as e:
-                first = str(e).strip().splitlines()[0]
+                lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+                first = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
                 raise RdmdError(f"{where} does not fit module {name!r} of this run: "
-                                f"{first}") from None
+                                f"{first[:300]}") from None
         for name, opt in self.optimizers.items():
             if name not in meta.get("optimizers", {}):
                 raise RdmdError(f"{where} holds no state for optimiser {name!r}")
@@ -179,6 +194,12 @@ class RunState:
             torch.set_rng_state(tensors[own])
         if f"rng.rank{r}.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors[f"rng.rank{r}.cuda"])
+
+
+def _fmt_sig(v: Any) -> str:
+    if isinstance(v, list) and all(isinstance(x, int) for x in v):
+        return _fmt_shape(tuple(v))
+    return json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
 
 
 def resolve_run(out_dir: Path, resume: bool, fresh: dict[str, Any],
@@ -301,17 +322,18 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 def run_loop(out_dir: Path, state: RunState, total_steps: int, step_fn: Callable[[int], dict],
              log_every: int, ckpt_every: int, keep: int, resume: bool,
              progress: bool, desc: str,
-             eval_fn: Callable[[int], dict] | None = None, eval_every: int = 0) -> int:
+             eval_fn: Callable[[int], dict] | None = None, eval_every: int = 0,
+             on_start: Callable[[], None] | None = None) -> int:
     """The loop both runs share: resume, step, log, checkpoint; returns the last step.
 
+    ``on_start`` (writing the run's config) runs once the checkpoint to resume from has
+    loaded: a checkpoint that cannot be resumed leaves every file as it was.
     Under DDP every rank steps; rank 0 alone logs, shows progress, evaluates and writes
     checkpoints, and all ranks resume from the checkpoint rank 0 picked.
     """
     d = state.dist
     root = out_dir / "checkpoints"
     start = 0
-    if d.main:
-        ckpt.remove_stale(root)
     if resume:
         last = ckpt.latest_checkpoint(root) if d.main else None
         last = distributed.broadcast_object(str(last) if last is not None else None)
@@ -323,6 +345,10 @@ def run_loop(out_dir: Path, state: RunState, total_steps: int, step_fn: Callable
             tensors, meta = ckpt.load_checkpoint(last)
             state.from_checkpoint(tensors, meta, last)
             start = int(meta["step"])
+    if d.main:
+        if on_start is not None:
+            on_start()
+        ckpt.remove_stale(root)
     log = CsvLog(out_dir / LOG_FILE, start) if d.main else None
     bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not (progress and d.main),
                dynamic_ncols=True, mininterval=1.0)
@@ -400,8 +426,6 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
     check_classifier(cfg.classifier, dom.shape, None)
     d, device = _setup_dist(cfg)
     distributed.barrier()  # every rank has checked the run folder before rank 0 creates it
-    if d.main:
-        start_run(out, run)
     torch.manual_seed(cfg.seed)
     if dom.kind == "image":
         norm, sigma_data = Normalizer.identity(), 0.5
@@ -435,9 +459,11 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
         ema.update(net)
         return {"loss": loss.item(), "lr": opt.param_groups[0]["lr"]}
 
-    state = RunState({"net": net, "ema": ema.model}, {"opt": opt}, rng, d)
+    state = RunState({"net": net, "ema": ema.model}, {"opt": opt}, rng, d,
+                     {"job": "teacher", "backbone": backbone, "data_shape": list(dom.shape)})
     run_loop(out, state, cfg.steps, step_fn, cfg.log_every, cfg.ckpt_every,
-             cfg.keep_checkpoints, resume, progress, "teacher")
+             cfg.keep_checkpoints, resume, progress, "teacher",
+             on_start=lambda: start_run(out, run))
     if d.main:
         save_model(out, ema.model, {
             "role": "teacher", "backbone": backbone, "sigma_data": sigma_data,
@@ -495,8 +521,6 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     check_classifier(cfg.classifier, shape, cfg.target_class)
     d, device = _setup_dist(cfg)
     distributed.barrier()  # every rank has checked the run folder before rank 0 creates it
-    if d.main:
-        start_run(out, run)
     torch.manual_seed(cfg.seed)
     norm = teacher_model.normalizer
     x_train = norm.encode(src.train).to(device)
@@ -539,10 +563,12 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
     state = RunState({"generator": generator, "fake": fake},
-                     {"generator": opt_g, "fake": opt_f}, rng, d)
+                     {"generator": opt_g, "fake": opt_f}, rng, d,
+                     {"job": "distill", "backbone": teacher_model.meta["backbone"],
+                      "data_shape": list(shape)})
     run_loop(out, state, cfg.steps, step_fn, cfg.log_every, cfg.ckpt_every,
              cfg.keep_checkpoints, resume, progress, f"rdmd lam={cfg.lam:g}",
-             eval_fn, cfg.eval_every)
+             eval_fn, cfg.eval_every, on_start=lambda: start_run(out, run))
     if d.main:
         save_model(out, generator, meta)
         from rdmd.evaluation import write_translation_report
