@@ -163,12 +163,13 @@ def wrap(module: nn.Module, d: Dist, device: torch.device) -> nn.Module:
 
     Gradients are averaged across ranks during ``backward``, so gradient clipping and the
     optimiser step see the global-batch gradient on every rank. Buffers are synchronised once,
-    at wrapping (they never change while training).
+    at wrapping (they never change while training). Gradients live in the all-reduce buckets
+    (``gradient_as_bucket_view``): no second copy of them.
     """
     if not d.active:
         return module
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(module, device_ids=ids, forward_sync_buffers=False)
+    return DDP(module, device_ids=ids, forward_sync_buffers=False, gradient_as_bucket_view=True)
 
 
 class ShardedDraws(TorchFunctionMode):
