@@ -204,3 +204,40 @@ class ShardedDraws(TorchFunctionMode):
                 return full[lo:lo + self.b]
             return func(size, *args, **kwargs)
         return func(*args, **kwargs)
+
+
+class Gathered(nn.Module):
+    """Evaluation across ranks: every rank calls ``forward`` with the same full batch, computes
+    its contiguous slice, and gets every rank's outputs back in order (an all-gather).
+
+    Used for the held-out translation pass and the teacher's sampling, so evaluation work is
+    split over the ranks; tensor arguments with the batch as first dimension (per-sample
+    noise levels) are sliced alike. In one process it is the module itself.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return self.module(x, *args)
+        n, w, r = x.shape[0], dist.get_world_size(), dist.get_rank()
+        per = -(-n // w)
+        lo, hi = min(r * per, n), min((r + 1) * per, n)
+        local = [a[lo:hi] if torch.is_tensor(a) and a.ndim and a.shape[0] == n else a
+                 for a in args]
+        out = self.module(x[lo:hi], *local)
+        pad = out.new_zeros((per, *out.shape[1:]))
+        pad[:hi - lo] = out
+        parts = [torch.empty_like(pad) for _ in range(w)]
+        dist.all_gather(parts, pad.contiguous())
+        return torch.cat(parts)[:n]
+
+
+def gathered(module: nn.Module) -> nn.Module:
+    """``module`` whose forward is split over the ranks (see :class:`Gathered`); unchanged in a
+    single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return Gathered(module)
+    return module

@@ -363,11 +363,12 @@ def run_loop(out_dir: Path, state: RunState, total_steps: int, step_fn: Callable
         done = step + 1
         if done % log_every == 0 or done == total_steps:
             stats = distributed.mean_over_ranks(stats)
+            elapsed = time.perf_counter() - t0
+            # evaluation runs on every rank (its work is split over them)
+            evals = eval_fn(done) if eval_fn and eval_every and done % eval_every == 0 else {}
             if log is not None:
                 row = {"step": done, **{k: f"{v:.6g}" for k, v in stats.items()},
-                       "time_s": f"{time.perf_counter() - t0:.2f}"}
-                if eval_fn and eval_every and done % eval_every == 0:
-                    row.update({k: f"{v:.6g}" for k, v in eval_fn(done).items()})
+                       "time_s": f"{elapsed:.2f}", **{k: f"{v:.6g}" for k, v in evals.items()}}
                 log.write(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
         if done % ckpt_every == 0 or done == total_steps:
@@ -469,10 +470,13 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
             "role": "teacher", "backbone": backbone, "sigma_data": sigma_data,
             "normalizer": norm.to_dict(), "data_shape": list(dom.shape), "kind": dom.kind,
             "target": run["target"], "target_info": dom.info, "steps": cfg.steps})
-        from rdmd.evaluation import evaluate_teacher
+    distributed.barrier()  # the model is written before any rank reads it
+    from rdmd.evaluation import evaluate_teacher
 
-        evaluate_teacher(out, dom, n_steps=cfg.sample_steps, classifier=cfg.classifier)
-    distributed.barrier()  # the model is written before any rank returns
+    # every rank samples its share; rank 0 writes the metrics and plots
+    evaluate_teacher(out, dom, n_steps=cfg.sample_steps, classifier=cfg.classifier,
+                     device=device)
+    distributed.barrier()  # and every rank returns with the report written
     return out
 
 
@@ -556,9 +560,10 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
             "cost": cfg.cost, "steps": cfg.steps}
     from rdmd.evaluation import evaluate_translation
 
-    def eval_fn(step: int) -> dict[str, float]:
+    def eval_fn(step: int) -> dict[str, float]:  # on every rank: outputs are gathered
         was = generator.training
-        m = evaluate_translation(generator, norm, src, tgt, cfg, floor=False)
+        m = evaluate_translation(distributed.gathered(generator), norm, src, tgt, cfg,
+                                 floor=False)
         generator.train(was)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
@@ -571,10 +576,11 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
              eval_fn, cfg.eval_every, on_start=lambda: start_run(out, run))
     if d.main:
         save_model(out, generator, meta)
-        from rdmd.evaluation import write_translation_report
+    from rdmd.evaluation import write_translation_report
 
-        write_translation_report(out, generator, norm, src, tgt, cfg)
-    distributed.barrier()  # the model is written before any rank returns
+    # every rank translates its share of the held-out set; rank 0 writes the report
+    write_translation_report(out, distributed.gathered(generator), norm, src, tgt, cfg)
+    distributed.barrier()  # every rank returns with the model and report written
     return out
 
 
