@@ -328,8 +328,9 @@ def run_loop(out_dir: Path, state: RunState, total_steps: int, step_fn: Callable
 
     ``on_start`` (writing the run's config) runs once the checkpoint to resume from has
     loaded: a checkpoint that cannot be resumed leaves every file as it was.
-    Under DDP every rank steps; rank 0 alone logs, shows progress, evaluates and writes
-    checkpoints, and all ranks resume from the checkpoint rank 0 picked.
+    Under DDP every rank steps and evaluates (``eval_fn`` splits its work over the ranks);
+    rank 0 alone logs, shows progress and writes checkpoints, and all ranks resume from the
+    checkpoint rank 0 picked.
     """
     d = state.dist
     root = out_dir / "checkpoints"
@@ -449,9 +450,10 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
             g["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_schedule)
         with autocast(device, cfg.precision), _sharded(rng, d, cfg.batch_size // d.world):
             loss = loss_fn(net_p, next(batches), generator=rng)
-        if distributed.any_rank(not torch.isfinite(loss)) if d.active else \
-                not torch.isfinite(loss):
-            raise NonFiniteLossError(f"DSM loss is {loss.item()}")
+        finite = bool(torch.isfinite(loss))
+        if distributed.any_rank(not finite):  # every rank stops together
+            raise NonFiniteLossError(f"DSM loss is {loss.item()}" if not finite else
+                                     "DSM loss is non-finite on another rank")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
