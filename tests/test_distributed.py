@@ -216,3 +216,9 @@ def test_batch_must_split_over_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyP
         rdmd.train_teacher("8gaussians", tmp_path / "t", steps=2, batch_size=63, n_train=100,
                            n_test=50, device="cpu", progress=False)
     assert not (tmp_path / "t").exists()
+
+
+def test_sharded_draws_refuse_an_unknown_draw() -> None:
+    g = torch.Generator().manual_seed(0)
+    with ShardedDraws(g, Dist(0, 2), 4), pytest.raises(RuntimeError, match="unhandled draw"):
+        torch.empty(4).normal_(generator=g)

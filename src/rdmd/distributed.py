@@ -180,7 +180,9 @@ class ShardedDraws(TorchFunctionMode):
     run generator; with this mode active each such draw becomes ``randn(w*b, ...)[r*b:(r+1)*b]``,
     the very numbers one process with the global batch would draw for those samples, and the
     generator advances identically on every rank. Draws whose first dimension is not the local
-    batch ``b`` are left alone (identical on all ranks, as in one process).
+    batch ``b`` are left alone (identical on all ranks, as in one process); ``randint`` (the
+    global batch indices) passes through; any other draw from the run generator is an error
+    rather than a silent difference from one process.
     """
 
     _FUNCS = (torch.randn, torch.rand)
@@ -203,6 +205,10 @@ class ShardedDraws(TorchFunctionMode):
                 lo = self.d.rank * self.b
                 return full[lo:lo + self.b]
             return func(size, *args, **kwargs)
+        if kwargs.get("generator") is self.rng and func is not torch.randint:
+            # a new kind of draw in the losses: slicing it is not known to be right
+            raise RuntimeError(f"rdmd.distributed.ShardedDraws: unhandled draw {func} from the "
+                               "run generator; teach ShardedDraws to shard it")
         return func(*args, **kwargs)
 
 
