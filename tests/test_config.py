@@ -194,3 +194,19 @@ def test_cli_unknown_key_in_set(tmp_path: Path, capsys: pytest.CaptureFixture) -
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "'bach_size'" in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("name", "cls"), [("cat2wild_teacher.toml", TeacherConfig),
+                                           ("cat2wild_rdmd.toml", DistillConfig)])
+def test_cat2wild_configs_are_valid(name: str, cls: type) -> None:
+    """The Cat -> Wild recipe's configs parse, validate, and hold the paper's settings."""
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    cfg = fill_kind_defaults(build_config(cls, read_config_file(path)), "image")
+    assert cfg.batch_size == 512 and cfg.precision == "bf16"
+    if cls is TeacherConfig:
+        assert (cfg.backbone, cfg.image_size, cfg.lr, cfg.steps) == ("unet:edm64", 64, 2e-4,
+                                                                     80000)
+    else:
+        assert (cfg.lr_generator, cfg.lr_fake, cfg.sigma_g, cfg.steps) == (5e-5, 3e-4, 1.0,
+                                                                           25000)
+        assert cfg.teacher_dtype == "bf16"

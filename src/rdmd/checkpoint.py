@@ -22,6 +22,7 @@ from rdmd.errors import RdmdError
 
 TENSORS = "tensors.safetensors"
 STATE = "state.json"
+TMP_PREFIX = ".tmp_"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -132,28 +133,76 @@ def _step_dirs(ckpt_root: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _test_pause(step: int) -> None:
+    """Test hook: ``RDMD_TEST_PAUSE_IN_SAVE=<step>`` sleeps inside the save of that step, after
+    the tensors are written and before the checkpoint is renamed into place, so a test can kill
+    the process mid-save. Unset in normal use."""
+    want = os.environ.get("RDMD_TEST_PAUSE_IN_SAVE")
+    if want and want.isdigit() and int(want) == step:
+        import time
+
+        (Path(os.environ.get("RDMD_TEST_PAUSE_FLAG", os.devnull))).write_text(str(step))
+        time.sleep(float(os.environ.get("RDMD_TEST_PAUSE_S", "60")))
+
+
 def save_checkpoint(ckpt_root: Path, step: int, tensors: dict[str, torch.Tensor],
                     state: dict[str, Any], keep: int = 3) -> Path:
-    """Write ``step_<8 digits>/`` atomically, then prune all but the newest ``keep``."""
+    """Write ``step_<8 digits>/`` atomically, then prune all but the newest ``keep``.
+
+    The folder is filled under a temporary name and renamed into place; old checkpoints are
+    renamed out of the way before they are deleted. A kill at any point leaves the newest
+    complete checkpoint loadable (leftover temporary folders are removed on resume).
+    """
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".tmp_step_{step:08d}_"))
+    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f"{TMP_PREFIX}step_{step:08d}_"))
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                   str(tmp / TENSORS))
+        _test_pause(step)
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=1))
         for f in (TENSORS, STATE):
             with open(tmp / f, "rb") as fh:
                 os.fsync(fh.fileno())
         if final.exists():
-            shutil.rmtree(final)
+            _remove(final)
         os.replace(tmp, final)
+        _fsync_dir(ckpt_root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for _, old in _step_dirs(ckpt_root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return final
+
+
+def _remove(path: Path) -> None:
+    """Rename out of the way (atomic), then delete: never a half-deleted ``step_*`` folder."""
+    doomed = path.with_name(f"{TMP_PREFIX}del_{path.name}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_stale(ckpt_root: Path) -> None:
+    """Delete what a killed save or prune left behind (only the writer, rank 0, calls this)."""
+    if ckpt_root.is_dir():
+        for p in ckpt_root.iterdir():
+            if p.name.startswith(TMP_PREFIX):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
@@ -162,4 +211,14 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    return load_tensors(path / TENSORS), read_json(path / STATE)
+    """Tensors and state of one checkpoint folder; a damaged file is a one-line error that
+    names it (and the previous checkpoint to fall back to, if any)."""
+    try:
+        state = read_json(path / STATE)
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise RdmdError(f"{path / STATE}: not a checkpoint state (no integer 'step')")
+        return load_tensors(path / TENSORS), state
+    except RdmdError as e:
+        older = [p for _, p in _step_dirs(path.parent) if p.name < path.name]
+        hint = (f"; move it aside to resume from {older[-1].name}" if older else "")
+        raise RdmdError(f"{e}{hint}") from None

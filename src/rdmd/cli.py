@@ -174,6 +174,10 @@ def _cmd_distill(args: argparse.Namespace) -> None:
 
 
 def _print_metrics(path: Path, head: str) -> None:
+    from rdmd.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 reports
+        return
     print(head)
     if path.is_file():
         for k, v in json.loads(path.read_text()).items():
@@ -345,15 +349,21 @@ COMMANDS = {"train-teacher": _cmd_train_teacher, "distill": _cmd_distill,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rdmd import distributed
+
     args = build_parser().parse_args(argv)
+    d = distributed.env_world()
+    where = f"[rank {d.rank}] " if d.active else ""
     try:
         COMMANDS[args.command](args)
     except RdmdError as e:
-        print(f"rdmd: error: {e}", file=sys.stderr)
+        print(f"rdmd: error: {where}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rdmd: interrupted; resume with --resume from the same --out", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
 
 

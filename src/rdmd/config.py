@@ -25,6 +25,7 @@ class TeacherConfig:
     lr_schedule: str = "cosine"  # "cosine" decays to 0 over `steps`; "constant"
     warmup_steps: int = 100
     ema_decay: float = 0.999
+    grad_clip: float = 0.0  # max global gradient norm; 0 disables
     p_mean: float = -1.2
     p_std: float = 1.2
     encoder: list[int] | None = None  # MLP input-encoder widths; None: scaled with d
@@ -71,6 +72,7 @@ class DistillConfig:
     eval_every: int = 0  # held-out metrics during training; 0: only at the end
     floor_pairs: int = 5  # pairs of target sets for the W2 noise floor
     precision: str = "fp32"  # "bf16": autocast the networks' forward passes
+    teacher_dtype: str = "fp32"  # "bf16": hold the frozen teacher's weights in bf16
     classifier: str | None = None  # feature classifier dir: FD and target accuracy (images)
     target_class: int | None = None  # the classifier's label of the target domain
 
@@ -90,6 +92,8 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
             setattr(cfg, key, value)
     if cfg.precision not in ("fp32", "bf16"):
         raise RdmdError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
+    if getattr(cfg, "teacher_dtype", "fp32") not in ("fp32", "bf16"):
+        raise RdmdError(f"teacher_dtype must be fp32 or bf16, got {cfg.teacher_dtype!r}")
     validate(cfg)
     return cfg
 
@@ -160,6 +164,28 @@ def build_config(cls: type[C], *layers: dict[str, Any] | None) -> C:
                 raise RdmdError(f"unknown config key {key!r} for {cls.__name__}; "
                                 f"valid keys: {', '.join(sorted(names))}")
             setattr(cfg, key, _convert(key, value, str(names[key].type)))
+    return cfg
+
+
+def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) -> C:
+    """The config stored in a run's ``config.json``, checked like a config file: an unknown
+    key (a hand edit, or a run written by another rdmd version) is a one-line error."""
+    if not isinstance(saved, dict):
+        raise RdmdError(f"{where}: 'config' must be a table of config keys")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        raise RdmdError(f"{where}: unknown config key {unknown[0]!r} for {cls.__name__} "
+                        "(written by another rdmd version, or edited?)")
+    cfg = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in saved:
+            value = saved[f.name]
+            if value is not None or str(f.type).endswith("| None"):
+                value = None if value is None else _convert(f.name, value, str(f.type))
+            else:
+                raise RdmdError(f"{where}: config key {f.name!r} must not be null")
+            setattr(cfg, f.name, value)
     return cfg
 
 

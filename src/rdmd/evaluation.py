@@ -22,6 +22,7 @@ from torch import nn
 from rdmd import metrics
 from rdmd.checkpoint import atomic_write_json
 from rdmd.data import Domain, Normalizer
+from rdmd.distributed import gathered, is_main
 from rdmd.sampler import sample
 
 N_EVAL_MAX = 3000
@@ -93,12 +94,16 @@ def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tg
 
 
 def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int = 5,
-                     classifier: str | None = None) -> dict[str, Any]:
-    """W2^2 of the teacher's own Heun samples to held-out target data, against the floor."""
+                     classifier: str | None = None,
+                     device: str | torch.device = "cpu") -> dict[str, Any]:
+    """W2^2 of the teacher's own Heun samples to held-out target data, against the floor.
+
+    Under torchrun every rank calls this: the sampling is split over the ranks and rank 0
+    alone writes the files."""
     from rdmd.models import load_model
 
-    model = load_model(out_dir)
-    den = model.denoiser
+    model = load_model(out_dir, map_location=device)
+    den = gathered(model.denoiser)
     if dom.kind == "image":
         return evaluate_image_teacher(out_dir, model, dom, n_steps, classifier)
     n = min(len(dom.test), N_EVAL_MAX)
@@ -117,6 +122,8 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
            "w2_floor_mean": fl["mean"], "w2_floor_std": fl["std"],
            "w2_over_floor": w2 / fl["mean"], "n_eval": n, "sampler_steps": n_steps,
            "nfe": 2 * n_steps - 1, "protocol": PROTOCOL}
+    if not is_main():
+        return res
     atomic_write_json(out_dir / "metrics.json", res)
     if dom.dim == 2:
         from rdmd.plots import plot_teacher_samples
@@ -130,19 +137,22 @@ def write_translation_report(out_dir: Path, generator: nn.Module, norm: Normaliz
                              src: Domain, tgt: Domain, cfg: Any) -> dict[str, Any]:
     res = evaluate_translation(generator, norm, src, tgt, cfg, floor=True)
     res["lam"] = cfg.lam
-    atomic_write_json(out_dir / "metrics.json", res)
+    if is_main():
+        atomic_write_json(out_dir / "metrics.json", res)
     if src.kind == "image":
         x = src.test[:IMAGE_GRID]
-        save_pair_grid(out_dir / "plots" / "translation.png", x,
-                       apply_generator(generator, norm, x))
+        gx = apply_generator(generator, norm, x)
+        if is_main():
+            save_pair_grid(out_dir / "plots" / "translation.png", x, gx)
     if src.dim == 2:
         from rdmd.plots import plot_translation
 
         n = res["n_eval"]
         x = src.test[:n]
-        plot_translation(out_dir / "plots" / "translation.png", x.numpy(),
-                         apply_generator(generator, norm, x).numpy(), tgt.test[:n].numpy(),
-                         title=f"lambda = {cfg.lam:g}")
+        gx = apply_generator(generator, norm, x)  # on every rank: a collective under torchrun
+        if is_main():
+            plot_translation(out_dir / "plots" / "translation.png", x.numpy(), gx.numpy(),
+                             tgt.test[:n].numpy(), title=f"lambda = {cfg.lam:g}")
     return res
 
 
@@ -217,7 +227,7 @@ def evaluate_image_teacher(out_dir: Path, model: Any, dom: Domain, n_steps: int,
                            classifier: str | None) -> dict[str, Any]:
     """A grid of the teacher's samples; with a classifier, their Frechet distance to real
     target images with its floor (as many samples as half the target set)."""
-    den = model.denoiser
+    den = gathered(model.denoiser)
     device = next(den.parameters()).device
     feats, _, name = _feature_fns(classifier)
     pool = torch.cat([dom.train, dom.test])
@@ -233,6 +243,8 @@ def evaluate_image_teacher(out_dir: Path, model: Any, dom: Domain, n_steps: int,
         gen, real_a, real_b = _fd_sets(samples, dom)
         res.update(fd_with_floor(feats, gen, real_a, real_b))
         res = _rename_fd(res, name, len(gen))
+    if not is_main():
+        return res
     atomic_write_json(out_dir / "metrics.json", res)
     from rdmd.data.images import image_grid
 

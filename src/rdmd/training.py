@@ -3,16 +3,23 @@ progress bars, CSV logs, atomic checkpoints and exact resume.
 
 Everything random in a run (batch indices, noise levels, noise) comes from one CPU
 ``torch.Generator`` whose state is checkpointed, so ``--resume`` continues bit-for-bit on CPU.
+Batches are drawn from that generator too, so its state is also the data position.
+
+Under ``torchrun`` the same code trains data-parallel (see :mod:`rdmd.distributed`): every rank
+draws the same global batch and noise and keeps its slice, DDP averages the gradients, and
+rank 0 alone writes checkpoints, logs, plots and the final model.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +28,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rdmd import checkpoint as ckpt
-from rdmd.config import DistillConfig, TeacherConfig, fill_kind_defaults, to_dict
+from rdmd import distributed
+from rdmd.config import (
+    DistillConfig,
+    TeacherConfig,
+    config_from_saved,
+    fill_kind_defaults,
+    to_dict,
+)
 from rdmd.costs import get_cost
 from rdmd.data import Normalizer, load_domain
+from rdmd.distributed import Dist
 from rdmd.edm import EDMLoss, LogNormalSigma, LogUniformSigma
 from rdmd.ema import EMA
 from rdmd.errors import RdmdError
@@ -59,7 +74,8 @@ class CsvLog:
             with open(path, newline="") as f:
                 reader = csv.DictReader(f)
                 self.fields = list(reader.fieldnames or [])
-                self.rows = [r for r in reader if int(r["step"]) <= resume_step]
+                self.rows = [r for r in reader if _complete_row(r, self.fields)
+                             and int(r["step"]) <= resume_step]
             self._rewrite()
 
     def _rewrite(self) -> None:
@@ -82,17 +98,49 @@ class CsvLog:
                            lineterminator="\n").writerow(row)
 
 
+def _complete_row(row: dict[str, Any], fields: list[str]) -> bool:
+    """False for a line cut short by a kill during an append (it is dropped on resume)."""
+    if None in row or any(row.get(k) is None for k in fields):
+        return False
+    try:
+        int(row["step"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclass
 class RunState:
-    """What a checkpoint must hold to continue exactly."""
+    """What a checkpoint must hold to continue exactly: every module (weights and EMA copies),
+    every optimiser, the run generator (batches and noise, i.e. also the data position) and
+    each rank's torch (and CUDA) generator.
+
+    ``modules`` are the bare modules, never their DDP wrappers, so a checkpoint is the same
+    whatever the number of ranks; any module added here is checkpointed and restored.
+    """
 
     modules: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     rng: torch.Generator
+    dist: Dist = field(default_factory=Dist)
+    #: what the checkpoint must match to be resumed here (job, backbone, data shape)
+    signature: dict[str, Any] = field(default_factory=dict)
 
-    def to_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def __post_init__(self) -> None:
+        self.signature = json.loads(json.dumps(self.signature))  # as saved: lists, not tuples
+
+    def to_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The checkpoint's tensors and JSON metadata, on rank 0; ``None`` on other ranks.
+        A collective under DDP (the ranks' generator states are gathered): call it on all."""
+        local = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            local["cuda"] = torch.cuda.get_rng_state()
+        states = distributed.all_gather_object(local)
+        if not self.dist.main:
+            return None
         tensors: dict[str, torch.Tensor] = {}
-        meta: dict[str, Any] = {"optimizers": {}}
+        meta: dict[str, Any] = {"optimizers": {}, "world_size": self.dist.world,
+                                "run": self.signature}
         for name, m in self.modules.items():
             for k, v in m.state_dict().items():
                 tensors[f"module.{name}.{k}"] = v
@@ -101,22 +149,57 @@ class RunState:
             tensors.update(t)
             meta["optimizers"][name] = m
         tensors["rng.run"] = self.rng.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.torch"] = states[0]["torch"]
+        for r, st in enumerate(states):
+            if r:
+                tensors[f"rng.rank{r}.torch"] = st["torch"]
+            if "cuda" in st:
+                tensors[f"rng.rank{r}.cuda"] = st["cuda"]
         return tensors, meta
 
-    def from_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    def from_checkpoint(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                        where: Path | str = "checkpoint") -> None:
+        saved = meta.get("run")
+        if saved and self.signature and saved != self.signature:
+            diff = [k for k in self.signature if saved.get(k) != self.signature[k]]
+            k = diff[0] if diff else "run"
+            raise RdmdError(f"{where} belongs to another run: its {k} is "
+                            f"{_fmt_sig(saved.get(k))}, this run's is "
+                            f"{_fmt_sig(self.signature.get(k))}")
         for name, m in self.modules.items():
             head = f"module.{name}."
             sd = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
             try:
                 m.load_state_dict(sd)
             except RuntimeError as e:
-                first = str(e).strip().splitlines()[0]
-                raise RdmdError(f"checkpoint does not fit module {name!r}: {first}") from None
+                lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+                first = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
+                raise RdmdError(f"{where} does not fit module {name!r} of this run: "
+                                f"{first[:300]}") from None
         for name, opt in self.optimizers.items():
-            ckpt.optimizer_from_flat(opt, f"opt.{name}", tensors, meta["optimizers"][name])
+            if name not in meta.get("optimizers", {}):
+                raise RdmdError(f"{where} holds no state for optimiser {name!r}")
+            try:
+                ckpt.optimizer_from_flat(opt, f"opt.{name}", tensors, meta["optimizers"][name])
+            except (KeyError, ValueError, RuntimeError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise RdmdError(f"{where}: optimiser {name!r} state does not fit: {first}"
+                                ) from None
+        if "rng.run" not in tensors:
+            raise RdmdError(f"{where} holds no run generator state (rng.run)")
         self.rng.set_state(tensors["rng.run"])
-        torch.set_rng_state(tensors["rng.torch"])
+        r = self.dist.rank
+        own = "rng.torch" if r == 0 else f"rng.rank{r}.torch"
+        if own in tensors:  # a rank the saved run did not have keeps its seeded generator
+            torch.set_rng_state(tensors[own])
+        if f"rng.rank{r}.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors[f"rng.rank{r}.cuda"])
+
+
+def _fmt_sig(v: Any) -> str:
+    if isinstance(v, list) and all(isinstance(x, int) for x in v):
+        return _fmt_shape(tuple(v))
+    return json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
 
 
 def resolve_run(out_dir: Path, resume: bool, fresh: dict[str, Any],
@@ -239,18 +322,36 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 def run_loop(out_dir: Path, state: RunState, total_steps: int, step_fn: Callable[[int], dict],
              log_every: int, ckpt_every: int, keep: int, resume: bool,
              progress: bool, desc: str,
-             eval_fn: Callable[[int], dict] | None = None, eval_every: int = 0) -> int:
-    """The loop both runs share: resume, step, log, checkpoint; returns the last step."""
+             eval_fn: Callable[[int], dict] | None = None, eval_every: int = 0,
+             on_start: Callable[[], None] | None = None) -> int:
+    """The loop both runs share: resume, step, log, checkpoint; returns the last step.
+
+    ``on_start`` (writing the run's config) runs once the checkpoint to resume from has
+    loaded: a checkpoint that cannot be resumed leaves every file as it was.
+    Under DDP every rank steps and evaluates (``eval_fn`` splits its work over the ranks);
+    rank 0 alone logs, shows progress and writes checkpoints, and all ranks resume from the
+    checkpoint rank 0 picked.
+    """
+    d = state.dist
     root = out_dir / "checkpoints"
     start = 0
     if resume:
-        last = ckpt.latest_checkpoint(root)
+        last = ckpt.latest_checkpoint(root) if d.main else None
+        last = distributed.broadcast_object(str(last) if last is not None else None)
         if last is not None:
+            last = Path(last)
+            if not (last / ckpt.STATE).is_file():
+                raise RdmdError(f"rank {d.rank} cannot see checkpoint {last}: under several "
+                                "nodes the run folder must be on a shared file system")
             tensors, meta = ckpt.load_checkpoint(last)
-            state.from_checkpoint(tensors, meta)
+            state.from_checkpoint(tensors, meta, last)
             start = int(meta["step"])
-    log = CsvLog(out_dir / LOG_FILE, start)
-    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not progress,
+    if d.main:
+        if on_start is not None:
+            on_start()
+        ckpt.remove_stale(root)
+    log = CsvLog(out_dir / LOG_FILE, start) if d.main else None
+    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not (progress and d.main),
                dynamic_ncols=True, mininterval=1.0)
     t0 = time.perf_counter()
     for step in range(start, total_steps):
@@ -262,24 +363,48 @@ def run_loop(out_dir: Path, state: RunState, total_steps: int, step_fn: Callable
                             f"checkpoint is in {root}") from None
         done = step + 1
         if done % log_every == 0 or done == total_steps:
-            row = {"step": done, **{k: f"{v:.6g}" for k, v in stats.items()},
-                   "time_s": f"{time.perf_counter() - t0:.2f}"}
-            if eval_fn and eval_every and done % eval_every == 0:
-                row.update({k: f"{v:.6g}" for k, v in eval_fn(done).items()})
-            log.write(row)
+            stats = distributed.mean_over_ranks(stats)
+            elapsed = time.perf_counter() - t0
+            # evaluation runs on every rank (its work is split over them)
+            evals = eval_fn(done) if eval_fn and eval_every and done % eval_every == 0 else {}
+            if log is not None:
+                row = {"step": done, **{k: f"{v:.6g}" for k, v in stats.items()},
+                       "time_s": f"{elapsed:.2f}", **{k: f"{v:.6g}" for k, v in evals.items()}}
+                log.write(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
         if done % ckpt_every == 0 or done == total_steps:
-            tensors, meta = state.to_checkpoint()
-            ckpt.save_checkpoint(root, done, tensors, meta, keep)
+            saved = state.to_checkpoint()
+            if saved is not None:
+                ckpt.save_checkpoint(root, done, saved[0], saved[1], keep)
         bar.update(1)
     bar.close()
     return max(start, total_steps)
 
 
-def _batches(data: torch.Tensor, batch: int, rng: torch.Generator) -> Iterator[torch.Tensor]:
+def _batches(data: torch.Tensor, batch: int, rng: torch.Generator, d: Dist | None = None
+             ) -> Iterator[torch.Tensor]:
+    """Global batches of ``batch`` indices drawn with replacement; each rank keeps its slice."""
+    d = d or Dist()
+    local = batch // d.world
     while True:
         idx = torch.randint(0, data.shape[0], (batch,), generator=rng)
+        idx = idx[d.rank * local:(d.rank + 1) * local]
         yield data[idx.to(data.device)]
+
+
+def _sharded(rng: torch.Generator, d: Dist, local_batch: int) -> Any:
+    """Per-sample noise of the global batch, sliced to this rank (no-op in one process)."""
+    return distributed.ShardedDraws(rng, d, local_batch) if d.active else nullcontext()
+
+
+def _setup_dist(cfg: TeacherConfig | DistillConfig) -> tuple[Dist, torch.device]:
+    """Join the torchrun job (if any) and pick this rank's device; the global batch must split
+    evenly over the ranks."""
+    d = distributed.setup(cfg.device)
+    if cfg.batch_size % d.world:
+        raise RdmdError(f"batch_size {cfg.batch_size} (the global batch) does not split over "
+                        f"{d.world} processes; use a multiple of {d.world}")
+    return d, resolve_device(distributed.local_device(cfg.device, d))
 
 
 # -- teacher ----------------------------------------------------------------------------------
@@ -294,15 +419,15 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
     run = resolve_run(out, resume, {"job": "teacher", "target": _abs_if_path(target),
                                     "config": to_dict(cfg or TeacherConfig())},
                       cfg.steps if cfg is not None else None)
-    cfg = TeacherConfig(**run["config"])
+    cfg = config_from_saved(TeacherConfig, run["config"], out / CONFIG_FILE)
     dom = load_domain(run["target"], cfg.n_train, cfg.n_test, cfg.seed, cfg.image_size,
                       cfg.image_channels)
     cfg = fill_kind_defaults(cfg, dom.kind)
     backbone = backbone_spec(cfg.backbone, dom, cfg.encoder)
     run["config"] = to_dict(cfg)
     check_classifier(cfg.classifier, dom.shape, None)
-    start_run(out, run)
-    device = resolve_device(cfg.device)
+    d, device = _setup_dist(cfg)
+    distributed.barrier()  # every rank has checked the run folder before rank 0 creates it
     torch.manual_seed(cfg.seed)
     if dom.kind == "image":
         norm, sigma_data = Normalizer.identity(), 0.5
@@ -317,31 +442,43 @@ def train_teacher(target: str, out_dir: str | Path, cfg: TeacherConfig | None = 
     opt = adam(net.parameters(), cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
     loss_fn = EDMLoss(LogNormalSigma(cfg.p_mean, cfg.p_std))
-    batches = _batches(data, cfg.batch_size, rng)
+    batches = _batches(data, cfg.batch_size, rng, d)
+    net_p = distributed.wrap(net, d, device)  # gradients averaged over ranks
 
     def step_fn(step: int) -> dict[str, float]:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr_schedule)
-        with autocast(device, cfg.precision):
-            loss = loss_fn(net, next(batches), generator=rng)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"DSM loss is {loss.item()}")
+        with autocast(device, cfg.precision), _sharded(rng, d, cfg.batch_size // d.world):
+            loss = loss_fn(net_p, next(batches), generator=rng)
+        finite = bool(torch.isfinite(loss))
+        if distributed.any_rank(not finite):  # every rank stops together
+            raise NonFiniteLossError(f"DSM loss is {loss.item()}" if not finite else
+                                     "DSM loss is non-finite on another rank")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
         ema.update(net)
         return {"loss": loss.item(), "lr": opt.param_groups[0]["lr"]}
 
-    state = RunState({"net": net, "ema": ema.model}, {"opt": opt}, rng)
+    state = RunState({"net": net, "ema": ema.model}, {"opt": opt}, rng, d,
+                     {"job": "teacher", "backbone": backbone, "data_shape": list(dom.shape)})
     run_loop(out, state, cfg.steps, step_fn, cfg.log_every, cfg.ckpt_every,
-             cfg.keep_checkpoints, resume, progress, "teacher")
-    save_model(out, ema.model, {
-        "role": "teacher", "backbone": backbone, "sigma_data": sigma_data,
-        "normalizer": norm.to_dict(), "data_shape": list(dom.shape), "kind": dom.kind,
-        "target": run["target"], "target_info": dom.info, "steps": cfg.steps})
+             cfg.keep_checkpoints, resume, progress, "teacher",
+             on_start=lambda: start_run(out, run))
+    if d.main:
+        save_model(out, ema.model, {
+            "role": "teacher", "backbone": backbone, "sigma_data": sigma_data,
+            "normalizer": norm.to_dict(), "data_shape": list(dom.shape), "kind": dom.kind,
+            "target": run["target"], "target_info": dom.info, "steps": cfg.steps})
+    distributed.barrier()  # the model is written before any rank reads it
     from rdmd.evaluation import evaluate_teacher
 
-    evaluate_teacher(out, dom, n_steps=cfg.sample_steps, classifier=cfg.classifier)
+    # every rank samples its share; rank 0 writes the metrics and plots
+    evaluate_teacher(out, dom, n_steps=cfg.sample_steps, classifier=cfg.classifier,
+                     device=device)
+    distributed.barrier()  # and every rank returns with the report written
     return out
 
 
@@ -361,7 +498,7 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
         "job": "distill", "source": _abs_if_path(source),
         "teacher": str(Path(teacher_dir).resolve()), "target": _abs_if_path(target),
         "config": to_dict(cfg or DistillConfig())}, cfg.steps if cfg is not None else None)
-    cfg = DistillConfig(**run["config"])
+    cfg = config_from_saved(DistillConfig, run["config"], out / CONFIG_FILE)
     teacher_model = load_model(run["teacher"])
     if teacher_model.role != "teacher":
         raise RdmdError(f"{run['teacher']} holds a {teacher_model.role}, not a teacher")
@@ -369,6 +506,12 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     shape = tuple(teacher_model.meta["data_shape"])
     size = shape[-1] if len(shape) == 3 else 32
     channels = shape[0] if len(shape) == 3 else 3
+    if len(shape) == 3:
+        from rdmd.data.images import check_folder_fits
+
+        for name in ("source", "target"):
+            check_folder_fits(run[name], size, channels,
+                              f"{name} folder", f"the teacher in {run['teacher']}")
     src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed, size, channels)
     tgt = load_domain(run["target"], cfg.n_test, cfg.n_test, cfg.seed, size, channels)
     for name, dom in (("source", src), ("target", tgt)):
@@ -382,8 +525,8 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     cost = get_cost(cfg.cost)
     _probe_cost(cost, cfg.cost, src)
     check_classifier(cfg.classifier, shape, cfg.target_class)
-    start_run(out, run)
-    device = resolve_device(cfg.device)
+    d, device = _setup_dist(cfg)
+    distributed.barrier()  # every rank has checked the run folder before rank 0 creates it
     torch.manual_seed(cfg.seed)
     norm = teacher_model.normalizer
     x_train = norm.encode(src.train).to(device)
@@ -392,14 +535,21 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
         teacher, cfg.lam, cfg.sigma_g, cost=cost,
         dm_sigma=LogUniformSigma(cfg.dm_sigma_min, cfg.dm_sigma_max),
         fake_loss=EDMLoss(LogNormalSigma()), normalize=cfg.normalize)
+    if cfg.teacher_dtype == "bf16":
+        hold_in_bf16(method.teacher)
+    generator, fake = method.generator, method.fake  # the bare modules
     betas = (cfg.beta1, cfg.beta2)
-    opt_g = adam(method.generator.parameters(), cfg.lr_generator, betas)
-    opt_f = adam(method.fake.parameters(), cfg.lr_fake, betas)
+    opt_g = adam(generator.parameters(), cfg.lr_generator, betas)
+    opt_f = adam(fake.parameters(), cfg.lr_fake, betas)
     rng = torch.Generator().manual_seed(cfg.seed)
-    batches = _batches(x_train, cfg.batch_size, rng)
+    batches = _batches(x_train, cfg.batch_size, rng, d)
+    # Under DDP the method sees the wrapped networks (gradients averaged over ranks); the
+    # frozen teacher is not wrapped: it has no gradients to synchronise.
+    method.generator = distributed.wrap(generator, d, device)  # type: ignore[assignment]
+    method.fake = distributed.wrap(fake, d, device)  # type: ignore[assignment]
 
     def step_fn(step: int) -> dict[str, float]:
-        with autocast(device, cfg.precision):
+        with autocast(device, cfg.precision), _sharded(rng, d, cfg.batch_size // d.world):
             st = method.train_step(next(batches), opt_g, opt_f, cfg.fake_steps, rng,
                                    cfg.grad_clip or None)
         return st.as_dict()
@@ -412,19 +562,47 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
             "cost": cfg.cost, "steps": cfg.steps}
     from rdmd.evaluation import evaluate_translation
 
-    def eval_fn(step: int) -> dict[str, float]:
-        was = method.generator.training
-        m = evaluate_translation(method.generator, norm, src, tgt, cfg, floor=False)
-        method.generator.train(was)
+    def eval_fn(step: int) -> dict[str, float]:  # on every rank: outputs are gathered
+        was = generator.training
+        m = evaluate_translation(distributed.gathered(generator), norm, src, tgt, cfg,
+                                 floor=False)
+        generator.train(was)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
-    state = RunState({"generator": method.generator, "fake": method.fake},
-                     {"generator": opt_g, "fake": opt_f}, rng)
+    state = RunState({"generator": generator, "fake": fake},
+                     {"generator": opt_g, "fake": opt_f}, rng, d,
+                     {"job": "distill", "backbone": teacher_model.meta["backbone"],
+                      "data_shape": list(shape)})
     run_loop(out, state, cfg.steps, step_fn, cfg.log_every, cfg.ckpt_every,
              cfg.keep_checkpoints, resume, progress, f"rdmd lam={cfg.lam:g}",
-             eval_fn, cfg.eval_every)
-    save_model(out, method.generator, meta)
+             eval_fn, cfg.eval_every, on_start=lambda: start_run(out, run))
+    if d.main:
+        save_model(out, generator, meta)
     from rdmd.evaluation import write_translation_report
 
-    write_translation_report(out, method.generator, norm, src, tgt, cfg)
+    # every rank translates its share of the held-out set; rank 0 writes the report
+    write_translation_report(out, distributed.gathered(generator), norm, src, tgt, cfg)
+    distributed.barrier()  # every rank returns with the model and report written
     return out
+
+
+class _LowPrecisionBackbone(nn.Module):
+    """A frozen backbone whose weights are stored in bf16 (half the memory); it runs under bf16
+    autocast and returns float32, so the preconditioning around it stays in float32."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = getattr(inner, "config", {})
+        for p in inner.parameters():  # parameters only: buffers (frequencies) stay float32
+            p.data = p.data.to(torch.bfloat16)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.inner(x, c_noise).float()
+
+
+def hold_in_bf16(teacher: nn.Module) -> None:
+    """Keep the frozen teacher's weights in bf16 (``teacher_dtype = "bf16"``)."""
+    teacher.backbone = _LowPrecisionBackbone(teacher.backbone)
+    teacher.requires_grad_(False)

@@ -334,6 +334,36 @@ def load_image_folder(path: str | Path, size: int = 32, channels: int = 3, seed:
                   x[torch.from_numpy(te)].contiguous(), "image", None, info)
 
 
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def check_folder_fits(spec: str | None, size: int, channels: int, what: str,
+                      model: str) -> None:
+    """A folder given for a model of ``channels x size x size`` must hold images that are
+    resized *down* to it with the same kind of colour: a grey folder for a colour teacher (or
+    the reverse), or images smaller than the teacher's size (upscaling invents detail), is
+    almost always the wrong folder. Reads image headers only; built-in names pass."""
+    if spec is None or not Path(spec).expanduser().is_dir():
+        return
+    folder = Path(spec).expanduser()
+    for f in list_images(folder):
+        try:
+            with Image.open(f) as im:
+                w, h, mode = im.width, im.height, im.mode
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                Image.DecompressionBombError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RdmdError(f"{f}: cannot decode image ({msg})") from None
+        c = 1 if mode in GREY_MODES else 3
+        if c != channels:
+            kind = {1: "grey (1 channel)", 3: "colour (3 channels)"}
+            raise RdmdError(f"{what} {folder}: {f.name} is {kind[c]} but {model} takes "
+                            f"{kind[channels]} images")
+        if min(w, h) < size:
+            raise RdmdError(f"{what} {folder}: {f.name} is {w}x{h}, smaller than the "
+                            f"{size}x{size} of {model} (a source is not upscaled to fit)")
+
+
 # -- dispatch -----------------------------------------------------------------------------------
 
 def is_image_spec(spec: str) -> bool:
