@@ -25,7 +25,7 @@ from rdmd.config import DistillConfig, TeacherConfig, fill_kind_defaults, to_dic
 from rdmd.costs import get_cost
 from rdmd.data import Normalizer, load_domain
 from rdmd.edm import EDMLoss, LogNormalSigma, LogUniformSigma
-from rdmd.ema import EMA
+from rdmd.ema import EMA, warmup_decay
 from rdmd.errors import RdmdError
 from rdmd.method import RDMD, NonFiniteLossError
 from rdmd.models import build_denoiser, load_model, save_model
@@ -361,6 +361,7 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
         "job": "distill", "source": _abs_if_path(source),
         "teacher": str(Path(teacher_dir).resolve()), "target": _abs_if_path(target),
         "config": to_dict(cfg or DistillConfig())}, cfg.steps if cfg is not None else None)
+    run["config"].setdefault("ema_decay", 0.0)  # runs saved before the generator EMA had none
     cfg = DistillConfig(**run["config"])
     teacher_model = load_model(run["teacher"])
     if teacher_model.role != "teacher":
@@ -397,11 +398,16 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     opt_f = adam(method.fake.parameters(), cfg.lr_fake, betas)
     rng = torch.Generator().manual_seed(cfg.seed)
     batches = _batches(x_train, cfg.batch_size, rng)
+    # The generator's EMA (if on) is what is evaluated and saved; the raw one trains.
+    ema = EMA(method.generator, cfg.ema_decay) if cfg.ema_decay else None
+    final = ema.model if ema else method.generator
 
     def step_fn(step: int) -> dict[str, float]:
         with autocast(device, cfg.precision):
             st = method.train_step(next(batches), opt_g, opt_f, cfg.fake_steps, rng,
                                    cfg.grad_clip or None)
+        if ema:
+            ema.update(method.generator, warmup_decay(ema.decay, step))
         return st.as_dict()
 
     meta = {"role": "generator", "backbone": teacher_model.meta["backbone"],
@@ -409,22 +415,24 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
             "normalizer": norm.to_dict(), "data_shape": list(shape),
             "kind": teacher_model.meta["kind"], "source": run["source"],
             "target": run["target"], "teacher": run["teacher"], "lam": cfg.lam,
-            "cost": cfg.cost, "steps": cfg.steps}
+            "cost": cfg.cost, "steps": cfg.steps, "ema_decay": cfg.ema_decay}
     from rdmd.evaluation import evaluate_translation
 
     def eval_fn(step: int) -> dict[str, float]:
-        was = method.generator.training
-        m = evaluate_translation(method.generator, norm, src, tgt, cfg, floor=False)
-        method.generator.train(was)
+        was = final.training
+        m = evaluate_translation(final, norm, src, tgt, cfg, floor=False)
+        final.train(was)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
-    state = RunState({"generator": method.generator, "fake": method.fake},
-                     {"generator": opt_g, "fake": opt_f}, rng)
+    modules = {"generator": method.generator, "fake": method.fake}
+    if ema:
+        modules["generator_ema"] = ema.model
+    state = RunState(modules, {"generator": opt_g, "fake": opt_f}, rng)
     run_loop(out, state, cfg.steps, step_fn, cfg.log_every, cfg.ckpt_every,
              cfg.keep_checkpoints, resume, progress, f"rdmd lam={cfg.lam:g}",
              eval_fn, cfg.eval_every)
-    save_model(out, method.generator, meta)
+    save_model(out, final, meta)
     from rdmd.evaluation import write_translation_report
 
-    write_translation_report(out, method.generator, norm, src, tgt, cfg)
+    write_translation_report(out, final, norm, src, tgt, cfg)
     return out
