@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 
 import torch
@@ -55,23 +56,30 @@ def main() -> None:
     def rdmd_step() -> None:
         method.train_step(batch(), opt_g, opt_f, 1, g)
 
-    def timedian(fn) -> float:
-        t0 = time.perf_counter()
+    def timedian(fn) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(a.iters):
             fn()
-        return (time.perf_counter() - t0) / a.iters
+        return ((time.perf_counter() - t0) / a.iters, (time.process_time() - c0) / a.iters)
 
     for fn in (dsm_step, rdmd_step):  # warm-up
         for _ in range(20):
             fn()
-    dsm, rd = [], []
+    dsm, rd, dsm_c, rd_c = [], [], [], []
     for _ in range(a.blocks):
-        dsm.append(timedian(dsm_step))
-        rd.append(timedian(rdmd_step))
+        for fn, wall, cpu in ((dsm_step, dsm, dsm_c), (rdmd_step, rd, rd_c)):
+            w, c = timedian(fn)
+            wall.append(w)
+            cpu.append(c)
     dsm_t, rd_t = median(dsm), median(rd)
+    # The process's CPU time as well: on a shared machine it is far less disturbed by other
+    # jobs than wall time (both are medians over the same alternating blocks).
     res = {"dim": a.dim, "batch": a.batch, "threads": a.threads,
            "dsm_step_ms": 1e3 * dsm_t, "rdmd_iter_ms": 1e3 * rd_t, "ratio": rd_t / dsm_t,
-           "ratios_per_block": [r / d for r, d in zip(rd, dsm, strict=True)]}
+           "ratios_per_block": [r / d for r, d in zip(rd, dsm, strict=True)],
+           "cpu_dsm_step_ms": 1e3 * median(dsm_c), "cpu_rdmd_iter_ms": 1e3 * median(rd_c),
+           "cpu_ratio": median(rd_c) / median(dsm_c),
+           "load_avg_1min": os.getloadavg()[0]}
     report(res, a.json)
 
 

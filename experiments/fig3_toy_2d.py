@@ -39,6 +39,11 @@ def main() -> None:
     ap.add_argument("--floor-pairs", type=int, default=10)
     ap.add_argument("--sigma-g", type=float, default=1.0,
                     help="generator noise level at initialisation (Appendix B)")
+    ap.add_argument("--lr-generator", type=float, default=None,
+                    help="generator learning rate (default: the package's, 2e-5)")
+    ap.add_argument("--ema-decay", type=float, default=None,
+                    help="generator EMA decay (0: off; default: the package's, 0.999)")
+    ap.add_argument("--seed", type=int, default=0, help="RDMD seed (the teacher's is 0)")
     ap.add_argument("--tag", default="", help="suffix for run/result names (ablations)")
     ap.add_argument("--runs", default="runs/fig3")
     ap.add_argument("--results", default="experiments/results")
@@ -57,7 +62,8 @@ def main() -> None:
     rows = []
     for lam in [float(v) for v in a.lams.split(",")]:
         res = ensure_rdmd(a.source, teacher, root / f"lam{lam:g}", prog, lam=lam,
-                          steps=a.rdmd_steps, floor_pairs=a.floor_pairs, sigma_g=a.sigma_g)
+                          steps=a.rdmd_steps, floor_pairs=a.floor_pairs, sigma_g=a.sigma_g,
+                          lr_generator=a.lr_generator, ema_decay=a.ema_decay, seed=a.seed)
         rows.append({**res, "lam": lam})
         print(json.dumps({k: res.get(k) for k in COLUMNS[1:]} | {"lam": lam}))
     tmeta = json.loads((teacher / "metrics.json").read_text())
@@ -79,7 +85,8 @@ def main() -> None:
     ot_crossings = metrics.crossing_fraction(x[:2000], ot_map)
     print(f"crossings of the exact discrete OT plan's barycentric map: {ot_crossings:.4f}")
     out = {"source": a.source, "target": a.target, "teacher_steps": a.teacher_steps,
-           "sigma_g": a.sigma_g, "discrete_ot_map_crossings": ot_crossings,
+           "sigma_g": a.sigma_g, "lr_generator": a.lr_generator, "ema_decay": a.ema_decay,
+           "seed": a.seed, "command": " ".join(sys.argv), "discrete_ot_map_crossings": ot_crossings,
            "rdmd_steps": a.rdmd_steps, "teacher": tmeta, "teacher_wall_s": twall,
            "rows": rows, "figure": str(fig)}
     res_dir = Path(a.results)

@@ -385,3 +385,58 @@ def test_eval_metrics_reach_the_log(teacher: Path, tmp_path: Path) -> None:
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert "w2_sq" in rows[1] and rows[1]["w2_sq"] not in ("", None)
     assert float(rows[1]["w2_sq"]) > 0
+
+
+# -- generator EMA --------------------------------------------------------------------------
+
+def test_generator_ema_follows_the_recurrence(teacher: Path, tmp_path: Path) -> None:
+    """The saved generator is the EMA: ``e_t = d_t e_{t-1} + (1 - d_t) g_t`` from the
+    teacher's weights, with the warmed-up ``d_t = min(decay, (1 + t) / (10 + t))``."""
+    from rdmd.ema import warmup_decay
+
+    decay = 0.5  # below the warm-up for the first steps: d_t = 0.1, 0.18, 0.25, then 0.5
+    kw = {**TINY, "lam": 0.02, "ckpt_every": 1, "keep_checkpoints": 10, "progress": False}
+    run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=5, ema_decay=decay, **kw)
+    raw = {}
+    for step in range(1, 6):
+        t, _ = ckpt.load_checkpoint(run / "checkpoints" / f"step_{step:08d}")
+        raw[step] = t
+    head_g, head_e = "module.generator.", "module.generator_ema."
+    e = {k: v.clone() for k, v in load_model(teacher).denoiser.state_dict().items()}
+    for step in range(1, 6):
+        d = warmup_decay(decay, step - 1)
+        g = {k[len(head_g) + len("denoiser."):]: v for k, v in raw[step].items()
+             if k.startswith(head_g)}
+        e = {k: d * e[k] + (1 - d) * g[k] for k in e}
+        got = {k[len(head_e) + len("denoiser."):]: v for k, v in raw[step].items()
+               if k.startswith(head_e)}
+        assert set(got) == set(e)
+        for k in e:
+            assert torch.allclose(got[k], e[k], rtol=1e-5, atol=1e-7), (step, k)
+        assert any(not torch.equal(got[k], g[k]) for k in got), "EMA equals the raw weights"
+    saved = load_model(run).denoiser.state_dict()
+    assert all(torch.equal(saved[k], got[k]) for k in saved), "saved model is not the EMA"
+    assert load_model(run).meta["ema_decay"] == decay
+
+
+def test_distill_resume_is_exact_with_ema(teacher: Path, tmp_path: Path) -> None:
+    kw = {**TINY, "lam": 0.02, "ckpt_every": 5, "log_every": 1, "ema_decay": 0.9,
+          "progress": False}
+    full = rdmd.distill("gaussian", teacher, tmp_path / "full", steps=10, **kw)
+    half = rdmd.distill("gaussian", teacher, tmp_path / "half", steps=5, **kw)
+    half = rdmd.distill("gaussian", teacher, half, steps=10, resume=True, progress=False)
+    a, b = _last_ckpt(full), _last_ckpt(half)
+    _assert_same_tensors(a, b, ("module.generator_ema.", "module.generator.", "module.fake.",
+                                "opt."))
+    assert (full / "model.safetensors").read_bytes() == (half / "model.safetensors").read_bytes()
+    assert _rows(full / "log.csv") == _rows(half / "log.csv")
+
+
+def test_ema_off_saves_the_raw_generator(teacher: Path, tmp_path: Path) -> None:
+    run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=3, ema_decay=0.0,
+                       progress=False, **TINY)
+    t = _last_ckpt(run)
+    assert not any(k.startswith("module.generator_ema.") for k in t)
+    saved = load_model(run).denoiser.state_dict()
+    head = "module.generator.denoiser."
+    assert all(torch.equal(saved[k], t[head + k]) for k in saved)

@@ -62,6 +62,7 @@ class DistillConfig:
     dm_sigma_max: float = 80.0
     normalize: bool = True
     grad_clip: float = 0.0  # 0 disables
+    ema_decay: float | None = None  # generator EMA (warmed up); 0: off; None: by data kind
     n_train: int = 5000
     n_test: int = 5000
     seed: int = 0
@@ -80,8 +81,10 @@ class DistillConfig:
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "TeacherConfig": {"vector": {"batch_size": 1024, "lr": 1e-3},
                       "image": {"batch_size": 128, "lr": 5e-4}},
-    "DistillConfig": {"vector": {"batch_size": 1024, "lr_generator": 2e-5, "lr_fake": 5e-4},
-                      "image": {"batch_size": 64, "lr_generator": 5e-5, "lr_fake": 2e-4}},
+    "DistillConfig": {"vector": {"batch_size": 1024, "lr_generator": 2e-5, "lr_fake": 5e-4,
+                                 "ema_decay": 0.999},
+                      "image": {"batch_size": 64, "lr_generator": 5e-5, "lr_fake": 2e-4,
+                                "ema_decay": 0.0}},
 }
 
 
@@ -206,6 +209,9 @@ def validate(cfg: TeacherConfig | DistillConfig) -> None:
         if v is not None and v < 0:
             alias = " (lambda)" if key == "lam" else ""
             raise RdmdError(f"config key {key!r}{alias} must be >= 0, got {v}")
+    ema = getattr(cfg, "ema_decay", None)
+    if ema is not None and ema >= 1:
+        raise RdmdError(f"config key 'ema_decay' must be < 1, got {ema}")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

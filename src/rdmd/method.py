@@ -13,6 +13,7 @@ dimensions and resolutions. ``lambda = 0`` is plain DMD applied to translation.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -90,23 +91,23 @@ class RDMD:
     def score_difference(self, y: torch.Tensor, sigma: torch.Tensor,
                          eps: torch.Tensor) -> torch.Tensor:
         """``g = (D_phi - D_real)(y + sigma*eps) / w``, proportional to ``s_fake - s_real``."""
-        y_s = y + _bcast(sigma, y) * eps
+        y_s = torch.addcmul(y, _bcast(sigma, y), eps)
         d_real = self.teacher(y_s, sigma).float()
-        d_fake = self.fake(y_s, sigma).float()
-        g = d_fake - d_real
+        g = self.fake(y_s, sigma).float().sub_(d_real)  # fresh outputs: in place is safe
         if self.normalize:
-            w = (y.float() - d_real).abs().reshape(y.shape[0], -1).mean(dim=1)
-            g = g / _bcast(w.clamp_min(1e-8), g)
+            w = d_real.sub_(y.float()).abs_().reshape(y.shape[0], -1).mean(dim=1)
+            g.div_(_bcast(w.clamp_min_(1e-8), g))
         return g
 
     def generator_loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
                        sigma: torch.Tensor | None = None, eps: torch.Tensor | None = None,
-                       ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+                       ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 15, first line: distribution matching plus ``lambda`` times the transport cost.
 
         The DM term is ``0.5*mean((y - stopgrad(y - g))^2)``: its gradient in ``y`` is ``g``
         per element, i.e. Eq. 11, without differentiating through either score network.
-        Returns the loss, the (attached) outputs ``y = G(x)`` and the two terms' values.
+        Returns the loss, the (attached) outputs ``y = G(x)`` and the two terms (detached
+        0-d tensors; read them with ``.item()`` only when needed, each read is a sync).
         """
         y = self.generator(x)
         if sigma is None:
@@ -117,8 +118,8 @@ class RDMD:
         yf = y.float()
         loss_dm = 0.5 * ((yf - (yf - g).detach()) ** 2).mean()
         loss_cost = self.cost(x.float(), yf).mean()
-        loss = loss_dm + self.lam * loss_cost
-        return loss, y, {"loss_dm": loss_dm.item(), "loss_cost": loss_cost.item()}
+        loss = loss_dm + self.lam * loss_cost if self.lam else loss_dm
+        return loss, y, {"loss_dm": loss_dm.detach(), "loss_cost": loss_cost.detach()}
 
     def fake_loss(self, y: torch.Tensor, generator: torch.Generator | None = None
                   ) -> torch.Tensor:
@@ -129,9 +130,14 @@ class RDMD:
                    opt_fake: torch.optim.Optimizer, fake_steps: int = 1,
                    generator: torch.Generator | None = None,
                    grad_clip: float | None = None) -> StepStats:
-        """One generator update, then ``fake_steps`` fake-score updates on the same outputs."""
+        """One generator update, then ``fake_steps`` fake-score updates on the same outputs.
+
+        The losses are read back once per update (one ``.tolist()``): that read is also the
+        finiteness check, so a NaN stops the run before the optimizer step applies it.
+        """
         loss, y, parts = self.generator_loss(x, generator)
-        _check_finite(loss, "generator")
+        vals = torch.stack([loss.detach(), parts["loss_dm"], parts["loss_cost"]]).tolist()
+        _check_finite(vals[0], "generator")
         opt_generator.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -142,16 +148,16 @@ class RDMD:
         fake_val = 0.0
         for _ in range(fake_steps):
             lf = self.fake_loss(y, generator)
-            _check_finite(lf, "fake score")
+            fake_val = lf.item()
+            _check_finite(fake_val, "fake score")
             opt_fake.zero_grad(set_to_none=True)
             lf.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(self.fake.parameters(), grad_clip)
             opt_fake.step()
-            fake_val = lf.item()
-        return StepStats(parts["loss_dm"], parts["loss_cost"], loss.item(), fake_val)
+        return StepStats(vals[1], vals[2], vals[0], fake_val)
 
 
-def _check_finite(loss: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"{what} loss is {loss.item()}")
+def _check_finite(value: float, what: str) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"{what} loss is {value}")

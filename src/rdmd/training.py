@@ -40,7 +40,7 @@ from rdmd.costs import get_cost
 from rdmd.data import Normalizer, load_domain
 from rdmd.distributed import Dist
 from rdmd.edm import EDMLoss, LogNormalSigma, LogUniformSigma
-from rdmd.ema import EMA
+from rdmd.ema import EMA, warmup_decay
 from rdmd.errors import RdmdError
 from rdmd.method import RDMD, NonFiniteLossError
 from rdmd.models import build_denoiser, load_model, save_model
@@ -498,6 +498,7 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
         "job": "distill", "source": _abs_if_path(source),
         "teacher": str(Path(teacher_dir).resolve()), "target": _abs_if_path(target),
         "config": to_dict(cfg or DistillConfig())}, cfg.steps if cfg is not None else None)
+    run["config"].setdefault("ema_decay", 0.0)  # runs saved before the generator EMA had none
     cfg = config_from_saved(DistillConfig, run["config"], out / CONFIG_FILE)
     teacher_model = load_model(run["teacher"])
     if teacher_model.role != "teacher":
@@ -543,6 +544,10 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     opt_f = adam(fake.parameters(), cfg.lr_fake, betas)
     rng = torch.Generator().manual_seed(cfg.seed)
     batches = _batches(x_train, cfg.batch_size, rng, d)
+    # The generator's EMA (if on) is what is evaluated and saved; the raw one trains. It
+    # follows the bare module: every rank holds the same weights after each update.
+    ema = EMA(generator, cfg.ema_decay) if cfg.ema_decay else None
+    final = ema.model if ema else generator
     # Under DDP the method sees the wrapped networks (gradients averaged over ranks); the
     # frozen teacher is not wrapped: it has no gradients to synchronise.
     method.generator = distributed.wrap(generator, d, device)  # type: ignore[assignment]
@@ -552,6 +557,8 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
         with autocast(device, cfg.precision), _sharded(rng, d, cfg.batch_size // d.world):
             st = method.train_step(next(batches), opt_g, opt_f, cfg.fake_steps, rng,
                                    cfg.grad_clip or None)
+        if ema:
+            ema.update(generator, warmup_decay(ema.decay, step))
         return st.as_dict()
 
     meta = {"role": "generator", "backbone": teacher_model.meta["backbone"],
@@ -559,29 +566,31 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
             "normalizer": norm.to_dict(), "data_shape": list(shape),
             "kind": teacher_model.meta["kind"], "source": run["source"],
             "target": run["target"], "teacher": run["teacher"], "lam": cfg.lam,
-            "cost": cfg.cost, "steps": cfg.steps}
+            "cost": cfg.cost, "steps": cfg.steps, "ema_decay": cfg.ema_decay}
     from rdmd.evaluation import evaluate_translation
 
     def eval_fn(step: int) -> dict[str, float]:  # on every rank: outputs are gathered
-        was = generator.training
-        m = evaluate_translation(distributed.gathered(generator), norm, src, tgt, cfg,
+        was = final.training
+        m = evaluate_translation(distributed.gathered(final), norm, src, tgt, cfg,
                                  floor=False)
-        generator.train(was)
+        final.train(was)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
-    state = RunState({"generator": generator, "fake": fake},
-                     {"generator": opt_g, "fake": opt_f}, rng, d,
+    modules = {"generator": generator, "fake": fake}
+    if ema:
+        modules["generator_ema"] = ema.model
+    state = RunState(modules, {"generator": opt_g, "fake": opt_f}, rng, d,
                      {"job": "distill", "backbone": teacher_model.meta["backbone"],
                       "data_shape": list(shape)})
     run_loop(out, state, cfg.steps, step_fn, cfg.log_every, cfg.ckpt_every,
              cfg.keep_checkpoints, resume, progress, f"rdmd lam={cfg.lam:g}",
              eval_fn, cfg.eval_every, on_start=lambda: start_run(out, run))
     if d.main:
-        save_model(out, generator, meta)
+        save_model(out, final, meta)
     from rdmd.evaluation import write_translation_report
 
     # every rank translates its share of the held-out set; rank 0 writes the report
-    write_translation_report(out, distributed.gathered(generator), norm, src, tgt, cfg)
+    write_translation_report(out, distributed.gathered(final), norm, src, tgt, cfg)
     distributed.barrier()  # every rank returns with the model and report written
     return out
 
