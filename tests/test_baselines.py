@@ -270,6 +270,12 @@ def test_sweep_config_errors(models: dict[str, Any], tmp_path: Path) -> None:
     assert_user_error(run_cli(["sweep", "--config", str(bad), "--out",
                                str(tmp_path / "o")]), "lambdas")
     assert not (tmp_path / "o").exists()
+    vectors = tmp_path / "v.toml"
+    vectors.write_text('source = "8gaussians"\ntarget = "8gaussians"\nteacher = "t"\n'
+                       '[sdedit]\nsigma_start = [1.0]\n')
+    assert_user_error(run_cli(["sweep", "--config", str(vectors), "--out",
+                               str(tmp_path / "o")]), "image")
+    assert not (tmp_path / "o").exists()  # refused before anything is written
 
 
 def test_dominance_intervals() -> None:

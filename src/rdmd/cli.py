@@ -289,11 +289,7 @@ def _cmd_train_classifier(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_domain_classifier(args: argparse.Namespace) -> None:
-    from rdmd.baselines.domain_classifier import (
-        noisy_accuracy,
-        save_domain_classifier,
-        train_domain_classifier,
-    )
+    from rdmd.baselines.domain_classifier import fit_and_save
     from rdmd.data import load_domain
 
     out = Path(args.out)
@@ -305,13 +301,8 @@ def _cmd_train_domain_classifier(args: argparse.Namespace) -> None:
         raise RdmdError("train-domain-classifier needs two image sets")
     if src.shape != tgt.shape:
         raise RdmdError(f"source images are {src.shape}, target images {tgt.shape}")
-    net = train_domain_classifier(src.train, tgt.train, args.steps, args.batch_size, args.lr,
-                                  args.seed, progress=not args.no_progress)
-    acc = {f"heldout_accuracy_sigma_{s:g}": noisy_accuracy(net, src.test, tgt.test, s)
-           for s in (0.1, 0.5, 1.0, 2.0, 5.0)}
-    save_domain_classifier(net, out, {"source": args.source, "target": args.target,
-                                      "steps": args.steps, "batch_size": args.batch_size,
-                                      "lr": args.lr, "seed": args.seed, **acc})
+    acc = fit_and_save(src, tgt, out, args.steps, args.batch_size, args.lr, args.seed,
+                       progress=not args.no_progress)
     print(f"domain classifier written to {out}")
     for k, v in acc.items():
         print(f"  {k}: {v:.3f}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -181,29 +180,18 @@ def _rdmd_run(cfg: SweepConfig, out: Path, lam: float, progress: bool) -> Path:
                    progress=progress)
 
 
-def _domain_classifier(cfg: SweepConfig, out: Path, progress: bool) -> str:
+def _domain_classifier(cfg: SweepConfig, out: Path, src: Any, tgt: Any,
+                       progress: bool) -> str:
     """EGSDE's classifier: the configured directory if it holds one, else trained there (or
     in ``<out>/domain_classifier``) on the sweep's own source and target training images."""
-    from rdmd.baselines.domain_classifier import (
-        META,
-        noisy_accuracy,
-        save_domain_classifier,
-        train_domain_classifier,
-    )
-    from rdmd.data import load_domain
+    from rdmd.baselines.domain_classifier import META, fit_and_save
 
     g = cfg.grids["egsde"]
     d = Path(g.get("domain_classifier") or out / "domain_classifier")
-    if (d / META).is_file():
-        return str(d)
-    src, tgt = load_domain(cfg.source), load_domain(cfg.target)
-    steps = int(g.get("classifier_steps", 1500))
-    print(f"sweep: training EGSDE's domain classifier ({steps} steps) in {d}")
-    net = train_domain_classifier(src.train, tgt.train, steps, progress=progress)
-    acc = {f"heldout_accuracy_sigma_{s:g}": noisy_accuracy(net, src.test, tgt.test, s)
-           for s in (0.1, 1.0, 5.0)}
-    save_domain_classifier(net, d, {"source": cfg.source, "target": cfg.target,
-                                    "steps": steps, **acc})
+    if not (d / META).is_file():
+        steps = int(g.get("classifier_steps", 1500))
+        print(f"sweep: training EGSDE's domain classifier ({steps} steps) in {d}")
+        fit_and_save(src, tgt, d, steps, progress=progress)
     return str(d)
 
 
@@ -224,8 +212,6 @@ def run_sweep(config: str | Path | SweepConfig, out_dir: str | Path,
 
     cfg = config if isinstance(config, SweepConfig) else load_sweep_config(config)
     out = Path(out_dir)
-    (out / "entries").mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "sweep_config.json", _config_dict(cfg))
     entries = plan(cfg)
     if only:
         bad = sorted(set(only) - set(METHOD_ORDER))
@@ -235,11 +221,14 @@ def run_sweep(config: str | Path | SweepConfig, out_dir: str | Path,
     src, tgt = load_domain(cfg.source), load_domain(cfg.target)
     if src.kind != "image":
         raise RdmdError("rdmd sweep compares image translators (the baselines filter pixels)")
+    # checked before anything is written: a refused sweep leaves no folder behind
+    (out / "entries").mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "sweep_config.json", _config_dict(cfg))
     x = src.test[:cfg.n_eval] if cfg.n_eval > 0 else src.test
     todo = [e for e in entries if not (out / "entries" / f"{e.key}.json").is_file()]
     print(f"sweep: {len(entries)} configurations, {len(entries) - len(todo)} done, "
           f"{len(todo)} to run, on {len(x)} held-out {cfg.source} images")
-    domain_clf = _domain_classifier(cfg, out, progress) if any(
+    domain_clf = _domain_classifier(cfg, out, src, tgt, progress) if any(
         e.method == "egsde" for e in todo) else None
     for i, e in enumerate(todo, 1):
         if e.method == "rdmd":
@@ -264,7 +253,7 @@ def run_sweep(config: str | Path | SweepConfig, out_dir: str | Path,
         print(f"sweep: [{i}/{len(todo)}] {tr.describe()}: l2 {row['l2']:.3f}, "
               + (f"{_fd_name(row)} {row[_fd_name(row)]:.2f}, " if _fd_name(row) else "")
               + f"{ips:.1f} img/s")
-    return write_outputs(cfg, out)
+    return write_outputs(cfg, out, x)
 
 
 def _config_dict(cfg: SweepConfig) -> dict[str, Any]:
@@ -364,8 +353,10 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | 
     return out, fd_key
 
 
-def write_outputs(cfg: SweepConfig, out: Path) -> dict[str, Any]:
-    """table.csv/json/md, summary.json and the Fig. 4/5 plots, from the finished entries."""
+def write_outputs(cfg: SweepConfig, out: Path, sources: torch.Tensor | None = None
+                  ) -> dict[str, Any]:
+    """table.csv/json/md, summary.json and the Fig. 4/5 plots, from the finished entries;
+    ``sources`` are the scored inputs (loaded from ``cfg.source`` when not given)."""
     rows = read_entries(out)
     if not rows:
         raise RdmdError(f"{out}: no finished entries yet")
@@ -391,7 +382,7 @@ def write_outputs(cfg: SweepConfig, out: Path) -> dict[str, Any]:
         if fig5:
             summary["fig5"] = [{"method": r["method"], "key": r["key"], "l2": r["l2"],
                                 fd_key: r[fd_key]} for r in fig5]
-            _plot_fig5(cfg, out, fig5, fd_key)
+            _plot_fig5(cfg, out, fig5, fd_key, sources)
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -412,21 +403,18 @@ def fig5_selection(rows: list[dict[str, Any]], fd_key: str, lam: float | None
     return sel
 
 
-def _plot_fig5(cfg: SweepConfig, out: Path, sel: list[dict[str, Any]], fd_key: str) -> None:
-    from rdmd.data import load_domain
+def _plot_fig5(cfg: SweepConfig, out: Path, sel: list[dict[str, Any]], fd_key: str,
+               sources: torch.Tensor | None) -> None:
     from rdmd.plots import plot_method_grid
 
-    x = load_domain(cfg.source).test[:cfg.fig5_images]
+    if sources is None:
+        from rdmd.data import load_domain
+
+        sources = load_domain(cfg.source).test
+    x = sources[:cfg.fig5_images]
     outputs = [load_tensors(out / "entries" / f"{r['key']}.safetensors")["outputs"]
                for r in sel]
     labels = [f"{r['method']}\n" + " ".join(f"{k[2:]}={_format(v)}" for k, v in r.items()
                                            if k.startswith("p_") and k != "p_n_steps")
               + f"\nL2 {r['l2']:.2f}, FD {r[fd_key]:.1f}" for r in sel]
     plot_method_grid(out / "fig5_grid.png", x, outputs, labels)
-
-
-def load_summary(out: str | Path) -> dict[str, Any]:
-    p = Path(out) / "summary.json"
-    if not p.is_file():
-        raise RdmdError(f"{out}: no summary.json (run `rdmd sweep` first)")
-    return json.loads(p.read_text())

@@ -115,6 +115,23 @@ def train_domain_classifier(source: Tensor, target: Tensor, steps: int = 3000,
     return net.eval()
 
 
+def fit_and_save(source: Any, target: Any, directory: str | Path, steps: int = 1500,
+                 batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                 progress: bool = True) -> dict[str, float]:
+    """Train on two image ``Domain``s, score held-out accuracy at a few noise levels, save.
+
+    The one recipe behind ``rdmd train-domain-classifier`` and the sweep's automatic
+    training; returns the accuracies (also written into the saved JSON)."""
+    net = train_domain_classifier(source.train, target.train, steps, batch_size, lr, seed,
+                                  progress=progress)
+    acc = {f"heldout_accuracy_sigma_{s:g}": noisy_accuracy(net, source.test, target.test, s)
+           for s in (0.1, 0.5, 1.0, 2.0, 5.0)}
+    save_domain_classifier(net, directory, {
+        "source": source.name, "target": target.name, "steps": steps,
+        "batch_size": batch_size, "lr": lr, "seed": seed, **acc})
+    return acc
+
+
 def save_domain_classifier(net: NoisyDomainClassifier, directory: str | Path,
                            meta: dict[str, Any]) -> Path:
     d = Path(directory)
