@@ -28,7 +28,9 @@ class EDMDenoiser(nn.Module):
     """``D(y; sigma) = c_skip*y + c_out*F(c_in*y, c_noise)``: the denoiser every method shares.
 
     ``backbone(x, c_noise)`` receives the scaled input and one ``c_noise = ln(sigma)/4`` per
-    sample. ``sigma_data`` is 0.5 for images in [-1, 1], the data's own std for vectors.
+    sample, or a single one for the whole batch (shape ``(1,)``) at a fixed level
+    (backbones broadcast it). ``sigma_data`` is 0.5 for images in [-1, 1], the data's own std
+    for vectors.
     """
 
     def __init__(self, backbone: nn.Module, sigma_data: float = 0.5) -> None:
@@ -46,10 +48,10 @@ class EDMDenoiser(nn.Module):
 
     def forward(self, y: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         if isinstance(sigma, float | int):
-            # One fixed level (the one-step generator): the coefficients are plain numbers,
-            # which saves a dozen tensor ops per call on small networks.
+            # One fixed level (the one-step generator): the coefficients are plain numbers and
+            # one c_noise serves the whole batch, so the backbone embeds the noise level once.
             sd, s2 = self.sigma_data, float(sigma) ** 2
-            c_noise = torch.full((y.shape[0],), math.log(sigma) / 4, device=y.device)
+            c_noise = torch.full((1,), math.log(sigma) / 4, device=y.device)
             f = self.backbone(y / math.sqrt(s2 + sd**2), c_noise)
             return sd**2 / (s2 + sd**2) * y + sigma * sd / math.sqrt(s2 + sd**2) * f.to(y.dtype)
         s = _bcast(sigma, y)

@@ -1,0 +1,54 @@
+"""Backbones: the paper's MLP size, and the shared-noise-level path of the one-step generator.
+
+At a fixed sigma the denoiser hands the backbone one ``c_noise`` for the whole batch (the MLP
+then embeds it once); values and parameter gradients must equal the per-sample path's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rdmd.backbones import MLPBackbone
+from rdmd.backbones.unet import UNetBackbone
+from rdmd.edm import EDMDenoiser
+
+
+def test_mlp_has_the_papers_size_at_d2() -> None:
+    n = sum(p.numel() for p in MLPBackbone(2).parameters())
+    assert 80_000 <= n <= 95_000, n
+
+
+def _outputs_and_grads(den: EDMDenoiser, y: torch.Tensor, sigma: float | torch.Tensor
+                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    den.zero_grad(set_to_none=True)
+    out = den(y, sigma)
+    (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+    return out.detach(), [p.grad.clone() for p in den.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_fixed_sigma_shares_one_noise_embedding(kind: str) -> None:
+    torch.manual_seed(0)
+    if kind == "mlp":
+        den, y = EDMDenoiser(MLPBackbone(3), 1.3), torch.randn(64, 3)
+    else:
+        den, y = EDMDenoiser(UNetBackbone(3, 8, "tiny8"), 0.5), torch.randn(4, 3, 8, 8)
+    seen: list[tuple[int, ...]] = []
+    den.backbone.register_forward_pre_hook(lambda _m, a: seen.append(tuple(a[1].shape)))
+    shared, g_shared = _outputs_and_grads(den, y, 0.7)
+    per_sample, g_per = _outputs_and_grads(den, y, torch.full((y.shape[0],), 0.7))
+    assert seen == [(1,), (y.shape[0],)]
+    torch.testing.assert_close(shared, per_sample, rtol=1e-5, atol=1e-6)
+    assert len(g_shared) == len(g_per) == len(list(den.parameters()))
+    for a, b in zip(g_shared, g_per, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # summation order
+
+
+def test_mlp_per_sample_noise_levels_differ() -> None:
+    """The shared path must not leak into per-sample calls: distinct sigmas, distinct rows."""
+    torch.manual_seed(1)
+    bb = MLPBackbone(2)
+    x = torch.randn(1, 2).expand(5, 2)
+    out = bb(x, torch.linspace(-1, 1, 5))
+    assert torch.cdist(out, out).add(torch.eye(5)).min() > 0
