@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import ensure_rdmd, ensure_teacher, markdown_table  # noqa: E402
 
 from rdmd.api import translate  # noqa: E402
+from rdmd.config import TeacherConfig  # noqa: E402
 from rdmd.data import load_domain  # noqa: E402
 from rdmd.plots import plot_map_panels  # noqa: E402
 
@@ -44,6 +45,9 @@ def main() -> None:
     ap.add_argument("--ema-decay", type=float, default=None,
                     help="generator EMA decay (0: off; default: the package's, 0.999)")
     ap.add_argument("--seed", type=int, default=0, help="RDMD seed (the teacher's is 0)")
+    ap.add_argument("--n-train", type=int, default=TeacherConfig.n_train,
+                    help="samples drawn from the built-in distributions for teacher and RDMD "
+                         "training (a non-default value gets its own teacher folder)")
     ap.add_argument("--tag", default="", help="suffix for run/result names (ablations)")
     ap.add_argument("--runs", default="runs/fig3")
     ap.add_argument("--results", default="experiments/results")
@@ -57,13 +61,15 @@ def main() -> None:
     base = a.target.split(":")[0]
     name = base + a.tag
     root = Path(a.runs) / name
-    teacher = ensure_teacher(a.target, Path(a.runs) / base / "teacher", prog,
-                             steps=a.teacher_steps)
+    tdir = "teacher" + ("" if a.n_train == TeacherConfig.n_train else f"_n{a.n_train}")
+    teacher = ensure_teacher(a.target, Path(a.runs) / base / tdir, prog,
+                             steps=a.teacher_steps, n_train=a.n_train)
     rows = []
     for lam in [float(v) for v in a.lams.split(",")]:
         res = ensure_rdmd(a.source, teacher, root / f"lam{lam:g}", prog, lam=lam,
                           steps=a.rdmd_steps, floor_pairs=a.floor_pairs, sigma_g=a.sigma_g,
-                          lr_generator=a.lr_generator, ema_decay=a.ema_decay, seed=a.seed)
+                          lr_generator=a.lr_generator, ema_decay=a.ema_decay, seed=a.seed,
+                          n_train=a.n_train)
         rows.append({**res, "lam": lam})
         print(json.dumps({k: res.get(k) for k in COLUMNS[1:]} | {"lam": lam}))
     tmeta = json.loads((teacher / "metrics.json").read_text())
@@ -85,6 +91,7 @@ def main() -> None:
     ot_crossings = metrics.crossing_fraction(x[:2000], ot_map)
     print(f"crossings of the exact discrete OT plan's barycentric map: {ot_crossings:.4f}")
     out = {"source": a.source, "target": a.target, "teacher_steps": a.teacher_steps,
+           "n_train": a.n_train,
            "sigma_g": a.sigma_g, "lr_generator": a.lr_generator, "ema_decay": a.ema_decay,
            "seed": a.seed, "command": " ".join(sys.argv), "discrete_ot_map_crossings": ot_crossings,
            "rdmd_steps": a.rdmd_steps, "teacher": tmeta, "teacher_wall_s": twall,
