@@ -20,6 +20,13 @@ def _done(d: Path) -> bool:
     return (d / "model.json").is_file() and (d / "metrics.json").is_file()
 
 
+def teacher_dir(parent: Path, n_train: int) -> Path:
+    """Teachers trained on a non-default number of built-in samples get their own folder."""
+    from rdmd.config import TeacherConfig
+
+    return parent / ("teacher" + ("" if n_train == TeacherConfig.n_train else f"_n{n_train}"))
+
+
 def ensure_teacher(target: str, out: Path, progress: bool = True, **cfg: Any) -> Path:
     if not _done(out):
         t0 = time.perf_counter()

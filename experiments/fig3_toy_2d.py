@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ensure_rdmd, ensure_teacher, markdown_table  # noqa: E402
+from common import ensure_rdmd, ensure_teacher, markdown_table, teacher_dir  # noqa: E402
 
 from rdmd.api import translate  # noqa: E402
 from rdmd.config import TeacherConfig  # noqa: E402
@@ -61,8 +61,7 @@ def main() -> None:
     base = a.target.split(":")[0]
     name = base + a.tag
     root = Path(a.runs) / name
-    tdir = "teacher" + ("" if a.n_train == TeacherConfig.n_train else f"_n{a.n_train}")
-    teacher = ensure_teacher(a.target, Path(a.runs) / base / tdir, prog,
+    teacher = ensure_teacher(a.target, teacher_dir(Path(a.runs) / base, a.n_train), prog,
                              steps=a.teacher_steps, n_train=a.n_train)
     rows = []
     for lam in [float(v) for v in a.lams.split(",")]:

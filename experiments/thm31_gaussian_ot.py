@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ensure_rdmd, ensure_teacher, markdown_table  # noqa: E402
+from common import ensure_rdmd, ensure_teacher, markdown_table, teacher_dir  # noqa: E402
+
+from rdmd.config import TeacherConfig  # noqa: E402
 
 COLUMNS = ["d", "lam", "seed", "ema_decay", "steps", "gaussian_ot_gap", "w2_sq",
            "w2_floor_mean", "w2_over_floor", "transport_cost", "wall_s"]
@@ -53,6 +55,9 @@ def main() -> None:
     ap.add_argument("--ema-decay", type=float, default=None,
                     help="generator EMA decay (0: off; default: the package's default)")
     ap.add_argument("--seeds", default="0", help="RDMD seeds (one teacher per d)")
+    ap.add_argument("--n-train", type=int, default=TeacherConfig.n_train,
+                    help="training samples drawn for teacher and RDMD (a non-default value "
+                         "gets its own teacher folder)")
     ap.add_argument("--tag", default="", help="suffix for run and result names")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args()
@@ -64,14 +69,14 @@ def main() -> None:
     rows = []
     for d in (int(v) for v in a.dims.split(",")):
         root = Path(a.runs) / f"d{d}{a.tag}"
-        teacher = ensure_teacher(target_spec(d), Path(a.runs) / f"d{d}" / "teacher", prog,
-                                 steps=a.teacher_steps)
+        teacher = ensure_teacher(target_spec(d), teacher_dir(Path(a.runs) / f"d{d}", a.n_train),
+                                 prog, steps=a.teacher_steps, n_train=a.n_train)
         for lam in lams:
             for seed in (int(v) for v in a.seeds.split(",")):
                 run = root / (f"lam{lam:g}" + (f"_s{seed}" if seed else ""))
                 res = ensure_rdmd(f"gaussian:d={d}", teacher, run, prog, lam=lam,
                                   steps=steps.get(d, 10_000), seed=seed,
-                                  ema_decay=a.ema_decay)
+                                  ema_decay=a.ema_decay, n_train=a.n_train)
                 ema = json.loads((run / "config.json").read_text())["config"].get("ema_decay", 0.0)
                 rows.append({**res, "d": d, "lam": lam, "seed": seed, "ema_decay": ema,
                              "steps": steps.get(d, 10_000)})
