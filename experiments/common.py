@@ -22,8 +22,6 @@ def _done(d: Path) -> bool:
 
 def teacher_dir(parent: Path, n_train: int) -> Path:
     """Teachers trained on a non-default number of built-in samples get their own folder."""
-    from rdmd.config import TeacherConfig
-
     return parent / ("teacher" + ("" if n_train == TeacherConfig.n_train else f"_n{n_train}"))
 
 

@@ -91,7 +91,7 @@ def main() -> None:
         summary.append({"d": d, "lam": lam, "seeds": len(gaps), "gap_mean": np.mean(gaps),
                         "gap_std": np.std(gaps), "gap_min": min(gaps), "gap_max": max(gaps)})
     (res_dir / f"{name}.json").write_text(json.dumps(
-        {"rows": rows, "summary": summary,
+        {"rows": rows, "summary": summary, "n_train": a.n_train, "command": " ".join(sys.argv),
          "targets": {d: target_spec(d) for d in {r["d"] for r in rows}}},
         indent=2))
     md = markdown_table(rows, COLUMNS)
