@@ -60,6 +60,9 @@ class DistillConfig:
     fake_steps: int = 1
     dm_sigma_min: float = 0.02
     dm_sigma_max: float = 80.0
+    # noise levels the fake score trains on: "lognormal" (EDM's, p_mean -1.2, p_std 1.2),
+    # "loguniform" (the DM term's range), "shared" (the DM term's own draw, FastGen)
+    fake_sigma: str = "lognormal"
     normalize: bool = True
     grad_clip: float = 0.0  # 0 disables
     ema_decay: float | None = None  # generator EMA (warmed up); 0: off; None: by data kind

@@ -67,7 +67,7 @@ class RDMD:
     def __init__(self, teacher: EDMDenoiser, generator: OneStepGenerator, fake: EDMDenoiser,
                  lam: float, cost: Cost = squared_l2,
                  dm_sigma: LogUniformSigma | None = None, fake_loss: EDMLoss | None = None,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, share_sigma: bool = False) -> None:
         if lam < 0:
             raise ValueError(f"lambda must be >= 0, got {lam}")
         self.teacher = teacher.eval().requires_grad_(False)
@@ -78,6 +78,8 @@ class RDMD:
         self.dm_sigma = dm_sigma or LogUniformSigma()
         self.fake_loss_fn = fake_loss or EDMLoss()
         self.normalize = normalize
+        #: train the fake score on the DM term's own noise levels (FastGen's shared draw)
+        self.share_sigma = share_sigma
 
     @classmethod
     def from_teacher(cls, teacher: EDMDenoiser, lam: float, sigma_g: float = 1.0,
@@ -135,7 +137,8 @@ class RDMD:
         The losses are read back once per update (one ``.tolist()``): that read is also the
         finiteness check, so a NaN stops the run before the optimizer step applies it.
         """
-        loss, y, parts = self.generator_loss(x, generator)
+        sigma = self.dm_sigma(x.shape[0], generator).to(x.device)
+        loss, y, parts = self.generator_loss(x, generator, sigma=sigma)
         vals = torch.stack([loss.detach(), parts["loss_dm"], parts["loss_cost"]]).tolist()
         _check_finite(vals[0], "generator")
         opt_generator.zero_grad(set_to_none=True)
@@ -147,7 +150,8 @@ class RDMD:
         y = y.detach()
         fake_val = 0.0
         for _ in range(fake_steps):
-            lf = self.fake_loss(y, generator)
+            lf = (self.fake_loss_fn(self.fake, y, generator=generator, sigma=sigma)
+                  if self.share_sigma else self.fake_loss(y, generator))
             fake_val = lf.item()
             _check_finite(fake_val, "fake score")
             opt_fake.zero_grad(set_to_none=True)

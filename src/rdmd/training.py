@@ -535,7 +535,8 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     method = RDMD.from_teacher(
         teacher, cfg.lam, cfg.sigma_g, cost=cost,
         dm_sigma=LogUniformSigma(cfg.dm_sigma_min, cfg.dm_sigma_max),
-        fake_loss=EDMLoss(LogNormalSigma()), normalize=cfg.normalize)
+        fake_loss=EDMLoss(fake_sigma_dist(cfg)), normalize=cfg.normalize,
+        share_sigma=cfg.fake_sigma == "shared")
     if cfg.teacher_dtype == "bf16":
         hold_in_bf16(method.teacher)
     generator, fake = method.generator, method.fake  # the bare modules
@@ -593,6 +594,18 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
     write_translation_report(out, distributed.gathered(final), norm, src, tgt, cfg)
     distributed.barrier()  # every rank returns with the model and report written
     return out
+
+
+FAKE_SIGMAS = ("lognormal", "loguniform", "shared")
+
+
+def fake_sigma_dist(cfg: DistillConfig) -> LogNormalSigma | LogUniformSigma:
+    if cfg.fake_sigma not in FAKE_SIGMAS:
+        raise RdmdError(f"fake_sigma must be one of {', '.join(FAKE_SIGMAS)}, "
+                        f"got {cfg.fake_sigma!r}")
+    if cfg.fake_sigma == "lognormal":
+        return LogNormalSigma()
+    return LogUniformSigma(cfg.dm_sigma_min, cfg.dm_sigma_max)
 
 
 class _LowPrecisionBackbone(nn.Module):
