@@ -19,7 +19,7 @@ from common import report
 from rdmd.backbones.unet import UNetBackbone
 from rdmd.data import load_domain
 from rdmd.edm import EDMDenoiser, EDMLoss
-from rdmd.training import adam
+from rdmd.methods.base import adam
 
 
 def main() -> None:

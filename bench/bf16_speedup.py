@@ -16,8 +16,8 @@ from common import median, report
 
 from rdmd.backbones.unet import UNetBackbone
 from rdmd.edm import EDMDenoiser, EDMLoss
-from rdmd.method import RDMD
-from rdmd.training import adam
+from rdmd.methods import RDMD
+from rdmd.methods.base import adam
 
 
 def main() -> None:
@@ -35,8 +35,7 @@ def main() -> None:
     opt = adam(net.parameters(), 1e-4)
     loss_fn = EDMLoss()
     method = RDMD.from_teacher(copy.deepcopy(net), lam=0.1)
-    og = adam(method.generator.parameters(), 5e-5)
-    of = adam(method.fake.parameters(), 2e-4)
+    method.with_optimizers(5e-5, 2e-4)
 
     def dsm() -> None:
         loss = loss_fn(net, x, generator=g)
@@ -45,7 +44,7 @@ def main() -> None:
         opt.step()
 
     def rdmd() -> None:
-        method.train_step(x, og, of, 1, g)
+        method.train_step(x, g)
 
     def timedian(fn, bf16: bool) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -35,9 +35,10 @@ from common import report  # noqa: E402
 
 from rdmd import distributed  # noqa: E402
 from rdmd.edm import EDMLoss, LogNormalSigma, LogUniformSigma  # noqa: E402
-from rdmd.method import RDMD  # noqa: E402
+from rdmd.methods import RDMD  # noqa: E402
 from rdmd.models import build_denoiser  # noqa: E402
-from rdmd.training import _sharded, adam, autocast, hold_in_bf16  # noqa: E402
+from rdmd.training.runtime import autocast, hold_in_bf16  # noqa: E402
+from rdmd.training.runtime import sharded as _sharded  # noqa: E402
 
 SPEC = {"name": "unet", "channels": 3, "size": 64, "preset": "edm64"}
 
@@ -82,17 +83,15 @@ def main() -> None:
                                fake_loss=EDMLoss(LogNormalSigma()))
     if args.teacher_dtype == "bf16":
         hold_in_bf16(method.teacher)
-    gen, fake = method.generator, method.fake
-    opt_g = adam(gen.parameters(), 5e-5)
-    opt_f = adam(fake.parameters(), 3e-4)
-    method.generator = distributed.wrap(gen, d, device)  # type: ignore[assignment]
-    method.fake = distributed.wrap(fake, d, device)  # type: ignore[assignment]
+    gen = method.generator
+    method.with_optimizers(5e-5, 3e-4)
+    method.wrap(lambda m: distributed.wrap(m, d, device))
     rng = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, 64, 64, generator=rng).mul(2).sub(1).to(device)
 
     def step() -> None:
         with autocast(device, args.precision), _sharded(rng, d, args.batch):
-            method.train_step(x, opt_g, opt_f, 1, rng)
+            method.train_step(x, rng)
 
     def sync() -> None:
         if device.type == "cuda":

@@ -21,8 +21,8 @@ from common import median, report
 
 from rdmd.backbones import MLPBackbone
 from rdmd.edm import EDMDenoiser, EDMLoss
-from rdmd.method import RDMD
-from rdmd.training import adam
+from rdmd.methods import RDMD
+from rdmd.methods.base import adam
 
 
 def main() -> None:
@@ -41,8 +41,7 @@ def main() -> None:
     t_opt = adam(net.parameters(), 1e-4)
     loss_fn = EDMLoss()
     method = RDMD.from_teacher(copy.deepcopy(net), lam=0.02, sigma_g=1.0)
-    opt_g = adam(method.generator.parameters(), 2e-5)
-    opt_f = adam(method.fake.parameters(), 5e-4)
+    method.with_optimizers(2e-5, 5e-4)
 
     def batch() -> torch.Tensor:
         return data[torch.randint(0, len(data), (a.batch,), generator=g)]
@@ -54,7 +53,7 @@ def main() -> None:
         t_opt.step()
 
     def rdmd_step() -> None:
-        method.train_step(batch(), opt_g, opt_f, 1, g)
+        method.train_step(batch(), g)
 
     def timedian(fn) -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()

@@ -21,7 +21,7 @@ from rdmd.api import translate
 from rdmd.backbones.unet import UNetBackbone
 from rdmd.data import Normalizer
 from rdmd.edm import EDMDenoiser
-from rdmd.method import OneStepGenerator
+from rdmd.methods import OneStepGenerator
 from rdmd.models import Model, load_model
 
 

@@ -23,7 +23,7 @@ import torch
 
 from rdmd.data import load_domain
 from rdmd.evaluation import evaluate_image_translation
-from rdmd.method import OneStepGenerator
+from rdmd.methods import OneStepGenerator
 from rdmd.models import load_model
 
 INIT_SIGMAS = (0.1, 0.5, 1.0, 5.0, 10.0, 80.0)

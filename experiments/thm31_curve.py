@@ -23,7 +23,7 @@ from thm31_gaussian_ot import target_spec  # noqa: E402
 from rdmd import checkpoint as ckpt  # noqa: E402
 from rdmd.data import load_domain  # noqa: E402
 from rdmd.evaluation import apply_generator, gaussian_map  # noqa: E402
-from rdmd.method import OneStepGenerator  # noqa: E402
+from rdmd.methods import OneStepGenerator  # noqa: E402
 from rdmd.models import load_model  # noqa: E402
 from rdmd.training import distill  # noqa: E402
 

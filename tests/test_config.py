@@ -183,7 +183,7 @@ def test_cli_layers_order_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
                "--set", "lr=0.1", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("rdmd: error: ")
-    assert "--set" in err[0]
+    assert "lr=0.1" in err[0]
     assert (out / "config.json").read_bytes() == before
 
 

@@ -26,9 +26,10 @@ from safetensors.torch import load_file
 import rdmd
 from rdmd import checkpoint as ckpt
 from rdmd.distributed import Dist, ShardedDraws
-from rdmd.method import RDMD
+from rdmd.methods import RDMD
 from rdmd.models import load_model
-from rdmd.training import _batches, hold_in_bf16
+from rdmd.training.runtime import batches as _batches
+from rdmd.training.runtime import hold_in_bf16
 
 torch.set_num_threads(1)
 
@@ -178,9 +179,9 @@ def test_frozen_teacher_has_no_gradients_and_no_optimiser_state(tmp_path: Path) 
             hold_in_bf16(m.teacher)
             assert {p.dtype for p in m.teacher.parameters()} == {torch.bfloat16}
             assert {p.dtype for p in m.generator.parameters()} == {torch.float32}
-        opt_g = torch.optim.Adam(m.generator.parameters(), 1e-4)
-        opt_f = torch.optim.Adam(m.fake.parameters(), 1e-4)
-        m.train_step(torch.randn(16, 2), opt_g, opt_f, 1, torch.Generator().manual_seed(0))
+        m.with_optimizers(1e-4, 1e-4)
+        opt_g, opt_f = m.optimizers["generator"], m.optimizers["fake"]
+        m.train_step(torch.randn(16, 2), torch.Generator().manual_seed(0))
         held = {id(p) for o in (opt_g, opt_f) for g in o.param_groups for p in g["params"]}
         assert all(not p.requires_grad and p.grad is None for p in m.teacher.parameters())
         assert not held & {id(p) for p in m.teacher.parameters()}

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rdmd.analytic import GaussianDenoiser, gaussian_kl, weighted_dm_objective
-from rdmd.edm import EDMDenoiser, EDMLoss, LogNormalSigma, LogUniformSigma
+from rdmd.edm import EDMDenoiser, EDMLoss, LogNormalSigma, LogUniformSigma, preconditioning
 from rdmd.sampler import heun_sample, karras_sigmas, sample
 
 torch.set_num_threads(1)
@@ -51,10 +51,12 @@ HAND = {
 @pytest.mark.parametrize("key", list(HAND))
 def test_preconditioning_coefficients(key: tuple[float, float]) -> None:
     sigma, sd = key
-    den = EDMDenoiser(ZeroBackbone(), sigma_data=sd)
-    got = den.coefficients(torch.tensor([sigma], dtype=F64))
+    got = preconditioning(torch.tensor([sigma], dtype=F64), sd)
     for g, want in zip(got, HAND[key], strict=True):
         assert g.item() == pytest.approx(want, abs=1e-12)
+    # The plain-number path (the generator's fixed sigma) is the same formula.
+    for g, want in zip(preconditioning(sigma, sd), HAND[key], strict=True):
+        assert g == pytest.approx(want, abs=1e-12)
     # The two numbers quoted in the brief, literally.
     if key == (1.0, 0.5):
         assert got[0].item() == pytest.approx(0.2) and got[1].item() == pytest.approx(0.4472136)

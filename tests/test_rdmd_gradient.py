@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rdmd.analytic import GaussianDenoiser, weighted_dm_objective
-from rdmd.method import RDMD
+from rdmd.methods import RDMD
 
 torch.set_num_threads(1)
 

@@ -20,7 +20,7 @@ from rdmd import metrics
 from rdmd.data import load_domain
 from rdmd.edm import EDMLoss
 from rdmd.errors import RdmdError
-from rdmd.method import RDMD
+from rdmd.methods import RDMD
 from rdmd.models import load_model
 
 torch.set_num_threads(1)
@@ -294,39 +294,6 @@ def test_resume_without_a_run_is_refused(teacher: Path, tmp_path: Path) -> None:
     with pytest.raises(RdmdError, match="holds no run"):
         rdmd.distill("gaussian", teacher, missing, resume=True, progress=False)
     assert not missing.exists()
-
-
-class _Stop(Exception):
-    pass
-
-
-@pytest.mark.parametrize("job", ["distill", "teacher"])
-def test_api_resume_without_steps_keeps_saved_steps(teacher: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    job: str) -> None:
-    """``rdmd.distill(..., resume=True)`` with no ``steps`` continues the saved run to its
-    saved length (as ``rdmd distill --resume`` does), not to the default 10 000 steps."""
-    from rdmd import training
-
-    if job == "distill":
-        run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=3, progress=False,
-                           **TINY)
-    else:
-        run = rdmd.train_teacher("8gaussians", tmp_path / "t", steps=3, progress=False,
-                                 **TINY_TEACHER)
-    seen: dict[str, int] = {}
-
-    def fake_loop(out_dir, state, total_steps, *args, **kwargs):  # noqa: ANN001, ANN202
-        seen["total"] = total_steps
-        raise _Stop
-
-    monkeypatch.setattr(training, "run_loop", fake_loop)
-    with pytest.raises(_Stop):
-        if job == "distill":
-            rdmd.distill("gaussian", teacher, run, resume=True, progress=False)
-        else:
-            rdmd.train_teacher("8gaussians", run, resume=True, progress=False)
-    assert seen["total"] == 3
 
 
 def test_steps_may_extend_a_finished_run(teacher: Path, tmp_path: Path) -> None:

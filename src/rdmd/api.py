@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from rdmd import training
-from rdmd.config import DistillConfig, TeacherConfig, build_config
+from rdmd.config import DistillConfig, TeacherConfig
 from rdmd.errors import RdmdError
 from rdmd.models import Model, load_model
 
@@ -26,9 +26,9 @@ def train_teacher(target: str, out_dir: str | Path, resume: bool = False,
                   progress: bool = True, **config: Any) -> Path:
     """Train a diffusion model of ``target`` (``.npy``, image folder or built-in name);
     keyword arguments are :class:`rdmd.config.TeacherConfig` fields (e.g. ``steps=5000``).
-    With ``resume=True`` the saved settings are used; only ``steps`` may be given."""
-    cfg = None if resume and "steps" not in config else build_config(TeacherConfig, config)
-    return training.train_teacher(target, out_dir, cfg, resume=resume, progress=progress)
+    With ``resume=True`` the saved settings are used; a keyword that differs from them is
+    refused, except ``steps`` (see :func:`rdmd.config.apply_resume_changes`)."""
+    return training.train_teacher(target, out_dir, config, resume=resume, progress=progress)
 
 
 def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
@@ -36,10 +36,10 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
             **config: Any) -> Path:
     """RDMD from ``source`` with the teacher in ``teacher_dir``; keyword arguments are
     :class:`rdmd.config.DistillConfig` fields (``lam=0.02``, ``steps=...``, ``cost="l1"``).
-    With ``resume=True`` the saved settings are used; only ``steps`` may be given."""
-    cfg = None if resume and "steps" not in config else build_config(DistillConfig, config)
-    return training.distill(source, teacher_dir, out_dir, cfg, target=target, resume=resume,
-                            progress=progress)
+    With ``resume=True`` the saved settings are used; a keyword that differs from them is
+    refused, except ``steps``."""
+    return training.distill(source, teacher_dir, out_dir, config, target=target,
+                            resume=resume, progress=progress)
 
 
 def translate(model: str | Path | Model, x: Any, chunk: int = 512, method: str = "rdmd",

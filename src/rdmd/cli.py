@@ -42,9 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("distill", help="RDMD: distil the teacher into a one-step translator")
     d.add_argument("--source", help=DATA_HELP + " (not needed with --resume)")
     d.add_argument("--teacher", help="run directory of train-teacher (not needed with --resume)")
-    d.add_argument("--lam", type=float, help="transport-cost weight lambda (0 = plain DMD)")
+    d.add_argument("--lam", type=float,
+                   help="transport-cost weight lambda (default 0.02; 0 = plain DMD)")
     d.add_argument("--target", help="held-out target data for metrics (default: teacher's)")
-    d.add_argument("--cost", help="transport cost: l2 (squared, default) or l1")
+    d.add_argument("--cost", help="transport cost: l2 (squared, default), l1, "
+                                  "lowpass:<factor> (squared L2 of average-pooled images), "
+                                  "feature:<classifier dir> (squared L2 of its features)")
     d.add_argument("--sigma-g", type=float, help="generator noise level sigma_g (default 1)")
     _common(d)
 
@@ -125,15 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_layers(args: argparse.Namespace, extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """File, then ``--set``, then the dedicated flags. On ``--resume`` the same layers are
+    compared with the saved run (a flag given with another value is refused; see
+    :func:`rdmd.config.apply_resume_changes`)."""
     from rdmd.config import parse_overrides, read_config_file
 
-    if args.resume:
-        given = [k for k, v in {"--config": args.config, "--set": args.set, "--seed": args.seed,
-                                "--device": args.device, **extra}.items() if v]
-        if given:
-            raise RdmdError(f"--resume continues the saved run with its saved settings; only "
-                            f"--steps may change (got {', '.join(given)})")
-        return [{"steps": args.steps}]
     file_layer = read_config_file(args.config) if args.config else {}
     cli = {"steps": args.steps, "seed": args.seed, "device": args.device, **extra}
     return [file_layer, parse_overrides(args.set), cli]
@@ -147,29 +146,21 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 
 def _cmd_train_teacher(args: argparse.Namespace) -> None:
-    from rdmd.config import TeacherConfig, build_config
     from rdmd.training import train_teacher
 
     _require(args, "target")
-    layers = _config_layers(args, {})
-    cfg = build_config(TeacherConfig, *layers) if layers[-1].get("steps") or not args.resume \
-        else None
-    out = train_teacher(args.target or "", args.out, cfg, resume=args.resume,
+    out = train_teacher(args.target, args.out, _config_layers(args, {}), resume=args.resume,
                         progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"teacher written to {out}")
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
-    from rdmd.config import DistillConfig, build_config
     from rdmd.training import distill
 
     _require(args, "source", "teacher")
     extra = {"lam": args.lam, "cost": args.cost, "sigma_g": args.sigma_g}
-    layers = _config_layers(args, extra)
-    cfg = build_config(DistillConfig, *layers) if layers[-1].get("steps") or not args.resume \
-        else None
-    out = distill(args.source or "", args.teacher or "", args.out, cfg, target=args.target,
-                  resume=args.resume, progress=not args.no_progress)
+    out = distill(args.source, args.teacher, args.out, _config_layers(args, extra),
+                  target=args.target, resume=args.resume, progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"generator written to {out}")
 
 
@@ -234,16 +225,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         from rdmd.data import load_domain
         from rdmd.evaluation import evaluate_translation
         from rdmd.models import load_model
-        from rdmd.training import CONFIG_FILE
+        from rdmd.training.rundir import CONFIG_FILE, load_run_config
 
         model = load_model(args.model)
         if model.role != "generator":
             raise RdmdError(f"{args.model} holds a {model.role}; evaluate --model needs a "
                             "distilled generator")
         cfg = DistillConfig()
-        cfg_path = Path(args.model) / CONFIG_FILE
-        if cfg_path.is_file():
-            cfg = DistillConfig(**json.loads(cfg_path.read_text())["config"])
+        if (Path(args.model) / CONFIG_FILE).is_file():
+            cfg = load_run_config(DistillConfig, args.model)
         shp = model.meta["data_shape"]
         size, channels = (shp[-1], shp[0]) if len(shp) == 3 else (32, 3)
         src = load_domain(args.source or model.meta["source"], cfg.n_train, cfg.n_test,

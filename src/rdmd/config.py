@@ -1,6 +1,10 @@
 """Run configurations: dataclasses, loaded from JSON/TOML files plus command-line overrides.
 
-An unknown key is an error (a typo silently ignored costs a day of training).
+An unknown key is an error (a typo silently ignored costs a day of training). A run's config
+is resolved once (:func:`resolve_config`: defaults, then each layer, then the data-kind
+defaults, then validation) and saved whole in the run's ``config.json``; a resumed run reads
+it back (:func:`config_from_saved`) and may change only what :func:`apply_resume_changes`
+allows.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ class TeacherConfig:
     batch_size: int | None = None  # None: 1024 for vectors, 128 for images
     lr: float | None = None  # None: 1e-3 for vectors, 5e-4 for images
     lr_schedule: str = "cosine"  # "cosine" decays to 0 over `steps`; "constant"
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # linear learning-rate warm-up
     ema_decay: float = 0.999
     grad_clip: float = 0.0  # max global gradient norm; 0 disables
     p_mean: float = -1.2
@@ -48,6 +52,7 @@ class TeacherConfig:
 class DistillConfig:
     """RDMD (SPEC §2, §7). ``lam`` multiplies the transport cost; 0 is plain DMD."""
 
+    method: str = "rdmd"  # the distillation method (rdmd.methods.METHODS)
     steps: int = 10_000
     batch_size: int | None = None  # None: 1024 for vectors, 64 for images
     lam: float = 0.02
@@ -57,6 +62,8 @@ class DistillConfig:
     lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
     beta1: float = 0.9
     beta2: float = 0.999
+    lr_schedule: str = "constant"  # "cosine" decays both rates to 0 over `steps`
+    warmup_steps: int = 0  # linear learning-rate warm-up
     fake_steps: int = 1
     dm_sigma_min: float = 0.02
     dm_sigma_max: float = 80.0
@@ -81,6 +88,19 @@ class DistillConfig:
     target_class: int | None = None  # the classifier's label of the target domain
 
 
+#: values of keys that runs saved by earlier rdmd versions lack: what those runs used
+LEGACY: dict[str, dict[str, Any]] = {
+    "TeacherConfig": {},
+    "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
+                      "lr_schedule": "constant", "warmup_steps": 0},
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "precision": ("fp32", "bf16"), "teacher_dtype": ("fp32", "bf16"),
+    "lr_schedule": ("cosine", "constant"),
+    "fake_sigma": ("lognormal", "loguniform", "shared"),
+}
+
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "TeacherConfig": {"vector": {"batch_size": 1024, "lr": 1e-3},
                       "image": {"batch_size": 128, "lr": 5e-4}},
@@ -91,20 +111,50 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+C = TypeVar("C", TeacherConfig, DistillConfig)
+
+
 def fill_kind_defaults(cfg: C, kind: str) -> C:
-    """Replace the ``None`` of data-dependent keys by their default for vectors or images."""
+    """Replace the ``None`` of data-dependent keys by their default for vectors or images,
+    then validate the whole config."""
     for key, value in KIND_DEFAULTS[type(cfg).__name__][kind].items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
-    if cfg.precision not in ("fp32", "bf16"):
-        raise RdmdError(f"precision must be fp32 or bf16, got {cfg.precision!r}")
-    if getattr(cfg, "teacher_dtype", "fp32") not in ("fp32", "bf16"):
-        raise RdmdError(f"teacher_dtype must be fp32 or bf16, got {cfg.teacher_dtype!r}")
     validate(cfg)
     return cfg
 
 
-C = TypeVar("C", TeacherConfig, DistillConfig)
+def resolve_config(cls: type[C], layers: list[dict[str, Any] | None], kind: str) -> C:
+    """The one pass from layers (file, ``--set``, flags, API keywords) to a run's config."""
+    return fill_kind_defaults(build_config(cls, *layers), kind)
+
+
+def apply_resume_changes(cfg: C, layers: list[dict[str, Any] | None]) -> C:
+    """A resumed run keeps its saved settings. A key given again with its saved value is
+    fine; any other change is refused, except ``steps``, which may extend (or shorten) a
+    run whose learning rate does not depend on it. A cosine schedule decays over the run's
+    ``steps``: changing them would move the schedule under a half-trained model (extending a
+    finished run would jump the rate from about 0 back to half its peak), so that is refused
+    with the way forward."""
+    given = build_config(type(cfg), *layers)
+    names = {k for layer in layers for k, v in (layer or {}).items() if v is not None}
+    changed = sorted(k for k in names if getattr(given, k) != getattr(cfg, k))
+    others = [k for k in changed if k != "steps"]
+    if others:
+        shown = ", ".join(f"{k}={getattr(given, k)!r} (saved {getattr(cfg, k)!r})"
+                          for k in others)
+        raise RdmdError(f"--resume continues the saved run with its saved settings; only "
+                        f"steps may change (got {shown})")
+    if "steps" in changed:
+        if cfg.lr_schedule == "cosine":
+            raise RdmdError(f"this run's cosine learning-rate schedule decays over its "
+                            f"{cfg.steps} steps; changing them to {given.steps} would move "
+                            "the schedule mid-run (extending a finished run restarts the "
+                            "rate near half its peak). Resume without --steps, or train a new "
+                            "run with the total you want")
+        cfg.steps = given.steps
+        validate(cfg)
+    return cfg
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -179,6 +229,7 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
     if not isinstance(saved, dict):
         raise RdmdError(f"{where}: 'config' must be a table of config keys")
     names = {f.name for f in dataclasses.fields(cls)}
+    saved = {**LEGACY[cls.__name__], **saved}
     unknown = sorted(set(saved) - names)
     if unknown:
         raise RdmdError(f"{where}: unknown config key {unknown[0]!r} for {cls.__name__} "
@@ -192,6 +243,10 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
             else:
                 raise RdmdError(f"{where}: config key {f.name!r} must not be null")
             setattr(cfg, f.name, value)
+    try:
+        validate(cfg)
+    except RdmdError as e:
+        raise RdmdError(f"{where}: {e}") from None
     return cfg
 
 
@@ -215,6 +270,18 @@ def validate(cfg: TeacherConfig | DistillConfig) -> None:
     ema = getattr(cfg, "ema_decay", None)
     if ema is not None and ema >= 1:
         raise RdmdError(f"config key 'ema_decay' must be < 1, got {ema}")
+    for key, allowed in CHOICES.items():
+        v = getattr(cfg, key, None)
+        if v is not None and v not in allowed:
+            raise RdmdError(f"config key {key!r} must be one of {', '.join(allowed)}, "
+                            f"got {v!r}")
+    method = getattr(cfg, "method", None)
+    if method is not None:
+        from rdmd.methods import METHODS
+
+        if method not in METHODS:
+            raise RdmdError(f"config key 'method' must be one of {', '.join(METHODS)}, "
+                            f"got {method!r}")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -60,20 +60,35 @@ def feature_l2(features: Callable[[torch.Tensor], torch.Tensor]) -> Cost:
 COSTS: dict[str, Cost] = {"l2": squared_l2, "sq_l2": squared_l2, "l1": l1}
 
 
-def get_cost(name: str) -> Cost:
-    """A cost by name (see the module docstring); the error lists what exists."""
+def get_cost(name: str, shape: tuple[int, ...] | None = None) -> Cost:
+    """A cost by name (see the module docstring); the error lists what exists. With the
+    samples' ``shape`` the cost is checked against the data first (a low-pass factor that
+    does not divide the image, a feature net of other channels): one line, before any run
+    folder exists. Only these mismatches are the user's; an error raised inside a cost
+    later is a bug and is not converted."""
     kind, _, arg = name.partition(":")
     if kind in COSTS and not arg:
         return COSTS[kind]
     if kind == "lowpass":
         try:
-            return lowpass_l2(int(arg or 4))
+            factor = int(arg or 4)
         except ValueError:
             raise RdmdError(f"lowpass cost: factor must be an integer, got {arg!r}") from None
+        if shape is not None:
+            if len(shape) != 3:
+                raise RdmdError("the lowpass cost needs images; this data is vectors")
+            if factor < 1 or shape[-1] % factor or shape[-2] % factor:
+                raise RdmdError(f"lowpass cost: factor {factor} must be >= 1 and divide the "
+                                f"image size {shape[-2]}x{shape[-1]}")
+        return lowpass_l2(factor)
     if kind == "feature" and arg:
         from rdmd.classifier import load_classifier
 
         net, _ = load_classifier(arg)
+        if shape is not None and (len(shape) != 3 or shape[0] != net.in_channels):
+            what = "vectors" if len(shape) != 3 else f"{shape[0]}-channel images"
+            raise RdmdError(f"feature cost: the classifier in {arg} takes "
+                            f"{net.in_channels}-channel images; this data is {what}")
         net.requires_grad_(False)
         return feature_l2(net.features)
     raise RdmdError(f"unknown cost {name!r}; choose l2, l1, lowpass:<factor> or "

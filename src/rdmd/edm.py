@@ -1,13 +1,14 @@
 """EDM core (Karras et al. 2022), variance exploding: preconditioning, DSM loss, sigma draws.
 
 The preconditioning wrapper is separate from the backbone so that any network that maps
-``(c_in * y, c_noise) -> F`` plugs in: the paper's MLP for vectors, a UNet for images.
+``(c_in * y, c_noise[, cond]) -> F`` plugs in: the paper's MLP for vectors, a UNet for images.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,13 +25,30 @@ def _bcast(sigma: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     return s.reshape(-1, *([1] * (like.ndim - 1)))
 
 
+def preconditioning(sigma: Any, sigma_data: float) -> tuple[Any, Any, Any, Any]:
+    """EDM's ``(c_skip, c_out, c_in, c_noise)`` at ``sigma``: the formula, written once.
+
+    ``sigma`` is a tensor (one level per sample) or a plain number (the one-step generator's
+    fixed level, where plain-number coefficients keep the batch arithmetic minimal); the
+    coefficients come back of the same kind.
+    """
+    if isinstance(sigma, torch.Tensor):
+        sqrt, log = torch.sqrt, torch.log
+    else:
+        sigma, sqrt, log = float(sigma), math.sqrt, math.log
+    sd = sigma_data
+    norm = sqrt(sigma**2 + sd**2)
+    return sd**2 / (sigma**2 + sd**2), sigma * sd / norm, 1.0 / norm, log(sigma) / 4
+
+
 class EDMDenoiser(nn.Module):
     """``D(y; sigma) = c_skip*y + c_out*F(c_in*y, c_noise)``: the denoiser every method shares.
 
-    ``backbone(x, c_noise)`` receives the scaled input and one ``c_noise = ln(sigma)/4`` per
-    sample, or a single one for the whole batch (shape ``(1,)``) at a fixed level
-    (backbones broadcast it). ``sigma_data`` is 0.5 for images in [-1, 1], the data's own std
-    for vectors.
+    ``backbone(x, c_noise, cond=None)`` receives the scaled input and one
+    ``c_noise = ln(sigma)/4`` per sample, or a single one for the whole batch (shape ``(1,)``)
+    at a fixed level (backbones broadcast it). ``cond`` is an optional per-sample conditioning
+    input (e.g. ``log lambda``) for backbones built with ``cond_dim > 0``. ``sigma_data`` is
+    0.5 for images in [-1, 1], the data's own std for vectors.
     """
 
     def __init__(self, backbone: nn.Module, sigma_data: float = 0.5) -> None:
@@ -38,31 +56,24 @@ class EDMDenoiser(nn.Module):
         self.backbone = backbone
         self.sigma_data = float(sigma_data)
 
-    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        sd = self.sigma_data
-        c_skip = sd**2 / (sigma**2 + sd**2)
-        c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
-        c_in = 1.0 / (sigma**2 + sd**2).sqrt()
-        c_noise = sigma.log() / 4
-        return c_skip, c_out, c_in, c_noise
-
-    def forward(self, y: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        if isinstance(sigma, float | int):
-            # One fixed level (the one-step generator): the coefficients are plain numbers and
-            # one c_noise serves the whole batch, so the backbone embeds the noise level once.
-            sd, s2 = self.sigma_data, float(sigma) ** 2
-            c_noise = torch.full((1,), math.log(sigma) / 4, device=y.device)
-            f = self.backbone(y / math.sqrt(s2 + sd**2), c_noise)
-            return sd**2 / (s2 + sd**2) * y + sigma * sd / math.sqrt(s2 + sd**2) * f.to(y.dtype)
-        s = _bcast(sigma, y)
-        c_skip, c_out, c_in, c_noise = self.coefficients(s)
-        f = self.backbone(c_in * y, c_noise.reshape(-1))
+    def forward(self, y: torch.Tensor, sigma: torch.Tensor | float,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        fixed = not isinstance(sigma, torch.Tensor)
+        s = sigma if fixed else _bcast(sigma, y)
+        c_skip, c_out, c_in, c_noise = preconditioning(s, self.sigma_data)
+        # One fixed level (the one-step generator): one c_noise serves the whole batch, so
+        # the backbone embeds the noise level once.
+        c_noise = (torch.full((1,), c_noise, device=y.device) if fixed
+                   else c_noise.reshape(-1))
+        kw = {} if cond is None else {"cond": cond}
+        f = self.backbone(c_in * y, c_noise, **kw)
         return c_skip * y + c_out * f.to(y.dtype)
 
-    def score(self, y: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    def score(self, y: torch.Tensor, sigma: torch.Tensor | float,
+              cond: torch.Tensor | None = None) -> torch.Tensor:
         """``s(y; sigma) = (D(y; sigma) - y) / sigma^2``."""
         s = _bcast(sigma, y)
-        return (self(y, sigma) - y) / s**2
+        return (self(y, sigma, cond) - y) / s**2
 
 
 @dataclass
@@ -86,8 +97,9 @@ class LogNormalSigma:
 class LogUniformSigma:
     """``ln sigma ~ U(ln lo, ln hi)``: our default for the distribution-matching term.
 
-    DMD/DMD2 draw timesteps uniformly over about [0.02, 0.98] of the schedule; on EDM's
-    rho=7 schedule that spans roughly [0.02, 80] in sigma, which a log-uniform covers evenly.
+    DMD/DMD2 draw timesteps uniformly from an index range of the teacher's schedule (DMD2's
+    own table spans about [0.0032, 72] in sigma); we cover EDM's training range [0.02, 80]
+    evenly in log sigma.
     """
 
     lo: float = 0.02

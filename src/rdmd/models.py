@@ -9,32 +9,16 @@ from typing import Any
 
 import torch
 
-from rdmd.backbones import MLPBackbone
+from rdmd.backbones import build_backbone
 from rdmd.checkpoint import atomic_save_tensors, atomic_write_json, load_tensors, read_json
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
-from rdmd.method import OneStepGenerator
+from rdmd.methods.rdmd import OneStepGenerator
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
 FORMAT_VERSION = 1
-
-
-def build_backbone(spec: dict[str, Any]) -> torch.nn.Module:
-    """A backbone from its JSON description ``{"name": ..., **kwargs}``."""
-    spec = dict(spec)
-    name = spec.pop("name", None)
-    try:
-        if name == "mlp":
-            return MLPBackbone(**spec)
-        if name == "unet":
-            from rdmd.backbones.unet import UNetBackbone
-
-            return UNetBackbone(**spec)
-    except (TypeError, ValueError) as e:
-        raise RdmdError(f"bad backbone description {spec}: {e}") from None
-    raise RdmdError(f"unknown backbone {name!r}")
 
 
 def build_denoiser(backbone: dict[str, Any], sigma_data: float) -> EDMDenoiser:

@@ -38,40 +38,78 @@ def _mlp(sizes: Sequence[int], last_act: bool) -> nn.Sequential:
 class PositionalEmbedding(nn.Module):
     """Sinusoidal embedding of the scalar noise input (Vaswani et al. 2017)."""
 
-    def __init__(self, dim: int = 16, max_positions: float = 10000.0) -> None:
+    def __init__(self, dim: int = 16, max_positions: float = 10000.0,
+                 scale: float = 100.0) -> None:
         super().__init__()
+        self.scale = scale
         half = dim // 2
         freqs = torch.exp(-math.log(max_positions) * torch.arange(half) / max(half - 1, 1))
         self.register_buffer("freqs", freqs, persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         # Scale so the small range of c_noise = ln(sigma)/4 reaches the high frequencies too.
-        a = (100.0 * t.float())[:, None] * self.freqs[None, :]
+        a = (self.scale * t.float())[:, None] * self.freqs[None, :]
         return torch.cat([a.cos(), a.sin()], dim=1)
+
+
+class CondEmbedding(nn.Module):
+    """Per-sample conditioning scalars (e.g. ``log lambda``) -> a vector added to the noise
+    embedding. The last layer starts at zero, so a conditioned network starts equal to its
+    unconditioned parent (a teacher's weights load unchanged)."""
+
+    def __init__(self, cond_dim: int, out_dim: int, emb_dim: int = 16,
+                 hidden: int = 64) -> None:
+        super().__init__()
+        self.cond_dim = cond_dim
+        self.pos = PositionalEmbedding(emb_dim, scale=10.0)
+        self.net = _mlp([emb_dim * cond_dim, hidden, out_dim], last_act=False)
+        last = self.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        c = cond.reshape(cond.shape[0], -1)
+        if c.shape[1] != self.cond_dim:
+            raise ValueError(f"conditioning input has {c.shape[1]} values per sample, the "
+                             f"network takes {self.cond_dim}")
+        return self.net(self.pos(c.reshape(-1)).reshape(c.shape[0], -1))
 
 
 class MLPBackbone(nn.Module):
     """Input encoder and noise encoder, concatenated, then a decoder to ``dim`` outputs.
 
     With ``dim=2`` and the default widths it has the paper's size (about 88k parameters).
+    ``cond_dim > 0`` adds a conditioning input (see :class:`CondEmbedding`) beside the noise
+    level; 0 keeps the paper's network and its ``state_dict`` exactly.
     """
 
     def __init__(self, dim: int, encoder: Sequence[int] | None = None,
-                 decoder: Sequence[int] = PAPER_DECODER, emb_dim: int = 16) -> None:
+                 decoder: Sequence[int] = PAPER_DECODER, emb_dim: int = 16,
+                 cond_dim: int = 0) -> None:
         super().__init__()
         enc = tuple(encoder) if encoder is not None else default_encoder(dim)
         self.dim = dim
         self.config = {"dim": dim, "encoder": list(enc), "decoder": list(decoder),
                        "emb_dim": emb_dim}
+        if cond_dim:
+            self.config["cond_dim"] = cond_dim
         self.x_enc = _mlp([dim, *enc], last_act=True)
         self.pos = PositionalEmbedding(emb_dim)
         self.t_enc = _mlp([emb_dim, *enc], last_act=True)
+        self.c_enc = CondEmbedding(cond_dim, enc[-1], emb_dim) if cond_dim else None
         self.dec = _mlp([2 * enc[-1], *decoder, dim], last_act=False)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
         # A single c_noise (the one-step generator's fixed level) is embedded once and
         # broadcast: the noise branch then costs nothing per sample, forward or backward.
         t = self.t_enc(self.pos(c_noise.reshape(-1)))
+        if self.c_enc is not None:
+            if cond is None:
+                raise ValueError("this network is conditioned: pass cond")
+            t = t + self.c_enc(cond.to(x.dtype))
+        elif cond is not None:
+            raise ValueError("this network takes no conditioning input (cond_dim = 0)")
         if t.shape[0] != x.shape[0]:
             t = t.expand(x.shape[0], -1)
         h = torch.cat([self.x_enc(x), t], dim=1)

@@ -11,6 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from rdmd.backbones.mlp import CondEmbedding
+from rdmd.errors import RdmdError
+
 # name -> UNet2DModel keyword arguments (sample_size and channels are filled in per data set)
 UNET_CONFIGS: dict[str, dict[str, Any]] = {
     # ~1.06M parameters at 3 channels, no attention: trains on CPU (32x32).
@@ -30,21 +33,55 @@ UNET_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-class UNetBackbone(nn.Module):
-    """``F(x, c_noise)`` for images (N, C, H, W)."""
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """Keys that ``UNet2DModel`` does not take are the user's error; everything diffusers
+    raises after this is not, and is left alone."""
+    import inspect
 
-    def __init__(self, channels: int, size: int, preset: str = "small32",
+    from diffusers import UNet2DModel
+
+    known = set(inspect.signature(UNet2DModel.__init__).parameters) - {
+        "self", "sample_size", "in_channels", "out_channels", "class_embed_type"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise RdmdError(f"UNet2DModel takes no argument(s) {', '.join(unknown)}")
+
+
+class UNetBackbone(nn.Module):
+    """``F(x, c_noise[, cond])`` for images (N, C, H, W).
+
+    ``cond_dim > 0`` adds a conditioning input: embedded by :class:`CondEmbedding` (last layer
+    zero) and fed to the UNet's class-embedding slot (``class_embed_type="identity"``), which
+    adds it to the time embedding; 0 leaves the UNet and its ``state_dict`` as before.
+    """
+
+    def __init__(self, channels: int, size: int, preset: str = "small32", cond_dim: int = 0,
                  **overrides: Any) -> None:
         super().__init__()
         from diffusers import UNet2DModel
 
         if preset not in UNET_CONFIGS:
-            raise ValueError(f"unknown UNet preset {preset!r}; choose from {sorted(UNET_CONFIGS)}")
+            raise RdmdError(f"unknown UNet preset {preset!r}; choose from "
+                            f"{', '.join(sorted(UNET_CONFIGS))}")
+        check_overrides(overrides)
         kw = {**UNET_CONFIGS[preset], **overrides}
         self.config = {"channels": channels, "size": size, "preset": preset, **overrides}
+        if cond_dim:
+            self.config["cond_dim"] = cond_dim
+            kw["class_embed_type"] = "identity"
         self.unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels,
                                 **{k: tuple(v) if isinstance(v, list) else v
                                    for k, v in kw.items()})
+        ted = self.unet.time_embedding.linear_2.out_features
+        self.c_enc = CondEmbedding(cond_dim, ted) if cond_dim else None
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, c_noise.to(x.dtype)).sample
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        labels = None
+        if self.c_enc is not None:
+            if cond is None:
+                raise ValueError("this network is conditioned: pass cond")
+            labels = self.c_enc(cond.float())
+        elif cond is not None:
+            raise ValueError("this network takes no conditioning input (cond_dim = 0)")
+        return self.unet(x, c_noise.to(x.dtype), class_labels=labels).sample

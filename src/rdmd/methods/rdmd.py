@@ -13,14 +13,15 @@ dimensions and resolutions. ``lambda = 0`` is plain DMD applied to translation.
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from rdmd.costs import Cost, squared_l2
-from rdmd.edm import EDMDenoiser, EDMLoss, LogUniformSigma, _bcast
+from rdmd.edm import EDMDenoiser, EDMLoss, LogNormalSigma, LogUniformSigma, _bcast
+from rdmd.errors import RdmdError
+from rdmd.methods.base import Method
 
 
 class OneStepGenerator(nn.Module):
@@ -35,59 +36,92 @@ class OneStepGenerator(nn.Module):
         self.denoiser = denoiser
         self.sigma_g = float(sigma_g)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.denoiser(x, self.sigma_g)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.denoiser(x, self.sigma_g, cond)
 
 
-@dataclass
-class StepStats:
-    """What one iteration measured, for the log and the progress bar."""
-
-    loss_dm: float
-    loss_cost: float
-    loss_gen: float
-    loss_fake: float
-
-    def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
+FAKE_SIGMAS = ("lognormal", "loguniform", "shared")
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised when a loss turns NaN/inf, so the run stops before a checkpoint is poisoned."""
+def fake_sigma_dist(name: str, lo: float, hi: float) -> LogNormalSigma | LogUniformSigma:
+    """The fake score's training noise levels: EDM's log-normal, or the DM term's log-uniform
+    range (``shared`` also reuses the DM term's own draw; see :class:`RDMD`)."""
+    if name not in FAKE_SIGMAS:
+        raise RdmdError(f"fake_sigma must be one of {', '.join(FAKE_SIGMAS)}, got {name!r}")
+    return LogNormalSigma() if name == "lognormal" else LogUniformSigma(lo, hi)
 
 
-class RDMD:
+class RDMD(Method):
     """The method: a frozen teacher ``D_real``, a generator ``G_theta``, a fake score ``D_phi``.
 
     ``normalize=True`` divides the score difference by DMD's per-sample
     ``mean |y - D_real(y_sigma)|``; ``False`` leaves the plain Eq. 11 weight (used by the
     gradient test, where the weighted KL integral is known in closed form).
+    ``share_sigma=True`` trains the fake score's first update of an iteration at the DM term's
+    own noise levels (FastGen's shared draw).
     """
+
+    name = "rdmd"
+    ema_of = "generator"
 
     def __init__(self, teacher: EDMDenoiser, generator: OneStepGenerator, fake: EDMDenoiser,
                  lam: float, cost: Cost = squared_l2,
                  dm_sigma: LogUniformSigma | None = None, fake_loss: EDMLoss | None = None,
-                 normalize: bool = True, share_sigma: bool = False) -> None:
+                 normalize: bool = True, share_sigma: bool = False,
+                 fake_steps: int = 1) -> None:
+        super().__init__()
         if lam < 0:
             raise ValueError(f"lambda must be >= 0, got {lam}")
         self.teacher = teacher.eval().requires_grad_(False)
-        self.generator = generator
-        self.fake = fake
+        self.declare("generator", generator)
+        self.declare("fake", fake)
         self.lam = float(lam)
         self.cost = cost
         self.dm_sigma = dm_sigma or LogUniformSigma()
         self.fake_loss_fn = fake_loss or EDMLoss()
         self.normalize = normalize
-        #: train the fake score on the DM term's own noise levels (FastGen's shared draw)
         self.share_sigma = share_sigma
+        self.fake_steps = int(fake_steps)
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.nets["generator"]
+
+    @property
+    def fake(self) -> nn.Module:
+        return self.nets["fake"]
 
     @classmethod
     def from_teacher(cls, teacher: EDMDenoiser, lam: float, sigma_g: float = 1.0,
-                     **kwargs: object) -> RDMD:
+                     **kwargs: Any) -> RDMD:
         """Generator and fake score both start as copies of the teacher (paper §5)."""
         generator = OneStepGenerator(copy.deepcopy(teacher).requires_grad_(True), sigma_g)
         fake = copy.deepcopy(teacher).requires_grad_(True).train()
-        return cls(teacher, generator, fake, lam, **kwargs)  # type: ignore[arg-type]
+        return cls(teacher, generator, fake, lam, **kwargs)
+
+    @classmethod
+    def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:
+        """The method a run's config describes, with its optimisers."""
+        m = cls.from_teacher(
+            teacher, cfg.lam, cfg.sigma_g, cost=cost,
+            dm_sigma=LogUniformSigma(cfg.dm_sigma_min, cfg.dm_sigma_max),
+            fake_loss=EDMLoss(fake_sigma_dist(cfg.fake_sigma, cfg.dm_sigma_min,
+                                              cfg.dm_sigma_max)),
+            normalize=cfg.normalize, share_sigma=cfg.fake_sigma == "shared",
+            fake_steps=cfg.fake_steps)
+        m.with_optimizers(cfg.lr_generator, cfg.lr_fake, (cfg.beta1, cfg.beta2))
+        m.grad_clip = cfg.grad_clip
+        return m
+
+    def with_optimizers(self, lr_generator: float, lr_fake: float,
+                        betas: tuple[float, float] = (0.9, 0.999)) -> RDMD:
+        self.declare("generator", self.modules["generator"], lr_generator, betas)
+        self.declare("fake", self.modules["fake"], lr_fake, betas)
+        return self
+
+    def model_meta(self) -> dict[str, Any]:
+        """What ``model.json`` records of the method (beside backbone, data and teacher)."""
+        return {"sigma_g": self.modules["generator"].sigma_g, "lam": self.lam}
 
     @torch.no_grad()
     def score_difference(self, y: torch.Tensor, sigma: torch.Tensor,
@@ -123,45 +157,29 @@ class RDMD:
         loss = loss_dm + self.lam * loss_cost if self.lam else loss_dm
         return loss, y, {"loss_dm": loss_dm.detach(), "loss_cost": loss_cost.detach()}
 
-    def fake_loss(self, y: torch.Tensor, generator: torch.Generator | None = None
-                  ) -> torch.Tensor:
+    def fake_loss(self, y: torch.Tensor, generator: torch.Generator | None = None,
+                  sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 15, second line: DSM of ``D_phi`` on the generator's detached outputs."""
-        return self.fake_loss_fn(self.fake, y.detach(), generator=generator)
+        return self.fake_loss_fn(self.fake, y.detach(), generator=generator, sigma=sigma)
 
-    def train_step(self, x: torch.Tensor, opt_generator: torch.optim.Optimizer,
-                   opt_fake: torch.optim.Optimizer, fake_steps: int = 1,
-                   generator: torch.Generator | None = None,
-                   grad_clip: float | None = None) -> StepStats:
+    def train_step(self, batch: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
         """One generator update, then ``fake_steps`` fake-score updates on the same outputs.
 
         The losses are read back once per update (one ``.tolist()``): that read is also the
-        finiteness check, so a NaN stops the run before the optimizer step applies it.
+        finiteness check, agreed over all ranks, so a NaN stops the run before any optimiser
+        applies it.
         """
-        sigma = self.dm_sigma(x.shape[0], generator).to(x.device)
-        loss, y, parts = self.generator_loss(x, generator, sigma=sigma)
+        sigma = self.dm_sigma(batch.shape[0], rng).to(batch.device)
+        loss, y, parts = self.generator_loss(batch, rng, sigma=sigma)
         vals = torch.stack([loss.detach(), parts["loss_dm"], parts["loss_cost"]]).tolist()
-        _check_finite(vals[0], "generator")
-        opt_generator.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(self.generator.parameters(), grad_clip)
-        opt_generator.step()
-
+        self.check_finite("generator", vals[0])
+        self.update("generator", loss)
         y = y.detach()
         fake_val = 0.0
-        for _ in range(fake_steps):
-            lf = (self.fake_loss_fn(self.fake, y, generator=generator, sigma=sigma)
-                  if self.share_sigma else self.fake_loss(y, generator))
+        for k in range(self.fake_steps):
+            lf = self.fake_loss(y, rng, sigma if self.share_sigma and k == 0 else None)
             fake_val = lf.item()
-            _check_finite(fake_val, "fake score")
-            opt_fake.zero_grad(set_to_none=True)
-            lf.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(self.fake.parameters(), grad_clip)
-            opt_fake.step()
-        return StepStats(vals[1], vals[2], vals[0], fake_val)
-
-
-def _check_finite(value: float, what: str) -> None:
-    if not math.isfinite(value):
-        raise NonFiniteLossError(f"{what} loss is {value}")
+            self.check_finite("fake score", fake_val)
+            self.update("fake", lf)
+        return {"loss_dm": vals[1], "loss_cost": vals[2], "loss_gen": vals[0],
+                "loss_fake": fake_val}

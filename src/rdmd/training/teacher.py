@@ -1,0 +1,76 @@
+"""Recipe: a diffusion model of the target (the teacher), trained by denoising score matching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdmd import distributed
+from rdmd.backbones import backbone_spec
+from rdmd.config import TeacherConfig
+from rdmd.data import Normalizer, load_domain
+from rdmd.edm import EDMLoss, LogNormalSigma
+from rdmd.methods import DSM
+from rdmd.models import build_denoiser, save_model
+from rdmd.training.checks import check_classifier
+from rdmd.training.loop import run_loop
+from rdmd.training.rundir import as_layers, prepare_run, start_run
+from rdmd.training.runtime import batches, setup_dist
+
+
+def _kind(data: dict[str, Any]) -> str:
+    from rdmd.data.images import is_image_spec
+
+    return "image" if is_image_spec(data["target"]) else "vector"
+
+
+def train_teacher(target: str | None, out_dir: str | Path,
+                  config: Any = None,
+                  resume: bool = False, progress: bool = True) -> Path:
+    """Train a diffusion model of ``target`` and write it (EMA weights) to ``out_dir``.
+
+    ``config`` holds config keys (a dict, or layers applied in order: file, overrides).
+    With ``resume=True`` the saved run continues; only ``steps`` may change.
+    """
+    out = Path(out_dir)
+    layers = as_layers(config)
+    run, cfg = prepare_run(out, "teacher", TeacherConfig, {"target": target}, layers, _kind,
+                           resume)
+    dom = load_domain(run["target"], cfg.n_train, cfg.n_test, cfg.seed, cfg.image_size,
+                      cfg.image_channels)
+    backbone = backbone_spec(cfg.backbone, dom.kind, dom.shape, encoder=cfg.encoder)
+    check_classifier(cfg.classifier, dom.shape, None)
+    d, device = setup_dist(cfg.device, cfg.batch_size)
+    distributed.barrier()  # every rank has checked the run folder before rank 0 creates it
+    torch.manual_seed(cfg.seed)
+    if dom.kind == "image":
+        norm, sigma_data = Normalizer.identity(), 0.5
+        data = dom.train.to(device)
+    else:
+        norm = Normalizer.fit(dom.train)
+        data = norm.encode(dom.train).to(device)
+        sigma_data = float(data.std())
+    net = build_denoiser(backbone, sigma_data).to(device)
+    backbone = {"name": backbone["name"], **net.backbone.config}
+    method = DSM(net, EDMLoss(LogNormalSigma(cfg.p_mean, cfg.p_std)), cfg.lr, cfg.grad_clip)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    run_loop(out, method, batches(data, cfg.batch_size, rng, d), rng, cfg, dist=d,
+                   device=device, signature={"job": "teacher", "backbone": backbone,
+                                             "data_shape": list(dom.shape)},
+                   ema_name="ema", ema_warmup=False, resume=resume, progress=progress,
+                   desc="teacher", on_start=lambda: start_run(out, run))
+    if d.main:
+        save_model(out, method.result(), {
+            "role": "teacher", "backbone": backbone, "sigma_data": sigma_data,
+            "normalizer": norm.to_dict(), "data_shape": list(dom.shape), "kind": dom.kind,
+            "target": run["target"], "target_info": dom.info, "steps": cfg.steps})
+    distributed.barrier()  # the model is written before any rank reads it
+    from rdmd.evaluation import evaluate_teacher
+
+    # every rank samples its share; rank 0 writes the metrics and plots
+    evaluate_teacher(out, dom, n_steps=cfg.sample_steps, classifier=cfg.classifier,
+                     device=device)
+    distributed.barrier()  # and every rank returns with the report written
+    return out
