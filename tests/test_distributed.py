@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,40 @@ def test_sharded_draws_refuse_an_unknown_draw() -> None:
     g = torch.Generator().manual_seed(0)
     with ShardedDraws(g, Dist(0, 2), 4), pytest.raises(RuntimeError, match="unhandled draw"):
         torch.empty(4).normal_(generator=g)
+
+
+POISON = '''
+import os, sys
+from rdmd.methods import RDMD
+orig = RDMD.generator_loss
+def poisoned(self, x, *a, **k):
+    loss, y, parts = orig(self, x, *a, **k)
+    if os.environ["RANK"] == "1":
+        loss = loss * float("nan")
+    return loss, y, parts
+RDMD.generator_loss = poisoned
+from rdmd.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_non_finite_loss_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    """A NaN on rank 1 alone: both ranks stop at the same step with the one-line error, none
+    with a traceback from inside the gradient all-reduce (which a rank-local check gave)."""
+    if not TORCHRUN.is_file():
+        pytest.skip(f"torchrun not found next to {sys.executable}")
+    teacher = tmp_path / "t"
+    _single(["train-teacher", "--out", str(teacher), *TEACHER])
+    script = tmp_path / "poison.py"
+    script.write_text(POISON)
+    r = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(script),
+                        "distill", "--teacher", str(teacher), "--out", str(tmp_path / "r"),
+                        *DISTILL], capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("rdmd: error:")]
+    assert sorted(ln.split("]")[0] for ln in lines) == ["rdmd: error: [rank 0",
+                                                       "rdmd: error: [rank 1"], r.stderr
+    assert all("non-finite loss at step 1:" in ln for ln in lines), lines
+    # torchrun reports the failed children with its own traceback; none comes from rdmd
+    assert not re.search(r'File ".*rdmd/', r.stderr) and "backward" not in r.stderr, \
+        r.stderr[-3000:]

@@ -248,15 +248,13 @@ def test_non_finite_loss_keeps_last_checkpoint(teacher: Path, tmp_path: Path,
     assert [int(r["step"]) for r in _rows(run / "log.csv")] == list(range(1, 7))
 
 
-def test_lam_zero_is_plain_dmd(teacher: Path, tmp_path: Path) -> None:
+def test_lam_zero_is_a_supported_setting(teacher: Path, tmp_path: Path) -> None:
+    """lambda = 0 (plain DMD) trains and is recorded; that it adds no cost gradient is
+    tests/test_methods.py::test_lambda_adds_exactly_lambda_times_the_cost_gradient."""
     run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=3, lam=0.0, log_every=1,
                        progress=False, **TINY)
     assert load_model(run).meta["lam"] == 0.0
-    rows = _rows(run / "log.csv")
-    assert len(rows) == 3
-    for r in rows:  # the transport term is measured but does not enter the loss
-        assert float(r["loss_cost"]) > 0
-        assert float(r["loss_gen"]) == pytest.approx(float(r["loss_dm"]), abs=1e-12)
+    assert len(_rows(run / "log.csv")) == 3
 
 
 def test_negative_lam_is_refused(teacher: Path, tmp_path: Path) -> None:

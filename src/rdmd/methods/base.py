@@ -93,6 +93,15 @@ class Method(ABC):
             raise NonFiniteLossError(f"{what} loss is {value}" if bad
                                      else f"{what} loss is non-finite on another rank")
 
+    @classmethod
+    def from_config(cls, teacher: Any, cfg: Any, cost: Any) -> Method:
+        """The method a distill run's config describes (frozen teacher, config, cost)."""
+        return cls(teacher, cfg, cost)  # type: ignore[call-arg]
+
+    def model_meta(self) -> dict[str, Any]:
+        """Extra keys the exported ``model.json`` records about the method."""
+        return {}
+
     @abstractmethod
     def train_step(self, batch: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
         """One iteration on a (local) batch; noise from ``rng``; returns the losses."""

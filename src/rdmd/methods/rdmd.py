@@ -100,7 +100,7 @@ class RDMD(Method):
         return cls(teacher, generator, fake, lam, **kwargs)
 
     @classmethod
-    def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:
+    def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:  # type: ignore[override]
         """The method a run's config describes, with its optimisers."""
         m = cls.from_teacher(
             teacher, cfg.lam, cfg.sigma_g, cost=cost,
@@ -118,10 +118,6 @@ class RDMD(Method):
         self.declare("generator", self.modules["generator"], lr_generator, betas)
         self.declare("fake", self.modules["fake"], lr_fake, betas)
         return self
-
-    def model_meta(self) -> dict[str, Any]:
-        """What ``model.json`` records of the method (beside backbone, data and teacher)."""
-        return {"sigma_g": self.modules["generator"].sigma_g, "lam": self.lam}
 
     @torch.no_grad()
     def score_difference(self, y: torch.Tensor, sigma: torch.Tensor,

@@ -78,7 +78,7 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
     norm = teacher_model.normalizer
     x_train = norm.encode(src.train).to(device)
     teacher = teacher_model.denoiser.to(device)
-    method = METHODS[cfg.method].from_config(teacher, cfg, cost)  # type: ignore[attr-defined]
+    method = METHODS[cfg.method].from_config(teacher, cfg, cost)
     if cfg.teacher_dtype == "bf16":
         hold_in_bf16(method.teacher)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -87,8 +87,8 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
             "sigma_data": teacher_model.meta["sigma_data"], "normalizer": norm.to_dict(),
             "data_shape": list(shape), "kind": teacher_model.meta["kind"],
             "source": run["source"], "target": run["target"], "teacher": run["teacher"],
-            "cost": cfg.cost, "steps": cfg.steps, "ema_decay": cfg.ema_decay,
-            **method.model_meta()}
+            "cost": cfg.cost, "steps": cfg.steps, "ema_decay": cfg.ema_decay, "lam": cfg.lam,
+            "sigma_g": float(method.result().sigma_g), **method.model_meta()}
     # The generator's EMA (if on) is what is evaluated and saved; the raw one trains.
     from rdmd.evaluation import evaluate_translation, write_translation_report
 
