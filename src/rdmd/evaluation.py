@@ -141,7 +141,7 @@ def write_translation_report(out_dir: Path, generator: nn.Module, norm: Normaliz
         atomic_write_json(out_dir / "metrics.json", res)
     if src.kind == "image":
         x = src.test[:IMAGE_GRID]
-        gx = apply_generator(generator, norm, x)
+        gx = images_as_written(generator, x)
         if is_main():
             save_pair_grid(out_dir / "plots" / "translation.png", x, gx)
     if src.dim == 2:
@@ -190,15 +190,25 @@ def _rename_fd(res: dict[str, Any], name: str | None, n: int) -> dict[str, Any]:
     return res
 
 
+def images_as_written(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``G`` on images through the translator ``rdmd translate`` and the sweep use, so the
+    numbers reported for a model are those of the images it writes (clamped to [-1, 1])."""
+    from rdmd.data import Normalizer
+    from rdmd.models import Model
+    from rdmd.translators import make_translator
+
+    meta = {"role": "generator", "normalizer": Normalizer.identity().to_dict(),
+            "data_shape": list(x.shape[1:]), "kind": "image"}
+    return make_translator("rdmd", Model(generator.eval(), meta)).translate(x)
+
+
 def evaluate_image_translation(generator: nn.Module, src: Domain, tgt: Domain,
                                classifier: str | None = None,
                                target_class: int | None = None) -> dict[str, Any]:
     """Metrics of ``G`` on every held-out source image; see ``image_translation_metrics``."""
-    from rdmd.data import Normalizer
-
     x = src.test
-    gx = apply_generator(generator.eval(), Normalizer.identity(), x)
-    return image_translation_metrics(x, gx, tgt, classifier, target_class)
+    return image_translation_metrics(x, images_as_written(generator, x), tgt, classifier,
+                                     target_class)
 
 
 def image_translation_metrics(x: torch.Tensor, gx: torch.Tensor, tgt: Domain,
