@@ -35,6 +35,7 @@ from rdmd.metrics.image import (
     rmse_per_pixel,
     ssim,
     ssim_kernel_size,
+    ssim_per_image,
     ssim_sigma,
 )
 
@@ -90,11 +91,9 @@ def test_ssim_kernel_and_range() -> None:
 
 
 def _reference_ssim(x: torch.Tensor, y: torch.Tensor, k: int, sigma: float) -> float:
-    """SSIM by hand: k x k Gaussian window, reflect padding, mean over all pixels (torchmetrics'
-    convention)."""
-    p = (k - 1) // 2
-    pad = lambda t: torch.nn.functional.pad(t, (p, p, p, p), mode="reflect")  # noqa: E731
-    a, b = pad((x.double() + 1) / 2), pad((y.double() + 1) / 2)
+    """SSIM by hand with a 2-D k x k Gaussian window and no padding: the mean over the valid
+    interior (the standard convention), per image and channel, then averaged."""
+    a, b = (x.double() + 1) / 2, (y.double() + 1) / 2
     g = torch.exp(-((torch.arange(k, dtype=torch.float64) - (k - 1) / 2) ** 2) / (2 * sigma**2))
     g = g / g.sum()
     c = a.shape[1]
@@ -113,7 +112,82 @@ def test_ssim_uses_the_fitted_window(size: int) -> None:
     x, y = _images(c=3, h=size, w=size, seed=6), _images(c=3, h=size, w=size, seed=7)
     y = 0.7 * x + 0.3 * y
     k = ssim_kernel_size(size, size)
-    assert ssim(x, y) == pytest.approx(_reference_ssim(x, y, k, ssim_sigma(k)), abs=1e-5)
+    assert ssim(x, y) == pytest.approx(_reference_ssim(x, y, k, ssim_sigma(k)), abs=1e-9)
+
+
+def _skimage_ssim(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """scikit-image's standard SSIM per image (EGSDE's evaluation settings), with the window
+    sigma scaled as ``ssim_sigma`` for images under 11 px (skimage derives the window from it)."""
+    metrics = pytest.importorskip("skimage.metrics", reason="scikit-image (the reference SSIM, "
+                                  "in the dev extra) is not installed")
+    sigma = ssim_sigma(ssim_kernel_size(x.shape[2], x.shape[3]))
+    a = ((x.double().clamp(-1, 1) + 1) / 2).numpy()
+    b = ((y.double().clamp(-1, 1) + 1) / 2).numpy()
+    return np.array([metrics.structural_similarity(a[i], b[i], gaussian_weights=True, sigma=sigma,
+                                                   use_sample_covariance=False, data_range=1,
+                                                   channel_axis=0) for i in range(len(a))])
+
+
+def _mnist_like(n: int, c: int, size: int, seed: int) -> torch.Tensor:
+    """Digit-like images in [-1, 1]: two or three blurred bright strokes on a black background
+    (most pixels exactly -1), each image in one random colour."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64),
+                            torch.arange(size, dtype=torch.float64), indexing="ij")
+    out = torch.zeros(n, c, size, size, dtype=torch.float64)
+    for i in range(n):
+        ink = torch.zeros(size, size, dtype=torch.float64)
+        for _ in range(int(torch.randint(2, 4, (1,), generator=g))):
+            p, q = (torch.rand(2, 2, generator=g, dtype=torch.float64) * 0.6 + 0.2) * (size - 1)
+            d = q - p
+            t = (((xx - p[0]) * d[0] + (yy - p[1]) * d[1]) / d.dot(d).clamp_min(1e-9)).clamp(0, 1)
+            dist = torch.hypot(xx - p[0] - t * d[0], yy - p[1] - t * d[1])
+            ink = torch.maximum(ink, (1.0 - dist / (0.08 * size + 0.5)).clamp(0, 1))
+        colour = 0.4 + 0.6 * torch.rand(c, generator=g, dtype=torch.float64)
+        out[i] = colour[:, None, None] * ink
+    return (out * 2 - 1).float()
+
+
+@pytest.mark.parametrize(("c", "h", "w"), [(3, 32, 32), (1, 32, 32), (3, 8, 8), (1, 9, 10),
+                                           (3, 5, 9), (1, 3, 3), (2, 12, 40)])
+def test_ssim_matches_scikit_image_on_random_images(c: int, h: int, w: int) -> None:
+    x = _images(n=5, c=c, h=h, w=w, seed=11)
+    y = 0.6 * x + 0.4 * _images(n=5, c=c, h=h, w=w, seed=12)
+    ref = _skimage_ssim(x, y)
+    assert torch.allclose(ssim_per_image(x, y), torch.from_numpy(ref), rtol=0, atol=1e-6)
+    assert ssim(x, y) == pytest.approx(float(ref.mean()), abs=1e-6)
+
+
+@pytest.mark.parametrize(("c", "size"), [(1, 32), (3, 32), (1, 8), (3, 8)])
+def test_ssim_matches_scikit_image_on_mnist_like_images(c: int, size: int) -> None:
+    """The case where a reflect-padded border (torchmetrics' default) reads far lower."""
+    x = _mnist_like(12, c, size, seed=size + c)
+    noise = 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    y = (torch.roll(x, shifts=1, dims=-1) + noise).clamp(-1, 1)      # a slightly moved digit
+    ref = _skimage_ssim(x, y)
+    assert torch.allclose(ssim_per_image(x, y), torch.from_numpy(ref), rtol=0, atol=1e-6)
+    assert ssim(x, y) == pytest.approx(float(ref.mean()), abs=1e-6)
+    # these images do tell the two conventions apart, so the comparison above has teeth
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    k = ssim_kernel_size(size, size)
+    reflect = float(structural_similarity_index_measure(
+        (x.double() + 1) / 2, (y.double() + 1) / 2, data_range=1.0, kernel_size=k,
+        sigma=ssim_sigma(k)))
+    assert abs(ssim(x, y) - reflect) > 0.02
+
+
+def test_ssim_identical_and_chunked() -> None:
+    x = _mnist_like(3, 3, 32, seed=0)
+    assert torch.allclose(ssim_per_image(x, x), torch.ones(3, dtype=torch.float64), atol=1e-12)
+    big_x, big_y = _images(n=600, c=1, seed=13), _images(n=600, c=1, seed=14)  # > one chunk
+    per = ssim_per_image(big_x, big_y)
+    assert per.shape == (600,)
+    for i in (0, 511, 512, 599):
+        assert per[i] == pytest.approx(float(ssim_per_image(big_x[i:i + 1], big_y[i:i + 1])[0]),
+                                       abs=1e-12)
+    with pytest.raises(ValueError, match="too small"):
+        ssim(_images(h=2, w=8), _images(h=2, w=8))
 
 
 def test_shape_mismatch_raises() -> None:
