@@ -17,6 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import check_reusable_run, requested_rdmd, requested_teacher, run_main  # noqa: E402
+
+from rdmd.config import (  # noqa: E402
+    DistillConfig,
+    TeacherConfig,
+    parse_overrides,
+    read_config_file,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIP = ROOT / "src" / "rdmd" / "pretrained" / "cmnist"
 CLASSIFIER = SHIP / "classifier"
@@ -25,8 +35,32 @@ COLUMNS = ("lam", "l2", "rmse", "psnr", "ssim", "hue_difference", "target_accura
            "fd_cnn_cmnist", "fd_cnn_cmnist_floor")
 
 
+def check_reusable(args: list[str], out: Path) -> None:
+    """A teacher or RDMD folder that already holds a run must hold the run ``args`` asks for
+    (the rule of ``experiments/common.py``); the classifier is not checked."""
+    if args[0] not in ("train-teacher", "distill") or not (out / "config.json").is_file():
+        return
+    opts: dict[str, str] = {}
+    sets: list[str] = []
+    for flag, value in zip(args[1::2], args[2::2], strict=True):
+        if flag == "--set":
+            sets.append(value)
+        else:
+            opts[flag] = value
+    cfg = {**read_config_file(ROOT / opts["--config"]), **parse_overrides(sets)}
+    if args[0] == "train-teacher":
+        requested, _ = requested_teacher(opts["--target"], **cfg)
+        check_reusable_run(out, requested, TeacherConfig, "image")
+    else:
+        requested, _ = requested_rdmd(opts["--source"], ROOT / opts["--teacher"],
+                                      **cfg, lam=opts["--lam"])
+        check_reusable_run(out, requested, DistillConfig, "image")
+
+
 def execute(args: list[str], out: Path) -> None:
-    """Run one rdmd command; a run that was interrupted is resumed instead."""
+    """Run one rdmd command; a run that was interrupted is resumed instead. A folder holding
+    another run than the command asks for is refused (one line), never reused."""
+    check_reusable(args, out)
     if (out / "model.json").is_file() or (out / "classifier.json").is_file():
         return
     if (out / "config.json").is_file():
@@ -126,4 +160,4 @@ disjoint halves of real 3s, n = {rows[0].get('fd_n') if rows else ''}):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

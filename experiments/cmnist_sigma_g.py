@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
-from rdmd.data import load_domain
-from rdmd.evaluation import evaluate_image_translation
-from rdmd.methods import OneStepGenerator
-from rdmd.models import load_model
+sys.path.insert(0, str(Path(__file__).parent))
+from common import run_main  # noqa: E402
+
+from rdmd.config import DistillConfig, config_from_saved, to_dict  # noqa: E402
+from rdmd.data import load_domain  # noqa: E402
+from rdmd.evaluation import evaluate_image_translation  # noqa: E402
+from rdmd.methods import OneStepGenerator  # noqa: E402
+from rdmd.models import load_model  # noqa: E402
 
 INIT_SIGMAS = (0.1, 0.5, 1.0, 5.0, 10.0, 80.0)
 
@@ -54,9 +59,10 @@ def main() -> None:
     trained = []
     for run in a.runs.split(","):
         m = json.loads((Path(run) / "metrics.json").read_text())
-        cfg = json.loads((Path(run) / "config.json").read_text())["config"]
-        trained.append({"sigma_g": cfg["sigma_g"], "stage": f"rdmd lam={cfg['lam']:g}",
-                        "run": run, **m})
+        path = Path(run) / "config.json"
+        cfg = config_from_saved(DistillConfig, json.loads(path.read_text())["config"], path)
+        trained.append({"sigma_g": cfg.sigma_g, "stage": f"rdmd lam={cfg.lam:g}",
+                        "run": run, "config": to_dict(cfg), **m})
     rows = init_rows + trained
     keys = ("sigma_g", "stage", "l2", "psnr", "ssim", "hue_difference", "target_accuracy",
             "fd_cnn_cmnist", "fd_cnn_cmnist_floor")
@@ -103,4 +109,4 @@ def _plot(path: Path, init_rows: list[dict], trained: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,19 +1,52 @@
 """What every vector experiment does: one teacher, RDMD over a lambda grid, a results table.
 
-Finished runs are reused and unfinished ones resumed, so an interrupted experiment is
-re-run with the same command.
+Reuse. A run folder that already holds a run is reused (finished) or resumed (interrupted)
+only if its saved ``config.json`` describes the requested run: the same job, the same data
+specs (target; source, teacher folder and target for RDMD) and the same value of every
+config key once the data kind's defaults are filled in (read with
+:func:`rdmd.config.config_from_saved`, so a damaged file is a one-line error). Otherwise the
+experiment stops with a one-line :class:`~rdmd.errors.RdmdError` that names the first
+differing key, the saved and the requested value, and how to proceed (another ``--runs`` or
+``--tag``, or delete the folder). This refusal was chosen over folders keyed by a hash of
+the config so run folders keep the readable names the docs cite (``runs/fig3/8gaussians/
+lam0.05``), and a changed flag is never silently answered by an old run. An interrupted
+experiment is re-run with the same command.
+
+Provenance. Every training call appends a session to the run's ``provenance.json`` when it
+starts (command line, torch threads, torch version, start time) and fills in its wall time
+when it ends, so an interrupted session shows ``wall_s: null``. Result files record, for
+each run they used, its saved description and provenance (:func:`run_record`), not the
+command that wrote the result file. Runs trained before provenance existed have only
+``wall_time.json`` (the wall time of the call that finished them); it is reported as such.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rdmd.config import DistillConfig, TeacherConfig
+import torch
+
+from rdmd.config import (
+    DistillConfig,
+    TeacherConfig,
+    config_from_saved,
+    fill_kind_defaults,
+    resolve_config,
+    to_dict,
+)
+from rdmd.data.images import is_image_spec
+from rdmd.errors import RdmdError
 from rdmd.evaluation import PROTOCOL, write_translation_report
 from rdmd.training import distill, train_teacher
+from rdmd.training.rundir import abs_if_path, read_run
+
+PROVENANCE = "provenance.json"
 
 
 def _done(d: Path) -> bool:
@@ -25,18 +58,59 @@ def teacher_dir(parent: Path, n_train: int) -> Path:
     return parent / ("teacher" + ("" if n_train == TeacherConfig.n_train else f"_n{n_train}"))
 
 
+def _kind(spec: str) -> str:
+    """The data kind whose defaults fill the unset keys, as training decides it."""
+    return "image" if is_image_spec(spec) else "vector"
+
+
+def check_reusable_run(out: Path, requested: dict[str, Any], cls: type, kind: str) -> None:
+    """Refuse, in one line, a run folder whose saved run is not the requested one."""
+    saved = read_run(out)
+    cfg = fill_kind_defaults(config_from_saved(cls, saved["config"], out / "config.json"), kind)
+    have = {k: v for k, v in saved.items() if k != "config"} | to_dict(cfg)
+    want = {k: v for k, v in requested.items() if k != "config"} | requested["config"]
+    have, want = json.loads(json.dumps(have)), json.loads(json.dumps(want))
+    diff = [k for k in dict.fromkeys([*want, *have]) if have.get(k) != want.get(k)]
+    if diff:
+        k = diff[0]
+        more = f" (and {len(diff) - 1} more: {', '.join(diff[1:])})" if len(diff) > 1 else ""
+        raise RdmdError(f"{out} holds a run with {k}={have.get(k)!r} but this experiment asks "
+                        f"for {k}={want.get(k)!r}{more}; choose another --runs folder (or "
+                        f"--tag, for RDMD runs), or delete {out} to train it anew")
+
+
+def requested_teacher(target: str, **cfg: Any) -> tuple[dict[str, Any], TeacherConfig]:
+    """The description ``train_teacher`` would save for these settings (defaults filled)."""
+    c = resolve_config(TeacherConfig, [cfg], _kind(target))
+    return {"job": "teacher", "target": abs_if_path(target), "config": to_dict(c)}, c
+
+
+def requested_rdmd(source: str, teacher: Path, target: str | None = None, **cfg: Any
+                   ) -> tuple[dict[str, Any], DistillConfig]:
+    """The description ``distill`` would save for these settings (defaults filled)."""
+    c = resolve_config(DistillConfig, [cfg], _kind(source))
+    if target is None:  # distill stores the teacher's target when none is given
+        target = json.loads((teacher / "model.json").read_text())["target"]
+    return {"job": "distill", "source": abs_if_path(source),
+            "teacher": str(Path(teacher).resolve()), "target": abs_if_path(target),
+            "config": to_dict(c)}, c
+
+
 def ensure_teacher(target: str, out: Path, progress: bool = True, **cfg: Any) -> Path:
+    """Train the teacher, resume it, or reuse it: whichever the folder allows (see above)."""
+    requested, c = requested_teacher(target, **cfg)
+    started = (out / "config.json").is_file()
+    if started:
+        check_reusable_run(out, requested, TeacherConfig, _kind(target))
     if not _done(out):
-        t0 = time.perf_counter()
-        train_teacher(target, out, TeacherConfig(**cfg),
-                      resume=(out / "config.json").is_file(), progress=progress)
-        _stamp(out, time.perf_counter() - t0)
+        _train(out, started, lambda: train_teacher(target, out, c, resume=started,
+                                                   progress=progress))
     elif json.loads((out / "metrics.json").read_text()).get("protocol") != PROTOCOL:
         from rdmd.data import load_domain
         from rdmd.evaluation import evaluate_teacher
 
-        run = json.loads((out / "config.json").read_text())
-        c = TeacherConfig(**run["config"])
+        run = read_run(out)
+        c = config_from_saved(TeacherConfig, run["config"], out / "config.json")
         evaluate_teacher(out, load_domain(run["target"], c.n_train, c.n_test, c.seed),
                          n_steps=c.sample_steps)
     return out
@@ -44,17 +118,21 @@ def ensure_teacher(target: str, out: Path, progress: bool = True, **cfg: Any) ->
 
 def ensure_rdmd(source: str, teacher: Path, out: Path, progress: bool = True,
                 **cfg: Any) -> dict[str, Any]:
+    """Train, resume or reuse one RDMD run; its metrics with ``wall_s`` and ``run`` (the
+    run's saved description and provenance, :func:`run_record`)."""
+    requested, c = requested_rdmd(source, teacher, **cfg)
+    started = (out / "config.json").is_file()
+    if started:
+        check_reusable_run(out, requested, DistillConfig, _kind(source))
     if not _done(out):
-        t0 = time.perf_counter()
-        distill(source, teacher, out, DistillConfig(**cfg),
-                resume=(out / "config.json").is_file(), progress=progress)
-        _stamp(out, time.perf_counter() - t0)
+        _train(out, started, lambda: distill(source, teacher, out, c, resume=started,
+                                             progress=progress))
     res = json.loads((out / "metrics.json").read_text())
     if res.get("protocol") != PROTOCOL:
         res = reevaluate(out)
-    timing = out / "wall_time.json"
-    if timing.is_file():
-        res["wall_s"] = json.loads(timing.read_text())["wall_s"]
+    record = run_record(out)
+    res["wall_s"] = record["wall_s"]
+    res["run"] = record
     return res
 
 
@@ -63,17 +141,67 @@ def reevaluate(run_dir: Path) -> dict[str, Any]:
     from rdmd.data import load_domain
     from rdmd.models import load_model
 
-    run = json.loads((run_dir / "config.json").read_text())
-    cfg = DistillConfig(**run["config"])
+    run = read_run(run_dir)
+    run["config"].setdefault("ema_decay", 0.0)
+    cfg = config_from_saved(DistillConfig, run["config"], run_dir / "config.json")
     src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed)
     model = load_model(run_dir)
     tgt = load_domain(run["target"] or model.meta["target"], cfg.n_test, cfg.n_test, cfg.seed)
     return write_translation_report(run_dir, model.net, model.normalizer, src, tgt, cfg)
 
 
-def _stamp(out: Path, seconds: float) -> None:
-    """Wall time of the (last) call that finished the run; resumed runs count only the tail."""
-    (out / "wall_time.json").write_text(json.dumps({"wall_s": round(seconds, 1)}))
+def _train(out: Path, resumed: bool, fn: Callable[[], Any]) -> None:
+    """Run one training call, recording it as a session in the run's provenance.
+
+    The session is written before training starts (so an interrupted one is on record,
+    ``wall_s`` null) and completed after; the folder may not exist yet, and a call that
+    fails before the run starts leaves only this file, which a later call appends to.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / PROVENANCE
+    prov = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    session: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"), "resumed": resumed,
+        "wall_s": None}
+    prov["sessions"].append(session)
+    path.write_text(json.dumps(prov, indent=2))
+    t0 = time.perf_counter()
+    fn()
+    session["wall_s"] = round(time.perf_counter() - t0, 1)
+    path.write_text(json.dumps(prov, indent=2))
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """How a run was produced, for a results file: its folder, saved description
+    (``config.json``: job, data specs, every config key) and provenance (the training
+    sessions). ``wall_s`` is the sum of the sessions' wall times (interrupted sessions, whose
+    time is unknown, are not counted); for runs from before provenance it is the
+    ``wall_time.json`` of the call that finished the run."""
+    run = read_run(run_dir)
+    prov_path, legacy = run_dir / PROVENANCE, run_dir / "wall_time.json"
+    prov = json.loads(prov_path.read_text()) if prov_path.is_file() else None
+    if prov is not None:
+        walls = [s["wall_s"] for s in prov["sessions"] if s.get("wall_s") is not None]
+        wall = round(sum(walls), 1) if walls else None
+    elif legacy.is_file():
+        wall = json.loads(legacy.read_text())["wall_s"]
+        prov = {"sessions": None, "note": "trained before provenance was recorded; wall_s "
+                                          "is that of the call that finished the run"}
+    else:
+        wall = None
+    return {"dir": str(run_dir), **run, "provenance": prov, "wall_s": wall}
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run an experiment's ``main``; a user error (a run folder that does not match, bad
+    data) is one line on stderr and exit status 2, as with the ``rdmd`` command."""
+    try:
+        main()
+    except RdmdError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:

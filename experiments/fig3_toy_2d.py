@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ensure_rdmd, ensure_teacher, markdown_table, teacher_dir  # noqa: E402
+from common import (  # noqa: E402
+    ensure_rdmd,
+    ensure_teacher,
+    markdown_table,
+    run_main,
+    run_record,
+    teacher_dir,
+)
 
 from rdmd.api import translate  # noqa: E402
 from rdmd.config import TeacherConfig  # noqa: E402
@@ -72,8 +79,7 @@ def main() -> None:
         rows.append({**res, "lam": lam})
         print(json.dumps({k: res.get(k) for k in COLUMNS[1:]} | {"lam": lam}))
     tmeta = json.loads((teacher / "metrics.json").read_text())
-    twall = json.loads((teacher / "wall_time.json").read_text())["wall_s"] \
-        if (teacher / "wall_time.json").is_file() else None
+    trun = run_record(teacher)
 
     src = load_domain(a.source, 5000, 5000, 0)
     tgt = load_domain(a.target, 5000, 5000, 0)
@@ -89,11 +95,10 @@ def main() -> None:
     ot_map = metrics.barycentric_ot_map(x[:2000], tgt.test[:2000].numpy())
     ot_crossings = metrics.crossing_fraction(x[:2000], ot_map)
     print(f"crossings of the exact discrete OT plan's barycentric map: {ot_crossings:.4f}")
-    out = {"source": a.source, "target": a.target, "teacher_steps": a.teacher_steps,
-           "n_train": a.n_train,
-           "sigma_g": a.sigma_g, "lr_generator": a.lr_generator, "ema_decay": a.ema_decay,
-           "seed": a.seed, "command": " ".join(sys.argv), "discrete_ot_map_crossings": ot_crossings,
-           "rdmd_steps": a.rdmd_steps, "teacher": tmeta, "teacher_wall_s": twall,
+    # how each run was produced is in its record (rows[i]["run"], "teacher_run"): config,
+    # command line, torch threads and wall time of its training sessions
+    out = {"source": a.source, "target": a.target, "discrete_ot_map_crossings": ot_crossings,
+           "teacher": tmeta, "teacher_wall_s": trun["wall_s"], "teacher_run": trun,
            "rows": rows, "figure": str(fig)}
     res_dir = Path(a.results)
     res_dir.mkdir(parents=True, exist_ok=True)
@@ -106,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

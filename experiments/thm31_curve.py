@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ensure_teacher  # noqa: E402
+from common import ensure_rdmd, ensure_teacher, run_main, run_record  # noqa: E402
 from thm31_gaussian_ot import target_spec  # noqa: E402
 
 from rdmd import checkpoint as ckpt  # noqa: E402
@@ -25,7 +25,6 @@ from rdmd.data import load_domain  # noqa: E402
 from rdmd.evaluation import apply_generator, gaussian_map  # noqa: E402
 from rdmd.methods import OneStepGenerator  # noqa: E402
 from rdmd.models import load_model  # noqa: E402
-from rdmd.training import distill  # noqa: E402
 
 
 def main() -> None:
@@ -43,12 +42,8 @@ def main() -> None:
     teacher = ensure_teacher(target_spec(a.d), Path(a.runs) / f"d{a.d}" / "teacher", False,
                              steps=10_000)
     run = Path(a.runs) / f"d{a.d}_curve" / f"lam{a.lam:g}"
-    if not (run / "model.json").is_file():
-        from rdmd.config import DistillConfig
-
-        distill(f"gaussian:d={a.d}", teacher, run, DistillConfig(
-            steps=a.steps, lam=a.lam, ema_decay=a.ema_decay, ckpt_every=1000,
-            keep_checkpoints=100), resume=(run / "config.json").is_file(), progress=False)
+    ensure_rdmd(f"gaussian:d={a.d}", teacher, run, False, steps=a.steps, lam=a.lam,
+                ema_decay=a.ema_decay, ckpt_every=1000, keep_checkpoints=100)
     src = load_domain(f"gaussian:d={a.d}", 5000, 5000, 0)
     tgt = load_domain(target_spec(a.d), 5000, 5000, 0)
     mat, vec = gaussian_map(src, tgt)
@@ -69,9 +64,10 @@ def main() -> None:
         curve.append({"step": int(meta["step"]), "gaussian_ot_gap": gap})
         print(json.dumps(curve[-1]))
     out = Path(a.results) / f"thm31_curve_d{a.d}_lam{a.lam:g}.json"
-    out.write_text(json.dumps({"d": a.d, "lam": a.lam, "ema_decay": a.ema_decay,
-                               "command": " ".join(sys.argv), "curve": curve}, indent=2))
+    # the runs' records say how they were produced (config, command line, threads, wall time)
+    out.write_text(json.dumps({"d": a.d, "lam": a.lam, "run": run_record(run),
+                               "teacher_run": run_record(teacher), "curve": curve}, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ensure_rdmd, ensure_teacher, markdown_table, teacher_dir  # noqa: E402
+from common import (  # noqa: E402
+    ensure_rdmd,
+    ensure_teacher,
+    markdown_table,
+    run_main,
+    run_record,
+    teacher_dir,
+)
 
 from rdmd.config import TeacherConfig  # noqa: E402
 
@@ -66,20 +73,21 @@ def main() -> None:
     prog = not a.no_progress
     steps = {int(k): int(v) for k, v in (p.split(":") for p in a.rdmd_steps.split(","))}
     lams = [float(v) for v in a.lams.split(",")]
-    rows = []
+    rows, teachers = [], {}
     for d in (int(v) for v in a.dims.split(",")):
         root = Path(a.runs) / f"d{d}{a.tag}"
         teacher = ensure_teacher(target_spec(d), teacher_dir(Path(a.runs) / f"d{d}", a.n_train),
                                  prog, steps=a.teacher_steps, n_train=a.n_train)
+        teachers[d] = run_record(teacher)
         for lam in lams:
             for seed in (int(v) for v in a.seeds.split(",")):
                 run = root / (f"lam{lam:g}" + (f"_s{seed}" if seed else ""))
                 res = ensure_rdmd(f"gaussian:d={d}", teacher, run, prog, lam=lam,
                                   steps=steps.get(d, 10_000), seed=seed,
                                   ema_decay=a.ema_decay, n_train=a.n_train)
-                ema = json.loads((run / "config.json").read_text())["config"].get("ema_decay", 0.0)
-                rows.append({**res, "d": d, "lam": lam, "seed": seed, "ema_decay": ema,
-                             "steps": steps.get(d, 10_000)})
+                cfg = res["run"]["config"]
+                rows.append({**res, "d": d, "lam": lam, "seed": seed,
+                             "ema_decay": cfg["ema_decay"], "steps": cfg["steps"]})
                 print(json.dumps({k: rows[-1].get(k) for k in COLUMNS}))
 
     res_dir = Path(a.results)
@@ -90,8 +98,10 @@ def main() -> None:
         gaps = [r["gaussian_ot_gap"] for r in rows if (r["d"], r["lam"]) == (d, lam)]
         summary.append({"d": d, "lam": lam, "seeds": len(gaps), "gap_mean": np.mean(gaps),
                         "gap_std": np.std(gaps), "gap_min": min(gaps), "gap_max": max(gaps)})
+    # each row's "run" and "teacher_runs" record how the runs were produced (config, command
+    # line, torch threads, wall time), whatever command wrote this file
     (res_dir / f"{name}.json").write_text(json.dumps(
-        {"rows": rows, "summary": summary, "n_train": a.n_train, "command": " ".join(sys.argv),
+        {"rows": rows, "summary": summary, "teacher_runs": teachers,
          "targets": {d: target_spec(d) for d in {r["d"] for r in rows}}},
         indent=2))
     md = markdown_table(rows, COLUMNS)
@@ -125,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

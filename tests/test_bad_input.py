@@ -245,9 +245,17 @@ def test_source_folder_that_does_not_fit_the_teacher(image_teacher: Path, tmp_pa
 def test_larger_source_images_are_resized_down(image_teacher: Path, tmp_path: Path) -> None:
     """Larger images of the teacher's kind are the normal case (AFHQ 512 px -> 64 px)."""
     folder = _folder(tmp_path / "src", 6, 20, "L")
+    run = tmp_path / "r"
     assert main(["distill", "--source", str(folder), "--teacher", str(image_teacher), "--out",
-                 str(tmp_path / "r"), "--steps", "1", "--set", "batch_size=4", "--device",
+                 str(run), "--steps", "1", "--set", "batch_size=4", "--device",
                  "cpu", "--no-progress"]) == 0
+    # trained and saved at the teacher's 1x8x8, not the folder's 20x20
+    assert json.loads((run / "model.json").read_text())["data_shape"] == [1, 8, 8]
+    written = rdmd.translate_folder(run, folder, tmp_path / "out", progress=False)
+    assert len(written) == 6
+    for f in written:
+        with Image.open(f) as img:
+            assert (img.size, img.mode) == ((8, 8), "L")
 
 
 # -- arrays -------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from scipy.stats import spearmanr
 
 from rdmd import demo
 
@@ -23,19 +25,34 @@ def test_quick_demo_writes_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert demo.run_demo(tmp_path, quick=True, progress=False) == report
 
 
-@pytest.mark.skipif(not list(demo.pretrained_dir("cmnist").glob("rdmd_lam*/model.json")),
-                    reason="no shipped colored-MNIST generators in this checkout")
-def test_shipped_cmnist_generators_translate_2s_into_3s(tmp_path: Path) -> None:
+SHIPPED = sorted(demo.pretrained_dir("cmnist").glob("rdmd_lam*/model.json"))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped colored-MNIST generators in this checkout")
+def test_shipped_cmnist_generators_translate_2s_into_3s(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shipped generator, not only the demo's three: the claims the shipped numbers
+    support (MODEL_CARD.md, experiments/results/cmnist_sweep.json). FD is not monotone at the
+    low end (lambda 0.1 scores below 0.05: 13.9 vs 17.5 in this evaluation), so the claim is
+    a rank correlation and a margin between the extremes, not a sorted list."""
+    lams = sorted(json.loads(p.read_text())["lam"] for p in SHIPPED)
+    monkeypatch.setattr(demo, "CMNIST_LAMS", tuple(lams))
     sec = demo.section_cmnist(tmp_path)
-    assert sec is not None and len(sec.rows) >= 3
+    assert sec is not None and sorted(r["lam"] for r in sec.rows) == lams and len(lams) >= 3
     for row in sec.rows:
         assert 0.0 <= row["target_accuracy"] <= 1.0
         assert row["l2"] > 0
     assert all((tmp_path / name).is_file() for name in sec.images)
     rows = sorted(sec.rows, key=lambda r: r["lam"])
-    # The issue's figures: at the recommended (smallest) lambda at least 90% of outputs are
-    # 3s for the classifier; the trade-off is monotone: FD falls and L2 rises as lambda falls.
-    assert rows[0]["target_accuracy"] >= 0.9
     fds = [r["fd_cnn_cmnist"] for r in rows]
     l2s = [r["l2"] for r in rows]
-    assert fds == sorted(fds) and l2s == sorted(l2s, reverse=True)
+    acc = [r["target_accuracy"] for r in rows]
+    # the transport cost is what lambda weighs: L2 rises at every step as lambda falls
+    assert all(a > b for a, b in zip(l2s, l2s[1:], strict=False))
+    # realism follows lambda in rank, and the extremes differ by far more than the noise of
+    # a 100-vs-100 FD (several units, MODEL_CARD.md)
+    assert spearmanr(lams, fds).statistic >= 0.8
+    assert fds[0] < 0.5 * fds[-1]
+    assert spearmanr(lams, acc).statistic <= -0.8
+    # the recommended (smallest) lambda: at least 90% of outputs are 3s for the classifier
+    assert acc[0] >= 0.9

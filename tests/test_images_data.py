@@ -109,6 +109,7 @@ def test_digits_shapes() -> None:
     assert torch.equal(load_image_domain("digits", seed=3).test, d.test)
 
 
+@pytest.mark.needs_fashion_mnist
 @pytest.mark.parametrize(("spec", "cls"), [("fmnist-sneaker", 7), ("fmnist-boot", 9),
                                            ("fmnist:class=7", 7)])
 def test_fmnist_shapes_counts(spec: str, cls: int) -> None:
@@ -119,6 +120,7 @@ def test_fmnist_shapes_counts(spec: str, cls: int) -> None:
     assert d.train.min() >= -1.0 and d.train.max() <= 1.0 and d.train.max() > 0.9
 
 
+@pytest.mark.needs_fashion_mnist
 def test_fmnist_classes_differ() -> None:
     a, b = load_image_domain("fmnist-sneaker"), load_image_domain("fmnist-boot")
     # ankle boots cover more of the frame than sneakers on average
