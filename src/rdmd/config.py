@@ -239,7 +239,10 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
         if f.name in saved:
             value = saved[f.name]
             if value is not None or str(f.type).endswith("| None"):
-                value = None if value is None else _convert(f.name, value, str(f.type))
+                try:
+                    value = None if value is None else _convert(f.name, value, str(f.type))
+                except RdmdError as e:
+                    raise RdmdError(f"{where}: {e}") from None
             else:
                 raise RdmdError(f"{where}: config key {f.name!r} must not be null")
             setattr(cfg, f.name, value)
