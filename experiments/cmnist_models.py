@@ -6,6 +6,8 @@ run description and the metrics into ``src/rdmd/pretrained/cmnist`` and writes
 
     python experiments/cmnist_models.py --lams 0.05,0.25,1.0
     python experiments/cmnist_models.py --ship-only   # re-copy finished runs, rewrite card
+    python experiments/cmnist_models.py --rescore-shipped --lams 0.05,0.1,0.25,0.35,0.5,1.0
+        # re-evaluate the shipped generators in place (current protocol), rewrite the card
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/cmnist")
     ap.add_argument("--lams", default="0.05,0.25,1.0")
     ap.add_argument("--ship-only", action="store_true")
+    ap.add_argument("--rescore-shipped", action="store_true",
+                    help="re-evaluate the shipped generators in place with the current "
+                         "evaluation protocol (metrics.json, plots) and rewrite the card")
     a = ap.parse_args()
     clf = str(CLASSIFIER.relative_to(ROOT))
     teacher = f"{a.runs}/teacher"
@@ -89,6 +94,15 @@ def main() -> None:
                       f"{lam:g}", "--config", "configs/cmnist_rdmd.toml", "--set",
                       f"classifier={clf}", "--set", "target_class=3", "--out", out],
                      ROOT / out))
+    if a.rescore_shipped:
+        from common import reevaluate
+
+        rows = [reevaluate(SHIP / f"rdmd_lam{lam:g}", classifier=clf, target_class=3)
+                for lam in lams]
+        write_card(["rdmd " + " ".join(args) for args, _ in plan], rows,
+                   json.loads((SHIP / "teacher" / "metrics.json").read_text()),
+                   json.loads((CLASSIFIER / "classifier.json").read_text()))
+        return
     if not a.ship_only:
         for args, out in plan:
             execute(args, out)

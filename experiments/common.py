@@ -136,14 +136,19 @@ def ensure_rdmd(source: str, teacher: Path, out: Path, progress: bool = True,
     return res
 
 
-def reevaluate(run_dir: Path) -> dict[str, Any]:
-    """Recompute a finished run's metrics with the current evaluation protocol."""
+def reevaluate(run_dir: Path, **evaluation: Any) -> dict[str, Any]:
+    """Recompute a finished run's metrics with the current evaluation protocol;
+    ``evaluation`` sets evaluation-only keys (``classifier``, ``target_class``) for runs
+    trained without them."""
     from rdmd.data import load_domain
     from rdmd.models import load_model
 
     run = read_run(run_dir)
-    run["config"].setdefault("ema_decay", 0.0)
     cfg = config_from_saved(DistillConfig, run["config"], run_dir / "config.json")
+    for key, value in evaluation.items():
+        if key not in ("classifier", "target_class", "floor_pairs"):
+            raise RdmdError(f"reevaluate: {key} is not an evaluation key")
+        setattr(cfg, key, value)
     src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed)
     model = load_model(run_dir)
     tgt = load_domain(run["target"] or model.meta["target"], cfg.n_test, cfg.n_test, cfg.seed)

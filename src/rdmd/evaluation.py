@@ -27,7 +27,9 @@ from rdmd.sampler import sample
 
 N_EVAL_MAX = 3000
 _FLOOR_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
-PROTOCOL = 2  # bump when the protocol changes; experiments re-evaluate older results
+# bump when the protocol changes; experiments re-evaluate older results. 3: images are scored
+# as written (clamped to [-1, 1]) and SSIM is the standard (valid-interior) value.
+PROTOCOL = 3
 FLOOR_SEED = 12345
 
 
