@@ -45,7 +45,7 @@ class EGSDE(SamplerTranslator):
     def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, shape: tuple[int, ...],
                  classifier: NoisyDomainClassifier, sigma_start: float = 2.0, down: int = 8,
                  lam_s: float = 1.0, lam_i: float = 0.1, n_steps: int = 18) -> None:
-        super().__init__(teacher, normalizer, n_steps)
+        super().__init__(teacher, normalizer, shape, n_steps)
         if not SIGMA_MIN < float(sigma_start) <= 1000:
             raise RdmdError(f"sigma_start must be in ({SIGMA_MIN}, 1000], got {sigma_start}")
         if lam_s < 0 or not 0 <= lam_i <= 1:
