@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_images_e2e import assert_ok, assert_user_error, run_cli
 
 import rdmd
@@ -24,6 +25,7 @@ from rdmd.baselines.domain_classifier import (
     save_domain_classifier,
     train_domain_classifier,
 )
+from rdmd.checkpoint import load_tensors
 from rdmd.classifier import save_classifier, train_classifier
 from rdmd.data import load_domain
 from rdmd.data.images import labelled_image_set, save_image
@@ -309,3 +311,35 @@ def test_dominance_intervals() -> None:
     res = dominance(rows, "fd")
     assert res["rdmd_below_sdedit"] == [[2, 3]]
     assert res["rdmd_below_all_baselines"] == [[2, 3]]
+
+
+def test_sweep_scores_folders_at_the_teachers_size(tmp_path: Path) -> None:
+    """Image folders are loaded at the teacher's shape: with a 16 px teacher every method
+    scores 16 px inputs (they used to be loaded at the 32 px default and translated silently
+    at the wrong size); a built-in set of another shape is refused before anything is
+    written."""
+    gen = torch.Generator().manual_seed(0)
+    for name, sign in (("a", -1.0), ("b", 1.0)):
+        base = torch.rand(20, 3, 4, 4, generator=gen) * 2 - 1
+        ims = F.interpolate(base, scale_factor=4, mode="bilinear").mul(0.5).add(0.3 * sign)
+        for i, im in enumerate(ims.clamp(-1, 1)):
+            save_image(im, tmp_path / name / f"{i:02d}.png")
+    teacher = rdmd.train_teacher(str(tmp_path / "b"), tmp_path / "teacher", progress=False,
+                                 steps=2, batch_size=8, sample_steps=2, warmup_steps=1,
+                                 image_size=16, backbone="unet:tiny8", device="cpu")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'source = "a"\ntarget = "b"\nteacher = "{teacher}"\nfig5_images = 2\n'
+                   "[sdedit]\nsigma_start = [1.0]\nn_steps = 2\n"
+                   "[ilvr]\ndown = [4]\nn_steps = 2\n")
+    out = tmp_path / "sweep"
+    run_sweep(cfg, out, progress=False)
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["sdedit", "ilvr"]
+    for r in rows:
+        y = load_tensors(out / "entries" / f"{r['key']}.safetensors")["outputs"]
+        assert tuple(y.shape) == (2, 3, 16, 16)
+        assert math.isfinite(r["l2"])
+    cfg.write_text(cfg.read_text().replace('source = "a"', f'source = "{SOURCE}"'))
+    with pytest.raises(RdmdError, match="trained on 3x16x16"):
+        run_sweep(cfg, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()

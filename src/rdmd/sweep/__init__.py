@@ -25,8 +25,8 @@ from rdmd.sweep.config import (
 )
 from rdmd.sweep.fronts import best_fd_within, dominance, pareto_front
 from rdmd.sweep.report import fig5_selection, read_entries, table_rows, write_outputs
-from rdmd.sweep.run import run_sweep
+from rdmd.sweep.run import load_data, run_sweep
 
 __all__ = ["BASELINES", "METHOD_ORDER", "Entry", "SweepConfig", "best_fd_within", "dominance",
-           "fig5_selection", "load_sweep_config", "pareto_front", "plan",
+           "fig5_selection", "load_data", "load_sweep_config", "pareto_front", "plan",
            "read_entries", "run_sweep", "table_rows", "write_outputs"]

@@ -107,9 +107,9 @@ def _plot_fig5(cfg: SweepConfig, out: Path, sel: list[dict[str, Any]], fd_key: s
     from rdmd.plots import plot_method_grid
 
     if sources is None:
-        from rdmd.data import load_domain
+        from rdmd.sweep.run import load_data
 
-        sources = load_domain(cfg.source).test
+        sources = load_data(cfg)[1].test
     x = sources[:cfg.fig5_images]
     outputs = [load_tensors(out / "entries" / f"{r['key']}.safetensors")["outputs"]
                for r in sel]

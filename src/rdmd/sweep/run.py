@@ -1,11 +1,11 @@
-"""Running the sweep: the RDMD runs (given, trained or resumed), EGSDE's domain classifier,
-and one scored, timed entry per configuration."""
+"""Running the sweep: the data at the teacher's shape, the RDMD runs (given, trained or
+resumed), EGSDE's domain classifier, and one scored, timed entry per configuration."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,42 @@ from rdmd.sweep.config import (
     plan,
 )
 from rdmd.sweep.report import fd_name, write_outputs
+
+if TYPE_CHECKING:
+    from rdmd.data import Domain
+    from rdmd.models import Model
+
+
+def load_data(cfg: SweepConfig) -> tuple[Model, Domain, Domain]:
+    """The teacher, and source and target loaded at the teacher's image shape.
+
+    Image folders have no shape of their own (they are resized to what the loader is told),
+    so they are loaded at the teacher's size and channels; every method then scores inputs
+    the teacher was trained on. Built-in sets of another shape are refused."""
+    from rdmd.data import load_domain
+    from rdmd.data.images import check_folder_fits, is_image_spec
+    from rdmd.models import load_model
+
+    if not is_image_spec(cfg.source):
+        load_domain(cfg.source)  # a missing file or folder is reported as such
+        raise RdmdError("rdmd sweep compares image translators (the baselines filter pixels)")
+    teacher = load_model(cfg.teacher)
+    shape = tuple(int(s) for s in teacher.meta["data_shape"])
+    if len(shape) != 3:
+        raise RdmdError(f"rdmd sweep compares image translators; the teacher in {cfg.teacher} "
+                        f"models vectors of shape {shape}")
+    channels, size = shape[0], shape[-1]
+    doms = []
+    for name, spec in (("source", cfg.source), ("target", cfg.target)):
+        check_folder_fits(spec, size, channels, f"{name} folder",
+                          f"the teacher in {cfg.teacher}")
+        dom = load_domain(spec, size=size, channels=channels)
+        if dom.kind != "image" or dom.shape != shape:
+            raise RdmdError(f"{name} {spec!r} has samples of shape "
+                            f"{'x'.join(map(str, dom.shape))} but the teacher in "
+                            f"{cfg.teacher} was trained on {'x'.join(map(str, shape))}")
+        doms.append(dom)
+    return teacher, doms[0], doms[1]
 
 
 def _rdmd_run(cfg: SweepConfig, out: Path, lam: float, progress: bool) -> Path:
@@ -74,7 +110,6 @@ def _throughput(tr: Any, x: torch.Tensor, seed: int, chunk: int) -> tuple[torch.
 def run_sweep(config: str | Path | SweepConfig, out_dir: str | Path,
               only: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or finish) the sweep; returns the summary. See :mod:`rdmd.sweep`."""
-    from rdmd.data import load_domain
     from rdmd.evaluation import image_translation_metrics
     from rdmd.translators import make_translator
 
@@ -86,9 +121,7 @@ def run_sweep(config: str | Path | SweepConfig, out_dir: str | Path,
         if bad:
             raise RdmdError(f"--only: unknown method(s) {', '.join(bad)}")
         entries = [e for e in entries if e.method in only]
-    src, tgt = load_domain(cfg.source), load_domain(cfg.target)
-    if src.kind != "image":
-        raise RdmdError("rdmd sweep compares image translators (the baselines filter pixels)")
+    teacher, src, tgt = load_data(cfg)
     # checked before anything is written: a refused sweep leaves no folder behind
     (out / "entries").mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep_config.json", config_dict(cfg))
@@ -103,8 +136,7 @@ def run_sweep(config: str | Path | SweepConfig, out_dir: str | Path,
             run = _rdmd_run(cfg, out, e.params["lam"], progress)
             tr = make_translator("rdmd", run)
         else:
-            tr = make_translator(e.method, cfg.teacher, **e.params,
-                                 **fixed.get(e.method, {}))
+            tr = make_translator(e.method, teacher, **e.params, **fixed.get(e.method, {}))
         t0 = time.perf_counter()
         y, ips = _throughput(tr, x, cfg.seed, cfg.chunk)  # images, clamped to [-1, 1]
         res = image_translation_metrics(x, y, tgt, cfg.classifier, cfg.target_class)
