@@ -2,8 +2,11 @@
 
 A tiny teacher of 3s, a tiny RDMD generator from 2s, the feature classifier and EGSDE's domain
 classifier are trained once per module (seconds on one thread); the claims tested are the ones
-that define each method (SDEdit's two limits, ILVR's low-pass constraint, EGSDE reducing to
-SDEdit without energies) and the sweep's table, front analysis and resume.
+that define each method (SDEdit's two limits and its pull towards the target with the noise
+level, ILVR's low-pass constraint, EGSDE reducing to SDEdit without energies and each expert
+doing its job, RDMD moving sources towards the target), the shape every translator checks,
+and the sweep's table, front analysis, resume and data shape. "Towards the target" is judged
+by EGSDE's domain classifier: its probability that an image is a 3.
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean())
 
 
+def p_target(models: dict[str, Any], y: torch.Tensor) -> float:
+    """The domain classifier's mean probability that the images are targets (3s)."""
+    with torch.no_grad():
+        return float(models["dnet"](y, 0.1).softmax(1)[:, 1].mean())
+
+
 @pytest.mark.parametrize(("method", "params"), [
     ("rdmd", {}),
     ("sdedit", {"sigma_start": 2.0, "n_steps": 4}),
@@ -103,6 +112,17 @@ def test_translators_refuse_inputs_of_another_shape(models: dict[str, Any], meth
         tr.translate(torch.zeros(2, *shape))
 
 
+def test_rdmd_moves_sources_towards_the_target(models: dict[str, Any]) -> None:
+    """The generator makes 2s look like 3s to the domain classifier while staying closer to
+    its inputs than a free sample of the teacher does."""
+    x = models["x"]
+    y = rdmd.translate(models["rdmd"], x)
+    free = rdmd.translate(models["teacher"], x, method="sdedit", sigma_start=80.0,
+                          n_steps=6, seed=1)
+    assert p_target(models, y) > p_target(models, x) + 0.2
+    assert mse(y, x) < 0.5 * mse(free, x)
+
+
 def test_sdedit_limits(models: dict[str, Any]) -> None:
     """Near sigma = 0 SDEdit returns its input; at the maximum sigma two different inputs
     with the same noise land (almost) on the same output: the input is forgotten."""
@@ -123,6 +143,18 @@ def test_sdedit_limits(models: dict[str, Any]) -> None:
     assert float((mid1 - mid2).abs().mean()) > 0.5 * d_in  # a small sigma keeps the input
 
 
+def test_sdedit_moves_towards_the_teacher_with_sigma(models: dict[str, Any]) -> None:
+    """The higher the start level, the farther the outputs move from the inputs and the more
+    they look like the teacher's data."""
+    x, t = models["x"], models["teacher"]
+    ys = [rdmd.translate(t, x, method="sdedit", sigma_start=s, n_steps=6, seed=5)
+          for s in (0.5, 5.0)]
+    dists = [mse(y, x) for y in ys]
+    probs = [p_target(models, v) for v in [x, *ys]]
+    assert dists[0] < 0.5 * dists[1]
+    assert probs[0] + 0.1 < probs[1] and probs[1] + 0.1 < probs[2]
+
+
 def test_ilvr_keeps_low_pass_content(models: dict[str, Any]) -> None:
     x = models["x"]
     ilvr = rdmd.translate(models["teacher"], x, method="ilvr", down=4, n_steps=6, seed=1)
@@ -131,6 +163,7 @@ def test_ilvr_keeps_low_pass_content(models: dict[str, Any]) -> None:
     # The last step sets the low frequencies to the source's; only the clamp to [-1, 1]
     # (of a barely trained teacher's overshoots) moves them a little.
     assert lp_dist(ilvr, x) < 0.25 * lp_dist(free, x)
+    assert p_target(models, ilvr) > p_target(models, x) + 0.2  # the detail is the target's
     tr = make_translator("ilvr", models["teacher"], down=4, n_steps=6)
     raw = tr._map(x, torch.Generator().manual_seed(1))  # before the clamp (identity units)
     assert lp_dist(raw, x) < 1e-3 * lp_dist(free, x)
@@ -139,7 +172,8 @@ def test_ilvr_keeps_low_pass_content(models: dict[str, Any]) -> None:
 
 def test_egsde_experts(models: dict[str, Any]) -> None:
     """Without energies EGSDE is SDEdit (same start, same sampler); the faithful expert
-    pulls the low frequencies toward the source; the realistic one changes the output."""
+    pulls the low frequencies toward the source; the realistic one pushes the domain
+    classifier's features away from the source's, at every noise level it was trained on."""
     x, t, dclf = models["x"], models["teacher"], models["dclf"]
     base = dict(sigma_start=3.0, n_steps=5, seed=2)
     sd = rdmd.translate(t, x, method="sdedit", **base)
@@ -149,9 +183,15 @@ def test_egsde_experts(models: dict[str, Any]) -> None:
     ei = rdmd.translate(t, x, method="egsde", domain_classifier=dclf, down=4, lam_s=0.0,
                         lam_i=0.5, **base)
     assert lp_dist(ei, x) < 0.7 * lp_dist(sd, x)
-    es = rdmd.translate(t, x, method="egsde", domain_classifier=dclf, down=4, lam_s=50.0,
+    es = rdmd.translate(t, x, method="egsde", domain_classifier=dclf, down=4, lam_s=10.0,
                         lam_i=0.0, **base)
-    assert float((es - sd).abs().mean()) > 1e-3
+    net = models["dnet"]
+    with torch.no_grad():
+        for sigma in (0.1, 0.5, 1.0, 2.0):
+            def sim(y: torch.Tensor, s: float = sigma) -> float:
+                return float(F.cosine_similarity(net.features(y, s), net.features(x, s)).mean())
+
+            assert sim(es) < sim(sd) - 0.1, sigma
 
 
 def test_domain_classifier_learns(models: dict[str, Any]) -> None:
