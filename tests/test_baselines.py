@@ -2,8 +2,11 @@
 
 A tiny teacher of 3s, a tiny RDMD generator from 2s, the feature classifier and EGSDE's domain
 classifier are trained once per module (seconds on one thread); the claims tested are the ones
-that define each method (SDEdit's two limits, ILVR's low-pass constraint, EGSDE reducing to
-SDEdit without energies) and the sweep's table, front analysis and resume.
+that define each method (SDEdit's two limits and its pull towards the target with the noise
+level, ILVR's low-pass constraint, EGSDE reducing to SDEdit without energies and each expert
+doing its job, RDMD moving sources towards the target), the shape every translator checks,
+and the sweep's table, front analysis, resume and data shape. "Towards the target" is judged
+by EGSDE's domain classifier: its probability that an image is a 3.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_images_e2e import assert_ok, assert_user_error, run_cli
 
 import rdmd
@@ -24,6 +28,7 @@ from rdmd.baselines.domain_classifier import (
     save_domain_classifier,
     train_domain_classifier,
 )
+from rdmd.checkpoint import load_tensors
 from rdmd.classifier import save_classifier, train_classifier
 from rdmd.data import load_domain
 from rdmd.data.images import labelled_image_set, save_image
@@ -57,6 +62,16 @@ def lp_dist(a: torch.Tensor, b: torch.Tensor, n: int = 4) -> float:
     return float((low_pass(a, n) - low_pass(b, n)).pow(2).mean())
 
 
+def mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).pow(2).mean())
+
+
+def p_target(models: dict[str, Any], y: torch.Tensor) -> float:
+    """The domain classifier's mean probability that the images are targets (3s)."""
+    with torch.no_grad():
+        return float(models["dnet"](y, 0.1).softmax(1)[:, 1].mean())
+
+
 @pytest.mark.parametrize(("method", "params"), [
     ("rdmd", {}),
     ("sdedit", {"sigma_start": 2.0, "n_steps": 4}),
@@ -69,14 +84,43 @@ def test_each_method_shape_range_and_seed(models: dict[str, Any], method: str,
     if method == "egsde":
         params = {**params, "domain_classifier": models["dclf"]}
     x = models["x"]
-    y = rdmd.translate(model, x, method=method, seed=3, **params)
-    assert y.shape == x.shape and y.dtype == torch.float32
-    assert torch.isfinite(y).all() and y.min() >= -1 and y.max() <= 1
-    assert not torch.allclose(y, x, atol=1e-3)  # it did something
-    again = rdmd.translate(model, x, method=method, seed=3, **params)
-    assert torch.equal(y, again)  # same seed, same outputs
     tr = make_translator(method, model, **params)
+    y = tr.translate(x, seed=3)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    # what a saved image holds, and the same numbers through the API
+    assert torch.isfinite(y).all() and y.min() >= -1 and y.max() <= 1
+    assert torch.equal(rdmd.translate(model, x, method=method, seed=3, **params), y)
+    assert torch.equal(tr.translate(x, seed=3), y)  # same seed, same outputs
+    other = tr.translate(x, seed=4)
+    if method == "rdmd":
+        assert torch.equal(other, y)  # one deterministic network call: no noise to seed
+    else:
+        assert mse(other, y) > 0.05  # the baselines' randomness is the seed's noise
     assert tr.nfe == (1 if method == "rdmd" else 2 * 4 - 1)
+
+
+@pytest.mark.parametrize("method", ["rdmd", "sdedit", "ilvr", "egsde"])
+@pytest.mark.parametrize("shape", [(1, 16, 16), (3, 8, 8), (64,)])
+def test_translators_refuse_inputs_of_another_shape(models: dict[str, Any], method: str,
+                                                    shape: tuple[int, ...]) -> None:
+    """A convolutional network runs at any size: without the check a 16 px input would be
+    translated silently by an 8 px model."""
+    model = models["rdmd"] if method == "rdmd" else models["teacher"]
+    params = {"domain_classifier": models["dclf"]} if method == "egsde" else {}
+    tr = make_translator(method, model, **params)
+    with pytest.raises(RdmdError, match=r"inputs have shape .*takes 1x8x8"):
+        tr.translate(torch.zeros(2, *shape))
+
+
+def test_rdmd_moves_sources_towards_the_target(models: dict[str, Any]) -> None:
+    """The generator makes 2s look like 3s to the domain classifier while staying closer to
+    its inputs than a free sample of the teacher does."""
+    x = models["x"]
+    y = rdmd.translate(models["rdmd"], x)
+    free = rdmd.translate(models["teacher"], x, method="sdedit", sigma_start=80.0,
+                          n_steps=6, seed=1)
+    assert p_target(models, y) > p_target(models, x) + 0.2
+    assert mse(y, x) < 0.5 * mse(free, x)
 
 
 def test_sdedit_limits(models: dict[str, Any]) -> None:
@@ -99,22 +143,37 @@ def test_sdedit_limits(models: dict[str, Any]) -> None:
     assert float((mid1 - mid2).abs().mean()) > 0.5 * d_in  # a small sigma keeps the input
 
 
+def test_sdedit_moves_towards_the_teacher_with_sigma(models: dict[str, Any]) -> None:
+    """The higher the start level, the farther the outputs move from the inputs and the more
+    they look like the teacher's data."""
+    x, t = models["x"], models["teacher"]
+    ys = [rdmd.translate(t, x, method="sdedit", sigma_start=s, n_steps=6, seed=5)
+          for s in (0.5, 5.0)]
+    dists = [mse(y, x) for y in ys]
+    probs = [p_target(models, v) for v in [x, *ys]]
+    assert dists[0] < 0.5 * dists[1]
+    assert probs[0] + 0.1 < probs[1] and probs[1] + 0.1 < probs[2]
+
+
 def test_ilvr_keeps_low_pass_content(models: dict[str, Any]) -> None:
     x = models["x"]
     ilvr = rdmd.translate(models["teacher"], x, method="ilvr", down=4, n_steps=6, seed=1)
     free = rdmd.translate(models["teacher"], x, method="sdedit", sigma_start=80.0,
                           n_steps=6, seed=1)  # an unguided sample from the same noise
-    # The last step sets the low frequencies to the source's; only the final clamp to
-    # [-1, 1] (of a barely trained teacher's overshoots) moves them a little.
+    # The last step sets the low frequencies to the source's; only the clamp to [-1, 1]
+    # (of a barely trained teacher's overshoots) moves them a little.
     assert lp_dist(ilvr, x) < 0.25 * lp_dist(free, x)
-    raw = make_translator("ilvr", models["teacher"], down=4, n_steps=6).translate(x, seed=1)
+    assert p_target(models, ilvr) > p_target(models, x) + 0.2  # the detail is the target's
+    tr = make_translator("ilvr", models["teacher"], down=4, n_steps=6)
+    raw = tr._map(x, torch.Generator().manual_seed(1))  # before the clamp (identity units)
     assert lp_dist(raw, x) < 1e-3 * lp_dist(free, x)
     assert float((raw - x).pow(2).mean()) > 10 * lp_dist(raw, x)  # detail is free
 
 
 def test_egsde_experts(models: dict[str, Any]) -> None:
     """Without energies EGSDE is SDEdit (same start, same sampler); the faithful expert
-    pulls the low frequencies toward the source; the realistic one changes the output."""
+    pulls the low frequencies toward the source; the realistic one pushes the domain
+    classifier's features away from the source's, at every noise level it was trained on."""
     x, t, dclf = models["x"], models["teacher"], models["dclf"]
     base = dict(sigma_start=3.0, n_steps=5, seed=2)
     sd = rdmd.translate(t, x, method="sdedit", **base)
@@ -124,9 +183,15 @@ def test_egsde_experts(models: dict[str, Any]) -> None:
     ei = rdmd.translate(t, x, method="egsde", domain_classifier=dclf, down=4, lam_s=0.0,
                         lam_i=0.5, **base)
     assert lp_dist(ei, x) < 0.7 * lp_dist(sd, x)
-    es = rdmd.translate(t, x, method="egsde", domain_classifier=dclf, down=4, lam_s=50.0,
+    es = rdmd.translate(t, x, method="egsde", domain_classifier=dclf, down=4, lam_s=10.0,
                         lam_i=0.0, **base)
-    assert float((es - sd).abs().mean()) > 1e-3
+    net = models["dnet"]
+    with torch.no_grad():
+        for sigma in (0.1, 0.5, 1.0, 2.0):
+            def sim(y: torch.Tensor, s: float = sigma) -> float:
+                return float(F.cosine_similarity(net.features(y, s), net.features(x, s)).mean())
+
+            assert sim(es) < sim(sd) - 0.1, sigma
 
 
 def test_domain_classifier_learns(models: dict[str, Any]) -> None:
@@ -286,3 +351,35 @@ def test_dominance_intervals() -> None:
     res = dominance(rows, "fd")
     assert res["rdmd_below_sdedit"] == [[2, 3]]
     assert res["rdmd_below_all_baselines"] == [[2, 3]]
+
+
+def test_sweep_scores_folders_at_the_teachers_size(tmp_path: Path) -> None:
+    """Image folders are loaded at the teacher's shape: with a 16 px teacher every method
+    scores 16 px inputs (they used to be loaded at the 32 px default and translated silently
+    at the wrong size); a built-in set of another shape is refused before anything is
+    written."""
+    gen = torch.Generator().manual_seed(0)
+    for name, sign in (("a", -1.0), ("b", 1.0)):
+        base = torch.rand(20, 3, 4, 4, generator=gen) * 2 - 1
+        ims = F.interpolate(base, scale_factor=4, mode="bilinear").mul(0.5).add(0.3 * sign)
+        for i, im in enumerate(ims.clamp(-1, 1)):
+            save_image(im, tmp_path / name / f"{i:02d}.png")
+    teacher = rdmd.train_teacher(str(tmp_path / "b"), tmp_path / "teacher", progress=False,
+                                 steps=2, batch_size=8, sample_steps=2, warmup_steps=1,
+                                 image_size=16, backbone="unet:tiny8", device="cpu")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'source = "a"\ntarget = "b"\nteacher = "{teacher}"\nfig5_images = 2\n'
+                   "[sdedit]\nsigma_start = [1.0]\nn_steps = 2\n"
+                   "[ilvr]\ndown = [4]\nn_steps = 2\n")
+    out = tmp_path / "sweep"
+    run_sweep(cfg, out, progress=False)
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["sdedit", "ilvr"]
+    for r in rows:
+        y = load_tensors(out / "entries" / f"{r['key']}.safetensors")["outputs"]
+        assert tuple(y.shape) == (2, 3, 16, 16)
+        assert math.isfinite(r["l2"])
+    cfg.write_text(cfg.read_text().replace('source = "a"', f'source = "{SOURCE}"'))
+    with pytest.raises(RdmdError, match="trained on 3x16x16"):
+        run_sweep(cfg, tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()

@@ -66,7 +66,7 @@ def translate(model: str | Path | Model, x: Any, chunk: int = 512, method: str =
         if len(shape) != 3:
             raise RdmdError("a list of PIL images needs an image model")
         t = torch.stack([pil_to_tensor(im, shape[-1], shape[0]) for im in x])
-        return [tensor_to_pil(o) for o in tr.translate(t, seed, chunk).clamp(-1, 1)]
+        return [tensor_to_pil(o) for o in tr.translate(t, seed, chunk)]
     is_np = isinstance(x, np.ndarray)
     t = torch.from_numpy(np.asarray(x, dtype=np.float32)) if is_np else x
     if tuple(t.shape[1:]) != shape:
@@ -74,9 +74,7 @@ def translate(model: str | Path | Model, x: Any, chunk: int = 512, method: str =
                         f"{shape}")
     if not torch.isfinite(t).all():
         raise RdmdError("input contains NaN or infinite values")
-    out = tr.translate(t, seed, chunk)
-    if len(shape) == 3:
-        out = out.clamp(-1, 1)
+    out = tr.translate(t, seed, chunk)  # images come back clamped to [-1, 1]
     return out.numpy() if is_np else out
 
 
@@ -109,7 +107,7 @@ def translate_folder(model: str | Path | Model, input_dir: str | Path,
     for i in tqdm(range(0, len(files), chunk), desc="translate", disable=not progress):
         part = files[i:i + chunk]
         batch = torch.stack([load_image_file(f, shape[-1], shape[0]) for f in part])
-        out = tr.translate(batch, seed + i, chunk).clamp(-1, 1)
+        out = tr.translate(batch, seed + i, chunk)
         for f, o in zip(part, out, strict=True):
             save_image(o, dst / f"{f.stem}.png")
             written.append(dst / f"{f.stem}.png")

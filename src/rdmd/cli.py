@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rdmd.errors import RdmdError
+from rdmd.translators import METHODS
 
 DATA_HELP = ("a .npy file (N x d floats) or a built-in name: gaussian, 8gaussians, swissroll, "
              "moons; parameters after a colon, e.g. 'gaussian:d=8;std=1.5' or "
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "with a baseline on a teacher")
     tr.add_argument("--model", required=True,
                     help="run directory of distill (rdmd) or of train-teacher (baselines)")
-    tr.add_argument("--method", default="rdmd", choices=["rdmd", "sdedit", "ilvr", "egsde"],
+    tr.add_argument("--method", default="rdmd", choices=METHODS,
                     help="rdmd: the one-step generator (default); sdedit, ilvr, egsde: "
                          "multi-step baselines on the teacher in --model")
     tr.add_argument("--sigma-start", type=float,
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True,
                     help="folder for entries, table.csv/json/md, summary.json, plots; "
                          "running again continues an interrupted sweep")
-    sw.add_argument("--only", action="append", choices=["rdmd", "sdedit", "ilvr", "egsde"],
+    sw.add_argument("--only", action="append", choices=METHODS,
                     help="run only these methods (repeatable); the table keeps all entries")
     sw.add_argument("--list", action="store_true",
                     help="print the configurations and which are done, run nothing")

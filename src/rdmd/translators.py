@@ -1,9 +1,14 @@
 """Every way rdmd can translate, by name: ``rdmd`` (the one-step generator) and the baselines
-``sdedit``, ``ilvr``, ``egsde`` (multi-step, on the generator's teacher). The CLI, the API and
-the sweep build translators here, so a method is the same object wherever it is used."""
+``sdedit``, ``ilvr``, ``egsde`` (multi-step, on the generator's teacher).
+
+:data:`REGISTRY` is the one list of methods: the CLI's choices, the API and the sweep's
+grids are derived from it, and every translator is built here, so a method is the same
+object wherever it is used."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +18,6 @@ from rdmd.baselines import EGSDE, ILVR, SDEdit, Translator
 from rdmd.errors import RdmdError
 from rdmd.models import Model, load_model
 
-METHODS = ("rdmd", "sdedit", "ilvr", "egsde")
-PARAMS = {
-    "rdmd": (),
-    "sdedit": ("sigma_start", "n_steps"),
-    "ilvr": ("down", "n_steps"),
-    "egsde": ("sigma_start", "down", "lam_s", "lam_i", "n_steps", "domain_classifier"),
-}
-
 
 class OneStep(Translator):
     """RDMD's generator: one network evaluation, no noise."""
@@ -28,7 +25,8 @@ class OneStep(Translator):
     method = "rdmd"
 
     def __init__(self, model: Model) -> None:
-        super().__init__(model.normalizer, next(model.net.parameters()).device)
+        super().__init__(model.normalizer, next(model.net.parameters()).device,
+                         tuple(model.meta["data_shape"]))
         self.model = model
 
     @property
@@ -44,40 +42,23 @@ class OneStep(Translator):
             return self.model.net(z)
 
 
-def _as_model(model: str | Path | Model) -> Model:
-    return model if isinstance(model, Model) else load_model(model)
+def _shape(m: Model) -> tuple[int, ...]:
+    return tuple(int(s) for s in m.meta["data_shape"])
 
 
-def make_translator(method: str, model: str | Path | Model, **params: Any) -> Translator:
-    """``method`` on ``model``: a distilled run for ``rdmd``, a teacher run for the baselines
-    (EGSDE also needs ``domain_classifier``, a directory or a loaded network). Unknown or
-    missing parameters are errors, not silently ignored."""
-    if method not in METHODS:
-        raise RdmdError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    unknown = sorted(set(params) - set(PARAMS[method]))
-    if unknown:
-        raise RdmdError(f"{method} has no parameter(s) {', '.join(unknown)}; it takes "
-                        f"{', '.join(PARAMS[method]) or 'none'}")
-    m = _as_model(model)
-    tr = _build(method, m, dict(params))
-    tr.meta = m.meta
-    return tr
+def _rdmd(m: Model, params: dict[str, Any]) -> Translator:
+    return OneStep(m)
 
 
-def _build(method: str, m: Model, params: dict[str, Any]) -> Translator:
-    want = "generator" if method == "rdmd" else "teacher"
-    if m.role != want:
-        hint = ("pass a distilled run" if want == "generator"
-                else "pass the teacher run (train-teacher's --out)")
-        raise RdmdError(f"{method} needs a {want} model, got a {m.role}: {hint}")
-    if method == "rdmd":
-        return OneStep(m)
-    den, norm = m.denoiser, m.normalizer
-    shape = tuple(m.meta["data_shape"])
-    if method == "sdedit":
-        return SDEdit(den, norm, **params)
-    if method == "ilvr":
-        return ILVR(den, norm, shape, **params)
+def _sdedit(m: Model, params: dict[str, Any]) -> Translator:
+    return SDEdit(m.denoiser, m.normalizer, _shape(m), **params)
+
+
+def _ilvr(m: Model, params: dict[str, Any]) -> Translator:
+    return ILVR(m.denoiser, m.normalizer, _shape(m), **params)
+
+
+def _egsde(m: Model, params: dict[str, Any]) -> Translator:
     clf = params.pop("domain_classifier", None)
     if clf is None:
         raise RdmdError("egsde needs a domain classifier: train one with `rdmd "
@@ -86,4 +67,51 @@ def _build(method: str, m: Model, params: dict[str, Any]) -> Translator:
         from rdmd.baselines.domain_classifier import load_domain_classifier
 
         clf, _ = load_domain_classifier(clf)
-    return EGSDE(den, norm, shape, clf, **params)
+    return EGSDE(m.denoiser, m.normalizer, _shape(m), clf, **params)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method: how it is built, the keyword parameters it takes, and the role of the
+    model it runs on (``generator``: a distilled run; ``teacher``: a train-teacher run)."""
+
+    build: Callable[[Model, dict[str, Any]], Translator]
+    params: tuple[str, ...]
+    role: str
+
+
+REGISTRY: dict[str, MethodSpec] = {
+    "rdmd": MethodSpec(_rdmd, (), "generator"),
+    "sdedit": MethodSpec(_sdedit, ("sigma_start", "n_steps"), "teacher"),
+    "ilvr": MethodSpec(_ilvr, ("down", "n_steps"), "teacher"),
+    "egsde": MethodSpec(_egsde, ("sigma_start", "down", "lam_s", "lam_i", "n_steps",
+                                 "domain_classifier"), "teacher"),
+}
+METHODS = tuple(REGISTRY)
+PARAMS = {name: spec.params for name, spec in REGISTRY.items()}
+BASELINES = tuple(name for name, spec in REGISTRY.items() if spec.role == "teacher")
+
+
+def _as_model(model: str | Path | Model) -> Model:
+    return model if isinstance(model, Model) else load_model(model)
+
+
+def make_translator(method: str, model: str | Path | Model, **params: Any) -> Translator:
+    """``method`` on ``model``: a distilled run for ``rdmd``, a teacher run for the baselines
+    (EGSDE also needs ``domain_classifier``, a directory or a loaded network). Unknown or
+    missing parameters are errors, not silently ignored."""
+    spec = REGISTRY.get(method)
+    if spec is None:
+        raise RdmdError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    unknown = sorted(set(params) - set(spec.params))
+    if unknown:
+        raise RdmdError(f"{method} has no parameter(s) {', '.join(unknown)}; it takes "
+                        f"{', '.join(spec.params) or 'none'}")
+    m = _as_model(model)
+    if m.role != spec.role:
+        hint = ("pass a distilled run" if spec.role == "generator"
+                else "pass the teacher run (train-teacher's --out)")
+        raise RdmdError(f"{method} needs a {spec.role} model, got a {m.role}: {hint}")
+    tr = spec.build(m, dict(params))
+    tr.meta = m.meta
+    return tr

@@ -1,4 +1,5 @@
-"""What every translator shares: data units in and out, chunking, seeded noise, a cost count.
+"""What every translator shares: data units in and out, an input-shape check, outputs as a
+saved image holds them, chunking, seeded noise, a cost count.
 
 The one-step RDMD generator and the multi-step baselines are peers behind this interface, so
 the sweep, the CLI and the API treat them alike and measure them on the same footing.
@@ -44,19 +45,27 @@ def check_factor(factor: int, shape: tuple[int, ...]) -> int:
     return factor
 
 
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape) or "()"
+
+
 class Translator(ABC):
     """Maps a batch of source samples (data units) to the target domain.
 
-    ``nfe`` counts evaluations of the diffusion network per sample (1 for RDMD);
+    ``shape`` is one sample's shape, the model's ``data_shape``: inputs of another shape are
+    refused (a convolutional network would otherwise translate them silently at the wrong
+    size). ``nfe`` counts evaluations of the diffusion network per sample (1 for RDMD);
     ``aux_evals`` counts extra forward+backward passes of other networks (EGSDE's domain
     classifier), so tables can show the whole price of a method.
     """
 
     method: str = ""
 
-    def __init__(self, normalizer: Normalizer, device: torch.device) -> None:
+    def __init__(self, normalizer: Normalizer, device: torch.device,
+                 shape: tuple[int, ...]) -> None:
         self.normalizer = normalizer
         self.device = device
+        self.shape = tuple(int(s) for s in shape)
         self.meta: dict[str, Any] = {}  # the model directory's model.json, set by the factory
 
     @property
@@ -83,14 +92,19 @@ class Translator(ABC):
 
     def translate(self, x: torch.Tensor, seed: int = 0, chunk: int = 256,
                   progress: bool = False) -> torch.Tensor:
-        """Outputs for ``x`` in data units on the CPU; the same ``seed`` and ``chunk`` give the
-        same outputs."""
+        """Outputs for ``x`` (N samples of ``self.shape``) in data units on the CPU; the same
+        ``seed`` and ``chunk`` give the same outputs. Images come back clamped to [-1, 1],
+        the values a saved image holds, so every caller scores and shows the same numbers."""
+        if tuple(x.shape[1:]) != self.shape:
+            raise RdmdError(f"{self.method}: inputs have shape {_fmt(tuple(x.shape[1:]))}, the "
+                            f"model takes {_fmt(self.shape)}")
         gen = torch.Generator().manual_seed(seed)
         outs = []
         for part in tqdm(torch.split(x, chunk), desc=self.method, disable=not progress):
             z = self.normalizer.encode(part.to(self.device).float())
             outs.append(self.normalizer.decode(self._map(z, gen)).float().cpu())
-        return torch.cat(outs) if outs else x.new_zeros((0, *x.shape[1:]))
+        y = torch.cat(outs) if outs else x.new_zeros((0, *x.shape[1:])).float()
+        return y.clamp(-1, 1) if len(self.shape) == 3 else y
 
     def describe(self) -> str:
         ps = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -101,8 +115,9 @@ class Translator(ABC):
 class SamplerTranslator(Translator):
     """A baseline: the teacher's denoiser run through ``n_steps`` Heun steps."""
 
-    def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, n_steps: int) -> None:
-        super().__init__(normalizer, next(teacher.parameters()).device)
+    def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, shape: tuple[int, ...],
+                 n_steps: int) -> None:
+        super().__init__(normalizer, next(teacher.parameters()).device, shape)
         if int(n_steps) < 1:
             raise RdmdError(f"n_steps must be >= 1, got {n_steps}")
         self.teacher = teacher

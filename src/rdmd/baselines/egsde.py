@@ -9,7 +9,9 @@ Energy of a state ``y`` at level ``sigma`` against the source ``x`` noised to th
 ``f`` is the penultimate feature of a noise-conditioned source-vs-target classifier
 (:mod:`rdmd.baselines.domain_classifier`): lowering the cosine removes what makes the state
 look like the source domain; the low-pass term keeps its coarse content. The sampler follows
-the energy-guided denoiser ``D(y) - grad E(y)``.
+the energy-guided denoiser ``D(y) - grad E(y)``. As in EGSDE's own runner, the reference
+``x_s`` at every level uses one draw of ``eps``, the one that started the trajectory
+(SDEdit's start ``x + sigma_start * eps``), so it stays aligned with the state.
 
 Departures from the original, forced by the EDM setting and a CPU:
 
@@ -18,9 +20,6 @@ Departures from the original, forced by the EDM setting and a CPU:
   score form makes the quadratic faithful term unstable unless ``lam_i`` is tiny. Here
   ``lam_i`` in [0, 1] weights a pull of the denoised estimate's low frequencies toward the
   reference's; a Heun step then moves the state by at most that share of the gap.
-* The expectation over ``q(x_s | x)`` uses one draw: the ``eps`` that started the trajectory
-  (SDEdit's start ``x + sigma_start * eps``), which keeps the reference aligned with the
-  deterministic ODE state instead of injecting fresh noise at every step.
 * The deterministic Heun ODE instead of the SDE; the classifier is trained from scratch.
 """
 
@@ -45,7 +44,7 @@ class EGSDE(SamplerTranslator):
     def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, shape: tuple[int, ...],
                  classifier: NoisyDomainClassifier, sigma_start: float = 2.0, down: int = 8,
                  lam_s: float = 1.0, lam_i: float = 0.1, n_steps: int = 18) -> None:
-        super().__init__(teacher, normalizer, n_steps)
+        super().__init__(teacher, normalizer, shape, n_steps)
         if not SIGMA_MIN < float(sigma_start) <= 1000:
             raise RdmdError(f"sigma_start must be in ({SIGMA_MIN}, 1000], got {sigma_start}")
         if lam_s < 0 or not 0 <= lam_i <= 1:

@@ -25,7 +25,7 @@ class ILVR(SamplerTranslator):
 
     def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, shape: tuple[int, ...],
                  down: int = 8, n_steps: int = 18, sigma_max: float = SIGMA_MAX) -> None:
-        super().__init__(teacher, normalizer, n_steps)
+        super().__init__(teacher, normalizer, shape, n_steps)
         self.down = check_factor(down, shape)
         self.sigma_max = float(sigma_max)
 

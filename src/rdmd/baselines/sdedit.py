@@ -22,9 +22,9 @@ from rdmd.sampler import heun_sample, karras_sigmas
 class SDEdit(SamplerTranslator):
     method = "sdedit"
 
-    def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, sigma_start: float = 2.0,
-                 n_steps: int = 18) -> None:
-        super().__init__(teacher, normalizer, n_steps)
+    def __init__(self, teacher: EDMDenoiser, normalizer: Normalizer, shape: tuple[int, ...],
+                 sigma_start: float = 2.0, n_steps: int = 18) -> None:
+        super().__init__(teacher, normalizer, shape, n_steps)
         if not SIGMA_MIN < float(sigma_start) <= 1000:
             raise RdmdError(f"sigma_start must be in ({SIGMA_MIN}, 1000], got {sigma_start}")
         self.sigma_start = float(sigma_start)
