@@ -92,7 +92,8 @@ def plot_tradeoff(path: Path, rows: Sequence[dict], fd_key: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
     floor = next((r.get(f"{fd_key}_floor") for r in rows if r.get(f"{fd_key}_floor")), None)
     for ax, (m, label) in zip(axes, metrics, strict=True):
-        for method, (color, marker) in METHOD_STYLE.items():
+        for method in dict.fromkeys([*METHOD_STYLE, *(r["method"] for r in rows)]):
+            color, marker = METHOD_STYLE.get(method, (None, "x"))
             mine = [r for r in rows if r["method"] == method]
             if not mine:
                 continue

@@ -68,7 +68,7 @@ def _rdmd_run(cfg: SweepConfig, out: Path, lam: float, progress: bool) -> Path:
     run = out / "rdmd" / f"lam{lam:g}"
     if (run / "model.json").is_file():
         return run
-    from rdmd.config import DistillConfig, build_config, read_config_file
+    from rdmd.config import read_config_file
     from rdmd.training import distill
 
     layers: list[dict[str, Any]] = []
@@ -77,10 +77,11 @@ def _rdmd_run(cfg: SweepConfig, out: Path, lam: float, progress: bool) -> Path:
     extra = {"lam": lam, "classifier": cfg.classifier, "target_class": cfg.target_class,
              "steps": cfg.rdmd.get("steps")}
     layers.append({k: v for k, v in extra.items() if v is not None})
-    resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
-    dcfg = None if resume else build_config(DistillConfig, *layers)
+    # The same layers on resume: a run whose saved settings differ from the sweep's is
+    # refused (only steps may change), never silently continued with the old ones.
+    resume = (run / "config.json").is_file()
     print(f"sweep: {'resuming' if resume else 'training'} RDMD lambda={lam:g} in {run}")
-    return distill(cfg.source, cfg.teacher, run, dcfg, target=cfg.target, resume=resume,
+    return distill(cfg.source, cfg.teacher, run, layers, target=cfg.target, resume=resume,
                    progress=progress)
 
 
