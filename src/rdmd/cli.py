@@ -14,9 +14,11 @@ from typing import Any
 from rdmd.errors import RdmdError
 from rdmd.translators import METHODS
 
-DATA_HELP = ("a .npy file (N x d floats) or a built-in name: gaussian, 8gaussians, swissroll, "
-             "moons; parameters after a colon, e.g. 'gaussian:d=8;std=1.5' or "
-             "'gaussian:mean=[1,2];cov=[[2,0.5],[0.5,1]]'")
+DATA_HELP = ("a .npy file (N x d floats), a folder of images, or a built-in name: gaussian, "
+             "8gaussians, swissroll, moons (vectors; parameters after a colon, e.g. "
+             "'gaussian:d=8;std=1.5' or 'gaussian:mean=[1,2];cov=[[2,0.5],[0.5,1]]'), "
+             "cmnist2, cmnist3, cmnist:digit=K, fmnist-sneaker, fmnist-boot, fmnist:class=K, "
+             "digits:class=K (images)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
