@@ -12,6 +12,8 @@ from rdmd.metrics import (
     crossing_fraction,
     floor_pairs_from_pool,
     gaussian_ot_map,
+    mixture_modes,
+    mode_outlier_share,
     ot_gap,
     relative_gaussian_ot_gap,
     transport_cost,
@@ -262,3 +264,82 @@ def test_vector_metrics_bundle():
     res3 = vector_metrics(rng.normal(size=(50, 3)), rng.normal(size=(50, 3)),
                           rng.normal(size=(60, 3)))
     assert set(res3) == {"w2_sq", "transport_cost", "ot_gap"}
+
+
+# ---------------------------------------------------------------------------- mode outliers
+
+
+def _eight_gaussians(n: int, seed: int = 0):
+    from rdmd.data import load_domain
+
+    dom = load_domain("8gaussians", n, 10, seed)
+    centres, std = mixture_modes(dom.info)
+    return dom.train.double().numpy(), centres, std
+
+
+def test_eight_gaussians_expose_their_modes():
+    _, centres, std = _eight_gaussians(10)
+    angles = np.arange(8) * np.pi / 4
+    np.testing.assert_allclose(centres, 4 * np.stack([np.cos(angles), np.sin(angles)], 1))
+    assert std == 0.4
+    assert mixture_modes({"mean": [0.0], "cov": [[1.0]]}) is None  # a Gaussian has no modes
+
+
+def test_mode_outliers_exact_on_constructed_points():
+    _, centres, std = _eight_gaussians(10)
+    assert mode_outlier_share(np.repeat(centres, 5, 0), centres, std) == 0.0
+    assert mode_outlier_share(np.zeros((40, 2)), centres, std) == 1.0
+    # just inside and just outside 3 std of a centre: exactly half
+    pts = centres[:2] + np.array([[3 * std - 1e-6, 0.0], [0.0, 3 * std + 1e-6]])
+    assert mode_outlier_share(pts, centres, std) == 0.5
+    assert mode_outlier_share(pts, centres, std, k=4.0) == 0.0
+
+
+def test_mode_outliers_of_true_samples_match_the_rayleigh_tail():
+    """Radial distance of a 2-D Gaussian is Rayleigh: P(r > 3 std) = exp(-4.5) = 1.11%."""
+    n = 50_000
+    pts, centres, std = _eight_gaussians(n, seed=3)
+    p = np.exp(-4.5)
+    assert abs(mode_outlier_share(pts, centres, std) - p) < 4 * np.sqrt(p * (1 - p) / n)
+
+
+def test_mode_outliers_reject_bad_input():
+    with pytest.raises(ValueError):
+        mode_outlier_share(np.zeros((3, 2)), np.zeros((2, 3)), 1.0)
+    with pytest.raises(ValueError):
+        mode_outlier_share(np.zeros((3, 2)), np.zeros((2, 2)), 0.0)
+
+
+def test_translation_evaluation_reports_mode_outliers_for_a_mixture_target():
+    from types import SimpleNamespace
+
+    import torch
+
+    from rdmd.data import Normalizer, load_domain
+    from rdmd.evaluation import evaluate_translation
+
+    class Identity(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    src = load_domain("gaussian", 10, 500, 0)
+    cfg = SimpleNamespace(floor_pairs=1)
+    res = evaluate_translation(Identity(), Normalizer.identity(), src,
+                               load_domain("8gaussians", 10, 500, 0), cfg, floor=False)
+    # N(0, I) left in place lies far from a ring of radius 4: (almost) every point an outlier
+    assert res["mode_outliers"] > 0.95
+    res = evaluate_translation(Identity(), Normalizer.identity(), src,
+                               load_domain("gaussian:std=2", 10, 500, 0), cfg, floor=False)
+    assert "mode_outliers" not in res
+
+
+def test_vector_metrics_add_mode_outliers_only_with_modes():
+    pts, centres, std = _eight_gaussians(200)
+    x = _rng(16).normal(size=pts.shape)
+    res = vector_metrics(x, pts, pts, modes=(centres, std))
+    assert res["mode_outliers"] == mode_outlier_share(pts, centres, std)
+    assert "mode_outliers" not in vector_metrics(x, pts, pts)

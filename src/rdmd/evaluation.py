@@ -81,7 +81,8 @@ def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tg
             _FLOOR_CACHE[key] = metrics.w2_noise_floor(sets)
         fl = _FLOOR_CACHE[key]
     out = metrics.vector_metrics(x.numpy(), gx.numpy(), y.numpy(), floor=fl,
-                                 gaussian_map=gaussian_map(src, tgt))
+                                 gaussian_map=gaussian_map(src, tgt),
+                                 modes=metrics.mixture_modes(tgt.info))
     if sets:
         # W2 to one target set is as noisy as the floor itself (35-40% between sets of 3000
         # from 8 Gaussians); averaging over the floor's independent sets too steadies it.
@@ -124,6 +125,8 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
            "w2_floor_mean": fl["mean"], "w2_floor_std": fl["std"],
            "w2_over_floor": w2 / fl["mean"], "n_eval": n, "sampler_steps": n_steps,
            "nfe": 2 * n_steps - 1, "protocol": PROTOCOL}
+    if (modes := metrics.mixture_modes(dom.info)) is not None:
+        res["mode_outliers"] = metrics.mode_outlier_share(ys, *modes)
     if not is_main():
         return res
     atomic_write_json(out_dir / "metrics.json", res)

@@ -59,7 +59,7 @@ def _eight_gaussians(radius: float = 4.0, std: float = 0.4):
     def sample(n: int, rng: np.random.Generator) -> np.ndarray:
         return centers[rng.integers(0, 8, n)] + std * rng.standard_normal((n, 2))
 
-    return sample, {"radius": radius, "std": std}
+    return sample, {"radius": radius, "std": std, "centres": centers.tolist()}
 
 
 def _swissroll(noise: float = 0.25, scale: float = 1 / 3):
