@@ -68,8 +68,9 @@ class DistillConfig:
     dm_sigma_min: float = 0.02
     dm_sigma_max: float = 80.0
     # noise levels the fake score trains on: "lognormal" (EDM's, p_mean -1.2, p_std 1.2),
-    # "loguniform" (the DM term's range), "shared" (the DM term's own draw, FastGen)
-    fake_sigma: str = "lognormal"
+    # "loguniform" (the DM term's range), "shared" (the DM term's own draw, FastGen; the
+    # default by docs/results.md "Fake-score noise levels")
+    fake_sigma: str = "shared"
     normalize: bool = True
     grad_clip: float = 0.0  # 0 disables
     ema_decay: float | None = None  # generator EMA (warmed up); 0: off; None: by data kind
