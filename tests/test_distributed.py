@@ -254,10 +254,9 @@ def test_non_finite_loss_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
                         "distill", "--teacher", str(teacher), "--out", str(tmp_path / "r"),
                         *DISTILL], capture_output=True, text=True, env=_env(), timeout=300)
     assert r.returncode != 0
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("rdmd: error:")]
-    assert sorted(ln.split("]")[0] for ln in lines) == ["rdmd: error: [rank 0",
-                                                       "rdmd: error: [rank 1"], r.stderr
-    assert all("non-finite loss at step 1:" in ln for ln in lines), lines
+    for rank in (0, 1):
+        assert r.stderr.count(f"rdmd: error: [rank {rank}] non-finite loss at step 1:") == 1, \
+            r.stderr
     # torchrun reports the failed children with its own traceback; none comes from rdmd
     assert not re.search(r'File ".*rdmd/', r.stderr) and "backward" not in r.stderr, \
         r.stderr[-3000:]

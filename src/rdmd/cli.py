@@ -341,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except RdmdError as e:
-        print(f"rdmd: error: {where}{e}", file=sys.stderr)
+        # one write per line: under torchrun the ranks share stderr
+        sys.stderr.write(f"rdmd: error: {where}{e}\n")
+        sys.stderr.flush()
         return 2
     except KeyboardInterrupt:
         print("rdmd: interrupted; resume with --resume from the same --out", file=sys.stderr)
