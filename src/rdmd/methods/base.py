@@ -36,13 +36,13 @@ class Method(ABC):
 
     ``modules`` are the bare modules (never DDP wrappers), so a checkpoint is the same for any
     number of processes; ``nets`` are what ``train_step`` calls: the same modules, or their DDP
-    wrappers once the loop has called :meth:`wrap`. ``ema_of`` names the module whose moving
-    average is the exported result (the loop keeps it when the config asks for one).
+    wrappers once the loop has called :meth:`wrap`. ``ema_of`` (required) names the module a
+    run exports; the loop keeps its moving average when the config asks for one.
     """
 
     #: registry name (distillation methods are listed in :data:`rdmd.methods.METHODS`)
     name: ClassVar[str] = ""
-    ema_of: ClassVar[str | None] = None
+    ema_of: ClassVar[str]
 
     def __init__(self) -> None:
         self.modules: dict[str, nn.Module] = {}
@@ -54,11 +54,7 @@ class Method(ABC):
 
     def result(self) -> nn.Module:
         """The trained result: the EMA of ``modules[ema_of]`` if one is kept, else itself."""
-        if self.ema is not None:
-            return self.ema.model
-        if self.ema_of is None:
-            raise NotImplementedError(f"{type(self).__name__} names no result module")
-        return self.modules[self.ema_of]
+        return self.ema.model if self.ema is not None else self.modules[self.ema_of]
 
     def declare(self, name: str, module: nn.Module, lr: float | None = None,
                 betas: tuple[float, float] = (0.9, 0.999)) -> nn.Module:

@@ -114,11 +114,11 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     total = cfg.steps
     base_lr = {n: [g["lr"] for g in o.param_groups] for n, o in method.optimizers.items()}
     ema = None
-    if ema_name and cfg.ema_decay and method.ema_of:
+    if ema_name and cfg.ema_decay:
         ema = EMA(method.modules[method.ema_of], cfg.ema_decay)
     method.ema = ema
     modules = dict(method.modules)
-    if ema is not None and ema_name:
+    if ema is not None:
         modules[ema_name] = ema.model
     state = RunState(modules, method.optimizers, rng, d, signature)
     root = out_dir / CHECKPOINTS
