@@ -19,9 +19,14 @@ from rdmd.methods.rdmd import OneStepGenerator
 WEIGHTS = "model.safetensors"
 META = "model.json"
 FORMAT_VERSION = 1
+DIFFUSERS_BACKBONE = "diffusers_vp"  # rdmd.interop.diffusers.BACKBONE_NAME, without importing it
 
 
 def build_denoiser(backbone: dict[str, Any], sigma_data: float) -> EDMDenoiser:
+    if backbone.get("name") == DIFFUSERS_BACKBONE:  # a VP network from a diffusers teacher
+        from rdmd.interop.diffusers import build_vp_denoiser
+
+        return build_vp_denoiser(backbone, sigma_data)  # type: ignore[return-value]
     return EDMDenoiser(build_backbone(backbone), sigma_data)
 
 
@@ -58,8 +63,16 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
     if not d.is_dir():
         raise RdmdError(f"model directory not found: {d}")
     if not (d / META).is_file():
+        from rdmd.interop.diffusers import is_diffusers_dir
+
+        if is_diffusers_dir(d):  # a diffusers pipeline folder: a teacher (docs/diffusers.md)
+            from rdmd.interop.diffusers import load_diffusers_teacher
+
+            den, dmeta = load_diffusers_teacher(d)
+            return Model(den.to(map_location).eval().requires_grad_(False), dmeta)
         raise RdmdError(f"{d} is not a model directory (no {META}); "
-                        "pass the run directory written by train-teacher or distill")
+                        "pass the run directory written by train-teacher or distill, or a "
+                        "diffusers DDPMPipeline folder")
     meta = read_json(d / META)
     for key in ("role", "backbone", "sigma_data", "normalizer", "data_shape"):
         if key not in meta:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from rdmd.baselines import EGSDE, ILVR, SDEdit, Translator
+from rdmd.edm import SIGMA_MAX
 from rdmd.errors import RdmdError
 from rdmd.models import Model, load_model
 
@@ -55,7 +56,9 @@ def _sdedit(m: Model, params: dict[str, Any]) -> Translator:
 
 
 def _ilvr(m: Model, params: dict[str, Any]) -> Translator:
-    return ILVR(m.denoiser, m.normalizer, _shape(m), **params)
+    # a diffusers teacher's scheduler may end below EDM's sigma_max: start from its top level
+    top = m.meta.get("sigma_range", [None, SIGMA_MAX])[1]
+    return ILVR(m.denoiser, m.normalizer, _shape(m), sigma_max=min(SIGMA_MAX, top), **params)
 
 
 def _egsde(m: Model, params: dict[str, Any]) -> Translator:

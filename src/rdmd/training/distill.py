@@ -3,6 +3,7 @@ default; the config key ``method`` picks one of :data:`rdmd.methods.METHODS`).""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,18 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
     run, cfg = prepare_run(out, "distill", DistillConfig, data, layers, kind, resume)
     teacher_model = teachers.get(run["teacher"]) or _load_teacher(run["teacher"])
     run["target"] = run["target"] or teacher_model.meta["target"]
+    if run["target"] is None:  # a diffusers teacher carries no data of its own
+        raise RdmdError(f"the teacher in {run['teacher']} names no target data: pass --target "
+                        "(held-out target images for the metrics)")
+    from rdmd.interop.diffusers import clip_to_teacher
+
+    clipped = clip_to_teacher(cfg, teacher_model.meta)  # noise levels the scheduler covers
+    if clipped:
+        run["config"]["sigma_g"] = cfg.sigma_g
+        run["config"]["dm_sigma_min"], run["config"]["dm_sigma_max"] = (cfg.dm_sigma_min,
+                                                                        cfg.dm_sigma_max)
+        if distributed.is_main():
+            print(f"rdmd: {clipped}", file=sys.stderr)
     shape = tuple(teacher_model.meta["data_shape"])
     size = shape[-1] if len(shape) == 3 else 32
     channels = shape[0] if len(shape) == 3 else 3
