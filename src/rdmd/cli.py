@@ -1,4 +1,4 @@
-"""``rdmd`` command line: train-teacher, distill, translate, evaluate, demo.
+"""``rdmd`` command line: train-teacher, distill, translate, evaluate, export, demo.
 
 Every failure the user can cause ends as one line ``rdmd: error: ...`` and exit status 2.
 """
@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--list", action="store_true",
                     help="print the configurations and which are done, run nothing")
     sw.add_argument("--no-progress", action="store_true")
+
+    ex = sub.add_parser("export", help="write a distilled image generator as a diffusers "
+                                       "folder (unet/ + RDMDPipeline, safetensors)")
+    ex.add_argument("--model", required=True, help="run directory of distill")
+    ex.add_argument("--out", required=True, help="folder to create (must not hold files)")
 
     m = sub.add_parser("demo", help="teacher + RDMD on Gaussian -> 8 Gaussians, with a report")
     m.add_argument("--out", default="rdmd-demo", help="folder for the demo (default rdmd-demo)")
@@ -318,6 +323,13 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
             print(f"  L2 where RDMD's front is below {k[len('rdmd_below_'):]}: {spans}")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from rdmd.interop.pipeline import export_model
+
+    out = export_model(args.model, args.out)
+    print(f"exported to {out}: load with rdmd.RDMDPipeline.from_pretrained({str(out)!r})")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from rdmd.demo import run_demo
 
@@ -329,7 +341,7 @@ COMMANDS = {"train-teacher": _cmd_train_teacher, "distill": _cmd_distill,
             "train-classifier": _cmd_train_classifier,
             "train-domain-classifier": _cmd_train_domain_classifier,
             "translate": _cmd_translate, "evaluate": _cmd_evaluate, "sweep": _cmd_sweep,
-            "demo": _cmd_demo}
+            "export": _cmd_export, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
