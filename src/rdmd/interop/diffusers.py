@@ -21,8 +21,10 @@ what an exported pipeline applies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -248,12 +250,18 @@ def build_vp_denoiser(spec: dict[str, Any], sigma_data: float = 0.5) -> VPDenois
     return VPDenoiser(unet, sched_cls.from_config(sched).alphas_cumprod, pred, sigma_data)
 
 
-def _quiet_diffusers() -> None:
-    """diffusers logs config keys it ignores at warning level; they are not the user's
-    concern here (a folder it wrote itself)."""
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """diffusers warns about optional packages (accelerate) and config keys it ignores while
+    loading; neither is the user's concern here. The caller's verbosity is restored."""
     from diffusers.utils import logging as dlog
 
+    prev = dlog.get_verbosity()
     dlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(prev)
 
 
 def load_diffusers_teacher(d: Path) -> tuple[VPDenoiser, dict[str, Any]]:
@@ -284,9 +292,9 @@ def load_diffusers_teacher(d: Path) -> tuple[VPDenoiser, dict[str, Any]]:
                         "never pickles")
     from diffusers import UNet2DModel
 
-    _quiet_diffusers()
-    unet = UNet2DModel.from_pretrained(d, subfolder="unet", use_safetensors=True)
-    scheduler = sched_cls.from_pretrained(d, subfolder="scheduler")
+    with _quiet_diffusers():
+        unet = UNet2DModel.from_pretrained(d, subfolder="unet", use_safetensors=True)
+        scheduler = sched_cls.from_pretrained(d, subfolder="scheduler")
     pred = str(scheduler.config.prediction_type)
     if pred not in PREDICTIONS:
         raise RdmdError(f"{sched_dir}: prediction_type {pred!r} is not supported; rdmd wraps "

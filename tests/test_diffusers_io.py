@@ -1,0 +1,302 @@
+"""diffusers models in and out (docs/diffusers.md), on tiny models the tests build themselves.
+
+In: a ``DDPMPipeline.save_pretrained`` folder is a teacher; its VP network, seen through the
+VP -> VE change of variables, must be exactly ``y - sigma_t * eps(y / sqrt(1 + sigma_t^2), t)``
+at every integer timestep and continuous in between; distil and the baselines run on it; what
+rdmd cannot wrap is refused in one line. Out: ``rdmd export`` writes a folder plain diffusers
+loads, and ``RDMDPipeline`` gives ``rdmd translate``'s images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from PIL import Image
+
+import rdmd
+from rdmd.cli import main
+from rdmd.data.images import save_image
+from rdmd.errors import RdmdError
+from rdmd.interop.diffusers import VPDenoiser, clip_to_teacher
+from rdmd.models import load_model
+
+torch.set_num_threads(1)
+DEV = ["--device", "cpu", "--no-progress"]
+
+
+def tiny_unet(seed: int = 0, channels: int = 1, size: int = 8, **kw: object) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels,
+                       layers_per_block=1, block_out_channels=(16, 32),
+                       down_block_types=("DownBlock2D",) * 2,
+                       up_block_types=("UpBlock2D",) * 2, norm_num_groups=8,
+                       add_attention=False, **kw)
+
+
+def save_pipeline(path: Path, prediction_type: str = "epsilon", scheduler_cls: type = DDPMScheduler,
+                  **sched_kw: object) -> tuple[UNet2DModel, DDPMScheduler]:
+    unet = tiny_unet().eval()
+    sched = scheduler_cls(num_train_timesteps=1000, prediction_type=prediction_type, **sched_kw)
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(path)
+    return unet, sched
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def one_line_error(fn: object, *args: object) -> str:
+    with pytest.raises(RdmdError) as e:
+        fn(*args)  # type: ignore[operator]
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def table(sched: DDPMScheduler) -> torch.Tensor:
+    ab = sched.alphas_cumprod.double()
+    return ((1 - ab) / ab).sqrt()
+
+
+# -- 1. the wrapper is the VP -> VE change of variables ----------------------------------------
+
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+def test_wrapper_equals_vp_formula_at_every_integer_timestep(tmp_path: Path, pred: str) -> None:
+    unet, sched = save_pipeline(tmp_path / "pipe", pred)
+    model = load_model(tmp_path / "pipe")
+    assert model.role == "teacher" and isinstance(model.denoiser, VPDenoiser)
+    assert model.meta["data_shape"] == [1, 8, 8] and model.meta["sigma_data"] == 0.5
+    sig = table(sched)
+    n = len(sig)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(n, 1, 8, 8, generator=gen) * (1 + sig.float()).reshape(-1, 1, 1, 1)
+    s = sig.float().reshape(-1, 1, 1, 1)
+    t_int = torch.arange(n)
+    assert torch.allclose(model.denoiser.timestep(sig.float()), t_int.double(), atol=1e-3)
+    with torch.no_grad():
+        # sigma in float64 lands exactly on t (float32 sigma is t +- 1e-5, which the UNet's
+        # float32 sinusoid at t ~ 1000 turns into ~5e-5 relative differences)
+        d = model.denoiser(y, sig)
+        x_t = y / torch.sqrt(1 + s**2)
+        out = unet(x_t, t_int.float()).sample.double()
+        # the formula in float64: for v, y - sigma*eps cancels to 4 digits at large sigma
+        y64, s64 = y.double(), sig.reshape(-1, 1, 1, 1)
+        x64 = y64 / torch.sqrt(1 + s64**2)
+        if pred == "epsilon":
+            eps = out
+        else:  # eps = sqrt(ab) v + sqrt(1 - ab) x_t
+            ab = sched.alphas_cumprod.reshape(-1, 1, 1, 1).double()
+            eps = ab.sqrt() * out + (1 - ab).sqrt() * x64
+        ref = y64 - s64 * eps
+    err = (d - ref).abs().amax(dim=(1, 2, 3)) / ref.abs().amax(dim=(1, 2, 3))
+    assert float(err.max()) < 1e-5, f"worst timestep {int(err.argmax())}: {float(err.max())}"
+
+
+def test_wrapper_is_continuous_between_timesteps(tmp_path: Path) -> None:
+    _, sched = save_pipeline(tmp_path / "pipe")
+    den = load_model(tmp_path / "pipe").denoiser
+    sig = table(sched)
+    # half-way in log sigma is half-way in t; the timestep increases with sigma
+    mid = (sig[:-1] * sig[1:]).sqrt()
+    assert torch.allclose(den.timestep(mid), torch.arange(len(mid)).double() + 0.5, atol=1e-6)
+    grid = torch.logspace(math.log10(sig[0]), math.log10(sig[-1]), 5000, dtype=torch.float64)
+    assert bool((den.timestep(grid).diff() > 0).all())
+    # D has no jump at an integer timestep: its left and right limits agree
+    y = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for t in (1, 10, 250, 998):
+            lo, hi = (torch.full((8,), float(sig[t]) * f) for f in (1 - 1e-4, 1 + 1e-4))
+            d_lo, d_hi = den(y, lo), den(y, hi)
+            assert float((d_lo - d_hi).abs().max()) < 1e-2 * float(d_lo.abs().max())
+
+
+def test_clip_to_teacher_keeps_noise_levels_inside_the_schedule(tmp_path: Path) -> None:
+    """A short schedule (100 linear steps) ends at sigma ~1.3: RDMD's default DM range
+    [0.02, 80] would query the teacher where it never trained."""
+    unet = tiny_unet()
+    sched = DDPMScheduler(num_train_timesteps=100)
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(tmp_path / "p")
+    meta = load_model(tmp_path / "p").meta
+    lo, hi = meta["sigma_range"]
+    assert hi == pytest.approx(float(table(sched)[-1])) and hi < 2
+    cfg = rdmd.DistillConfig(sigma_g=5.0)
+    msg = clip_to_teacher(cfg, meta)
+    assert msg is not None and "sigma_g 5 ->" in msg and "dm_sigma_max 80 ->" in msg
+    assert cfg.sigma_g == hi and cfg.dm_sigma_max == hi and cfg.dm_sigma_min == 0.02
+    assert clip_to_teacher(rdmd.DistillConfig(sigma_g=1.0, dm_sigma_max=1.0), meta) is None
+
+
+# -- 2. what is refused -------------------------------------------------------------------------
+
+def test_unsupported_folders_are_refused_in_one_line(tmp_path: Path) -> None:
+    from diffusers import EulerDiscreteScheduler
+
+    save_pipeline(tmp_path / "euler", scheduler_cls=EulerDiscreteScheduler)
+    assert "EulerDiscreteScheduler is not supported" in one_line_error(
+        load_model, tmp_path / "euler")
+
+    save_pipeline(tmp_path / "latent")
+    idx = json.loads((tmp_path / "latent" / "model_index.json").read_text())
+    idx.update(_class_name="LDMPipeline", vqvae=["diffusers", "VQModel"])
+    (tmp_path / "latent" / "model_index.json").write_text(json.dumps(idx))
+    assert "latent diffusion model" in one_line_error(load_model, tmp_path / "latent")
+
+    save_pipeline(tmp_path / "sd")
+    idx = json.loads((tmp_path / "sd" / "model_index.json").read_text())
+    idx.update(vae=["diffusers", "AutoencoderKL"], text_encoder=["transformers", "CLIPTextModel"])
+    (tmp_path / "sd" / "model_index.json").write_text(json.dumps(idx))
+    assert "latent" in one_line_error(load_model, tmp_path / "sd")
+
+    unet = tiny_unet()  # pickled weights only: never unpickled
+    unet.save_pretrained(tmp_path / "pkl" / "unet", safe_serialization=False)
+    DDPMScheduler().save_pretrained(tmp_path / "pkl" / "scheduler")
+    assert "safetensors only" in one_line_error(load_model, tmp_path / "pkl")
+
+    # the CLI: exit 2, one line
+    rc, _, err = run_cli(["translate", "--method", "sdedit", "--model", str(tmp_path / "euler"),
+                          "--input", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert rc == 2 and err.strip().count("\n") == 0 and "rdmd: error:" in err
+
+
+def test_ddim_folder_and_unet_scheduler_pair_load(tmp_path: Path) -> None:
+    """A DDIM scheduler has the same VP table; a bare unet/ + scheduler/ pair needs no
+    model_index.json."""
+    _, sched = save_pipeline(tmp_path / "ddim", scheduler_cls=DDIMScheduler)
+    (tmp_path / "ddim" / "model_index.json").unlink()
+    den = load_model(tmp_path / "ddim").denoiser
+    assert den.sigma_max == pytest.approx(float(table(sched)[-1]))
+
+
+# -- 3. distil and the baselines on a diffusers teacher; export round trips ---------------------
+
+def _pil_inputs(n: int = 6) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L")
+            for _ in range(n)]
+
+
+def _max_diff(a: list[Image.Image], b: list[Image.Image]) -> int:
+    assert len(a) == len(b)
+    return max(int(np.abs(np.asarray(x, dtype=int) - np.asarray(y, dtype=int)).max())
+               for x, y in zip(a, b, strict=True))
+
+
+def test_distill_from_diffusers_folder_then_export(tmp_path: Path) -> None:
+    unet, _ = save_pipeline(tmp_path / "pipe")
+    gen_dir, exp = tmp_path / "gen", tmp_path / "exp"
+    rc, _, err = run_cli(["distill", "--source", "digits:class=1", "--target", "digits:class=7",
+                          "--teacher", str(tmp_path / "pipe"), "--out", str(gen_dir),
+                          "--steps", "3", "--set", "batch_size=8", "--set", "n_test=16",
+                          "--set", "dm_sigma_max=500", *DEV])
+    assert rc == 0, err
+    assert "clipped dm_sigma_max 500 -> 157.4" in err
+    saved = json.loads((gen_dir / "config.json").read_text())["config"]
+    assert saved["dm_sigma_max"] == pytest.approx(157.407, abs=1e-3)  # what was used
+    gen = load_model(gen_dir)
+    assert gen.role == "generator" and isinstance(gen.denoiser, VPDenoiser)
+    assert gen.meta["backbone"]["name"] == "diffusers_vp"
+    # the generator trained (its weights left the teacher's) and reloads to the same function
+    moved = [not torch.equal(p, q) for p, q in zip(gen.denoiser.unet.parameters(),
+                                                  unet.parameters(), strict=True)]
+    assert any(moved)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert torch.equal(rdmd.translate(gen_dir, x), rdmd.translate(load_model(gen_dir), x))
+    # a diffusers teacher without --target is a one-line error
+    rc, _, err = run_cli(["distill", "--source", "digits:class=1", "--teacher",
+                          str(tmp_path / "pipe"), "--out", str(tmp_path / "g2"), "--steps", "1",
+                          *DEV])
+    assert rc == 2 and "pass --target" in err
+
+    rc, out, err = run_cli(["export", "--model", str(gen_dir), "--out", str(exp)])
+    assert rc == 0, err
+    files = sorted(p.relative_to(exp).as_posix() for p in exp.rglob("*") if p.is_file())
+    assert files == ["model_index.json", "unet/config.json",
+                     "unet/diffusion_pytorch_model.safetensors"]
+    idx = json.loads((exp / "model_index.json").read_text())
+    assert idx["preconditioning"] == "vp_epsilon" and idx["lam"] == 0.02
+    assert idx["c_in"] == pytest.approx(1 / math.sqrt(2)) and idx["c_out"] == -1.0
+    plain = UNet2DModel.from_pretrained(exp, subfolder="unet")
+    for p, q in zip(plain.parameters(), gen.denoiser.unet.parameters(), strict=True):
+        assert torch.equal(p, q)
+    ims = _pil_inputs()
+    pipe = rdmd.RDMDPipeline.from_pretrained(exp)
+    assert _max_diff(pipe(ims, lam=0.02).images, rdmd.translate(gen_dir, ims)) <= 1
+    with pytest.raises(ValueError, match="lambda=0.02 only"):
+        pipe(ims, lam=0.5)
+    # an exported folder is not a teacher, and export does not overwrite
+    assert "RDMDPipeline" in one_line_error(load_model, exp)
+    rc, _, err = run_cli(["export", "--model", str(gen_dir), "--out", str(exp)])
+    assert rc == 2 and "not an empty folder" in err
+
+
+def test_baselines_run_on_a_diffusers_teacher(tmp_path: Path) -> None:
+    save_pipeline(tmp_path / "pipe")
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for i, im in enumerate(x):
+        save_image(im, tmp_path / "in" / f"{i}.png")
+    for method, flags in (("sdedit", ["--sigma-start", "1.5"]), ("ilvr", ["--down", "2"])):
+        rc, _, err = run_cli(["translate", "--method", method, "--model", str(tmp_path / "pipe"),
+                              "--input", str(tmp_path / "in"), "--output",
+                              str(tmp_path / method), "--n-steps", "3", *flags,
+                              "--no-progress"])
+        assert rc == 0, err
+        assert len(list((tmp_path / method).glob("*.png"))) == 3
+    y = rdmd.translate(tmp_path / "pipe", x, method="sdedit", sigma_start=1.5, n_steps=3)
+    assert y.shape == x.shape and not torch.equal(y, x)
+
+
+def test_export_of_rdmd_edm_generator_round_trips(tmp_path: Path) -> None:
+    """rdmd's own image backbone is a UNet2DModel under EDM preconditioning: the pipeline
+    applies c_skip, c_out, c_in and c_noise from its config."""
+    teacher = rdmd.train_teacher("digits:class=7", tmp_path / "t", progress=False, steps=2,
+                                 batch_size=8, sample_steps=2, warmup_steps=1, n_test=16,
+                                 backbone="unet:tiny8", device="cpu")
+    gen = rdmd.distill("digits:class=1", teacher, tmp_path / "g", progress=False, steps=2,
+                       batch_size=8, n_test=16, sigma_g=0.7, lam=0.1, device="cpu")
+    rc, _, err = run_cli(["export", "--model", str(gen), "--out", str(tmp_path / "exp")])
+    assert rc == 0, err
+    idx = json.loads((tmp_path / "exp" / "model_index.json").read_text())
+    assert idx["preconditioning"] == "edm" and idx["sigma_g"] == 0.7
+    assert idx["timestep"] == pytest.approx(math.log(0.7) / 4)
+    assert idx["c_skip"] == pytest.approx(0.25 / (0.49 + 0.25))
+    UNet2DModel.from_pretrained(tmp_path / "exp", subfolder="unet")
+    ims = _pil_inputs()
+    pipe = rdmd.RDMDPipeline.from_pretrained(tmp_path / "exp")
+    assert _max_diff(pipe(ims, lam=0.1).images, rdmd.translate(gen, ims)) <= 1
+    out = pipe(ims, output_type="pt").images
+    assert out.shape == (6, 1, 8, 8) and float(out.abs().max()) <= 1
+
+
+def test_export_refuses_vector_models_and_teachers(tmp_path: Path) -> None:
+    teacher = rdmd.train_teacher("gaussian", tmp_path / "t", progress=False, steps=2,
+                                 batch_size=64, n_train=256, n_test=256, device="cpu")
+    gen = rdmd.distill("gaussian:mean=[1,1]", teacher, tmp_path / "g", progress=False,
+                       steps=2, batch_size=64, n_train=256, n_test=256, floor_pairs=1,
+                       device="cpu")
+    from rdmd.interop.pipeline import export_model
+
+    assert "only image generators" in one_line_error(export_model, gen, tmp_path / "e1")
+    assert "one-step generators" in one_line_error(export_model, teacher, tmp_path / "e2")
+    assert not (tmp_path / "e1").exists()
+
+
+def test_core_import_does_not_load_diffusers_pipelines() -> None:
+    """``rdmd.RDMDPipeline`` is resolved on first use (the tests above use it)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, rdmd; assert 'diffusers.pipelines' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
