@@ -260,6 +260,14 @@ def test_baselines_run_on_a_diffusers_teacher(tmp_path: Path) -> None:
         assert len(list((tmp_path / method).glob("*.png"))) == 3
     y = rdmd.translate(tmp_path / "pipe", x, method="sdedit", sigma_start=1.5, n_steps=3)
     assert y.shape == x.shape and not torch.equal(y, x)
+    rc, _, err = run_cli(["train-domain-classifier", "--source", "digits:class=1", "--target",
+                          "digits:class=7", "--out", str(tmp_path / "dclf"), "--steps", "2",
+                          "--batch-size", "8", "--size", "8", "--channels", "1",
+                          "--no-progress"])
+    assert rc == 0, err
+    y = rdmd.translate(tmp_path / "pipe", x, method="egsde", n_steps=2, down=2,
+                       domain_classifier=str(tmp_path / "dclf"))
+    assert y.shape == x.shape and bool(torch.isfinite(y).all())
 
 
 def test_export_of_rdmd_edm_generator_round_trips(tmp_path: Path) -> None:
@@ -369,3 +377,26 @@ def test_trained_ddpm_heun_through_wrapper_matches_its_own_pipeline(tmp_path: Pa
     print(f"FD heun {fd_heun:.3f}, ddpm-50 {fd_ddpm:.3f}, floor {floor:.3f}")
     assert fd_heun < 1.5 * fd_ddpm
     assert fd_heun < 3 * floor
+
+
+@pytest.mark.parametrize("pred", ["v_prediction", "sample"])
+def test_pipeline_constants_reproduce_vp_generators(tmp_path: Path, pred: str) -> None:
+    """The four exported numbers give the VP generator's function for every prediction type
+    (the distil-then-export round trip above covers epsilon)."""
+    from rdmd.interop.pipeline import RDMDPipeline, generator_constants
+    from rdmd.methods.rdmd import OneStepGenerator
+    from rdmd.models import Model
+
+    unet, _ = save_pipeline(tmp_path / "pipe", pred)
+    teacher = load_model(tmp_path / "pipe")
+    gen = Model(OneStepGenerator(teacher.denoiser, 0.8),
+                {**teacher.meta, "role": "generator", "lam": 0.3, "sigma_g": 0.8})
+    _, consts = generator_constants(gen)
+    assert consts["preconditioning"] == f"vp_{pred}" and consts["lam"] == 0.3
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pipe = RDMDPipeline(unet=unet, **consts)
+    pipe.save_pretrained(tmp_path / "exp")
+    out = RDMDPipeline.from_pretrained(tmp_path / "exp")(x, output_type="pt").images
+    with torch.no_grad():
+        ref = gen.net(x).clamp(-1, 1)
+    assert torch.allclose(out, ref, atol=1e-5)

@@ -331,6 +331,10 @@ def clip_to_teacher(cfg: Any, meta: dict[str, Any]) -> str | None:
         if c != v:
             setattr(cfg, key, c)
             moved.append(f"{key} {v:g} -> {c:.4g}")
+    if cfg.dm_sigma_min >= cfg.dm_sigma_max:
+        raise RdmdError(f"dm_sigma_min {cfg.dm_sigma_min:g} >= dm_sigma_max "
+                        f"{cfg.dm_sigma_max:g} after clipping to the teacher's scheduler range "
+                        f"[{lo:.4g}, {hi:.4g}]")
     if not moved:
         return None
     return (f"the teacher's scheduler covers sigma in [{lo:.4g}, {hi:.4g}]; clipped "
