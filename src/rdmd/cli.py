@@ -76,15 +76,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help=".npy of source vectors (data units), or a folder of images")
     tr.add_argument("--output", required=True,
                     help=".npy to write, or a folder for one PNG per input image")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace outputs that already exist (refused otherwise)")
+    tr.add_argument("--keep-size", action="store_true",
+                    help="images: write each output at its input's width and height")
+    tr.add_argument("--recursive", action="store_true",
+                    help="images: also translate the images in subfolders (same layout out)")
     tr.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="metrics of a generator on held-out data, or of "
                                         "given arrays")
     e.add_argument("--model", help="run directory of distill (uses its held-out splits)")
-    e.add_argument("--input", help=".npy of source samples (with --translated, --target)")
-    e.add_argument("--translated", help=".npy of translated samples, row-aligned with --input")
-    e.add_argument("--target", help="target data (.npy or built-in) for the metrics")
+    e.add_argument("--input", help=".npy of source samples or a folder of images: with "
+                                   "--model, translated and scored (every image of a folder); "
+                                   "else with --translated and --target")
+    e.add_argument("--translated", help=".npy of translated samples, row-aligned with "
+                                        "--input, or a folder of translated images (paired "
+                                        "with --input's images by name)")
+    e.add_argument("--target", help="target data (.npy, folder or built-in) for the metrics")
     e.add_argument("--source", help="source data for --model (default: the model's)")
+    e.add_argument("--classifier", help="images: feature classifier directory for the "
+                                        "Frechet distance and KID (default: the model's)")
+    e.add_argument("--target-class", type=int,
+                   help="images: the classifier's label of the target (target accuracy)")
+    e.add_argument("--recursive", action="store_true",
+                   help="image folders: also read the images in subfolders")
     e.add_argument("--json", help="also write the metrics to this JSON file")
 
     dc = sub.add_parser("train-domain-classifier",
@@ -191,13 +207,17 @@ def _cmd_translate(args: argparse.Namespace) -> None:
         raise RdmdError(f"--input not found: {inp}")
     if inp.is_dir():
         written = translate_folder(args.model, inp, outp, progress=not args.no_progress,
-                                   method=args.method, seed=args.seed, **params)
+                                   method=args.method, seed=args.seed,
+                                   overwrite=args.overwrite, keep_size=args.keep_size,
+                                   recursive=args.recursive, **params)
         print(f"translated {len(written)} images -> {outp}")
         return
     if outp.resolve() == inp.resolve():
         raise RdmdError("--output must differ from --input (the input would be overwritten)")
     if outp.suffix != ".npy":
         raise RdmdError(f"--output must end in .npy, got {outp}")
+    if outp.exists() and not args.overwrite:
+        raise RdmdError(f"--output {outp} already exists; pass --overwrite to replace it")
     y = translate(args.model, read_npy(inp), method=args.method, seed=args.seed, **params)
     atomic_save_npy(outp, np.asarray(y))
     print(f"translated {len(y)} samples -> {outp}")
@@ -238,12 +258,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         if (Path(args.model) / CONFIG_FILE).is_file():
             cfg = load_run_config(DistillConfig, args.model)
         shp = model.meta["data_shape"]
-        size, channels = (shp[-1], shp[0]) if len(shp) == 3 else (32, 3)
-        src = load_domain(args.source or model.meta["source"], cfg.n_train, cfg.n_test,
-                          cfg.seed, size, channels)
+        size, channels = (shp[-1], shp[0]) if len(shp) == 3 else (None, None)
+        rec = cfg.recursive or args.recursive
+        cfg.classifier = args.classifier or cfg.classifier
+        cfg.target_class = cfg.target_class if args.target_class is None else args.target_class
         tgt = load_domain(args.target or model.meta["target"], cfg.n_test, cfg.n_test,
-                          cfg.seed, size, channels)
-        res = evaluate_translation(model.net, model.normalizer, src, tgt, cfg)
+                          cfg.seed, size, channels, recursive=rec, purpose="the model")
+        if args.input:
+            from rdmd.evaluation import evaluate_model_input
+
+            res = evaluate_model_input(model, args.input, tgt, cfg, rec)
+        else:
+            src = load_domain(args.source or model.meta["source"], cfg.n_train, cfg.n_test,
+                              cfg.seed, size, channels, recursive=rec, purpose="the model")
+            res = evaluate_translation(model.net, model.normalizer, src, tgt, cfg)
+    elif args.input and Path(args.input).is_dir():
+        from rdmd.evaluation import evaluate_folders
+
+        if not (args.translated and args.target):
+            raise RdmdError("evaluate --input FOLDER needs --model, or --translated FOLDER "
+                            "and --target")
+        res = evaluate_folders(args.input, args.translated, args.target, args.classifier,
+                               args.target_class, args.recursive)
     else:
         if not (args.input and args.translated and args.target):
             raise RdmdError("evaluate needs --model DIR, or --input, --translated and --target")
