@@ -31,6 +31,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--recursive", action="store_true",
+                   help="image folders: also read the images in subfolders (config key "
+                        "recursive)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -118,7 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("train-classifier",
                        help="the feature classifier behind fd_<name> and target accuracy")
-    c.add_argument("--data", required=True, help="cmnist, fmnist or digits (all classes)")
+    c.add_argument("--data", help="cmnist, fmnist or digits (all classes)")
+    c.add_argument("--folder", action="append",
+                   help="instead of --data: a folder of images, one class per --folder "
+                        "(repeat; e.g. the source, then the target: the shape is the last "
+                        "folder's, as a teacher of it resolves)")
+    c.add_argument("--size", type=int, help="--folder: image size (default: from the data)")
+    c.add_argument("--channels", type=int, help="--folder: 1 or 3 (default: from the data)")
+    c.add_argument("--recursive", action="store_true",
+                   help="--folder: also read the images in subfolders")
+    c.add_argument("--name", help="--folder: the metric is fd_cnn_<name> (default: the "
+                                  "folder names)")
     c.add_argument("--out", required=True, help="directory to write")
     c.add_argument("--epochs", type=int, default=15)
     c.add_argument("--batch-size", type=int, default=128)
@@ -153,7 +166,8 @@ def _config_layers(args: argparse.Namespace, extra: dict[str, Any]) -> list[dict
     from rdmd.config import parse_overrides, read_config_file
 
     file_layer = read_config_file(args.config) if args.config else {}
-    cli = {"steps": args.steps, "seed": args.seed, "device": args.device, **extra}
+    cli = {"steps": args.steps, "seed": args.seed, "device": args.device,
+           "recursive": True if args.recursive else None, **extra}
     return [file_layer, parse_overrides(args.set), cli]
 
 
@@ -308,12 +322,23 @@ def _cmd_train_classifier(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if (out / "classifier.json").exists():
         raise RdmdError(f"{out} already holds a classifier; choose another --out")
-    tx, ty, vx, vy = labelled_image_set(args.data, args.seed)
+    if (args.data is None) == (args.folder is None):
+        raise RdmdError("train-classifier needs --data NAME or --folder DIR (repeated), "
+                        "not both")
+    if args.folder:
+        from rdmd.classifier import folders_meta
+        from rdmd.data.images import labelled_folders
+
+        tx, ty, vx, vy, doms = labelled_folders(args.folder, args.size, args.channels,
+                                                args.recursive)
+        meta = folders_meta(args.folder, doms, args.name)
+    else:
+        tx, ty, vx, vy = labelled_image_set(args.data, args.seed)
+        meta = {"name": f"cnn_{args.data}", "data": args.data}
     model, stats = train_classifier(tx, ty, vx, vy, args.epochs, args.batch_size, args.lr,
                                     args.seed, augment_hue=args.data == "cmnist",
                                     progress=not args.no_progress)
-    save_classifier(model, out, {"name": f"cnn_{args.data}", "data": args.data,
-                                 "epochs": args.epochs, "seed": args.seed, **stats})
+    save_classifier(model, out, {**meta, "epochs": args.epochs, "seed": args.seed, **stats})
     print(f"classifier written to {out}: test accuracy {stats['test_accuracy']:.4f}")
 
 

@@ -229,7 +229,8 @@ class Policy:
 
     channels: int
     size: int
-    chosen: str  # "data" (from the images), "set" (config / model), "capped" (data, at max)
+    chosen: str  # "data" (from the images), "capped" (data, at most AUTO_MAX_SIZE), "set"
+    purpose: str | None = None  # what the shape is for, e.g. "the teacher in runs/t"
     images: int = 0
     converted_from_rgb: int = 0
     converted_from_grey: int = 0
@@ -262,7 +263,8 @@ class Policy:
 
     def line(self) -> str:
         """``404 images -> 1x28x28 (from the data); 3 converted from RGB, 5 resized``."""
-        how = {"data": "from the data", "set": "as set",
+        how = {"data": "from the data",
+               "set": f"as {self.purpose} takes" if self.purpose else "as set",
                "capped": f"from the data, capped at {AUTO_MAX_SIZE}: set image_size for more"}
         parts = []
         for key, text in (("converted_from_rgb", "converted from RGB"),
@@ -326,6 +328,7 @@ def plan_folder(folder: str | Path, channels: int | None = None, size: int | Non
     listing = scan_folder(folder, recursive)
     headers = [read_header(f) for f in listing.files]
     policy = resolve_shape(headers, channels, size)
+    policy.purpose = purpose
     check_fits(policy, listing, headers, purpose)
     for h in headers:
         policy.count(h)

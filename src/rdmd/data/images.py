@@ -412,6 +412,34 @@ def labelled_image_set(family: str, seed: int = 0
     return train_x, train_y, test_x, test_y
 
 
+def labelled_folders(folders: list[str], size: int | None = None,
+                     channels: int | None = None, recursive: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                list[Domain]]:
+    """One class per folder (label = its position), on the folders' fixed splits (the ones
+    the teacher and the distillation hold out), so the classifier never trains on an image
+    held out for translation metrics. The shape is the last folder's (give the target last:
+    a teacher of it resolves the same shape) unless ``size``/``channels`` are set; the other
+    folders are brought to it by the same policy."""
+    from rdmd.data.folders import announce
+
+    if len(folders) < 2:
+        raise RdmdError("a classifier needs at least two classes: give --folder twice or more "
+                        "(e.g. the source folder, then the target folder)")
+    last = load_image_folder(Path(folders[-1]).expanduser(), size, channels,
+                             recursive=recursive)
+    doms = [load_image_folder(Path(f).expanduser(), last.shape[-1], last.shape[0],
+                              recursive=recursive, purpose="the classifier")
+            for f in folders[:-1]] + [last]
+    for k, d in enumerate(doms):
+        announce(d, f"class {k} folder")
+    train_x = torch.cat([d.train for d in doms])
+    test_x = torch.cat([d.test for d in doms])
+    train_y = torch.cat([torch.full((len(d.train),), c) for c, d in enumerate(doms)])
+    test_y = torch.cat([torch.full((len(d.test),), c) for c, d in enumerate(doms)])
+    return train_x, train_y, test_x, test_y, doms
+
+
 def pil_to_tensor(im: Image.Image, size: int, channels: int) -> torch.Tensor:
     """A PIL image as a (C, size, size) tensor in [-1, 1], prepared like folder images."""
     return prepare_pil(im, size, channels)

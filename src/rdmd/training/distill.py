@@ -100,6 +100,9 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
             "source": run["source"], "target": run["target"], "teacher": run["teacher"],
             "cost": cfg.cost, "steps": cfg.steps, "ema_decay": cfg.ema_decay, "lam": cfg.lam,
             "sigma_g": float(method.result().sigma_g), **method.model_meta()}
+    if "policy" in src.info or "policy" in tgt.info:  # folders: what the policy did to them
+        meta["folder_policy"] = {"source": src.info.get("policy"),
+                                 "target": tgt.info.get("policy")}
     # The generator's EMA (if on) is what is evaluated and saved; the raw one trains.
     from rdmd.evaluation import evaluate_translation, write_translation_report
 
