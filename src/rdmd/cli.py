@@ -115,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--batch-size", type=int, default=64)
     dc.add_argument("--lr", type=float, default=1e-3)
     dc.add_argument("--seed", type=int, default=0)
-    dc.add_argument("--size", type=int, default=32, help="image size for folders")
-    dc.add_argument("--channels", type=int, default=3, help="image channels for folders")
+    dc.add_argument("--size", type=int,
+                    help="image size for folders (default: from the target's images)")
+    dc.add_argument("--channels", type=int,
+                    help="image channels for folders (default: from the target's images)")
     dc.add_argument("--no-progress", action="store_true")
 
     c = sub.add_parser("train-classifier",
@@ -349,8 +351,11 @@ def _cmd_train_domain_classifier(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if (out / "domain_classifier.json").exists():
         raise RdmdError(f"{out} already holds a domain classifier; choose another --out")
-    src = load_domain(args.source, size=args.size, channels=args.channels)
+    # folders: the target's shape (from its images, as a teacher of it resolves, unless
+    # --size/--channels), the source brought to it by the same policy (rdmd.data.folders)
     tgt = load_domain(args.target, size=args.size, channels=args.channels)
+    size, channels = (tgt.shape[-1], tgt.shape[0]) if tgt.kind == "image" else (None, None)
+    src = load_domain(args.source, size=size, channels=channels, purpose="the target")
     if src.kind != "image" or tgt.kind != "image":
         raise RdmdError("train-domain-classifier needs two image sets")
     if src.shape != tgt.shape:
