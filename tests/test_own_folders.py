@@ -385,3 +385,16 @@ def test_unet_pads_sizes_it_cannot_take() -> None:
     net28 = UNetBackbone(1, 28, "small32")
     x28 = torch.randn(2, 1, 28, 28)
     assert torch.equal(net28(x28, c), net28.unet(x28, c).sample)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
+    """Pillow's own convert("L") clips 16-bit values at 255: every pixel above 1/256 of the
+    range came out white."""
+    root = tmp_path / "f"
+    root.mkdir()
+    ramp = (np.arange(16 * 16).reshape(16, 16) * 257).astype(np.uint16)
+    for n in ("a.png", "b.png"):
+        Image.fromarray(ramp).save(root / n)
+    x = load_image_folder(root).train[0, 0]
+    want = torch.from_numpy(np.arange(256).reshape(16, 16) / 127.5 - 1.0).float()
+    assert torch.allclose(x, want, atol=1e-6)

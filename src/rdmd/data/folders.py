@@ -186,6 +186,10 @@ def read_header(p: Path) -> Header:
 
 def prepare_pil(im: Image.Image, size: int, channels: int) -> torch.Tensor:
     """Convert, resize the shorter side to ``size`` (bicubic), centre-crop, scale to [-1, 1]."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.getextrema()[1] > 255):
+        # 16-bit grey: Pillow's convert("L") clips at 255 (a white image); scale the range
+        a16 = np.asarray(im, dtype=np.float64) / 257.0
+        im = Image.fromarray(np.clip(np.round(a16), 0, 255).astype(np.uint8), "L")
     if im.mode in ("RGBA", "LA", "PA", "P") and channels == 3:
         im = im.convert("RGBA").convert("RGB")  # alpha dropped, palette expanded
     im = im.convert("RGB" if channels == 3 else "L")
