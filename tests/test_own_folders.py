@@ -398,3 +398,18 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
     x = load_image_folder(root).train[0, 0]
     want = torch.from_numpy(np.arange(256).reshape(16, 16) / 127.5 - 1.0).float()
     assert torch.allclose(x, want, atol=1e-6)
+
+
+def test_translate_recursive_keeps_the_layout(chain: dict[str, Any], tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    _save(src / "top.png", (28, 28))
+    _save(src / "a" / "b" / "deep.webp", (30, 30), "RGB", "WEBP")
+    model = str(chain["rdmd"])
+    out = ok(["translate", "--model", model, "--input", str(src), "--output",
+              str(tmp_path / "flat"), "--no-progress"])
+    assert "1 image -> 1x28x28" in out and "skipped 1 file (1 in subfolders" in out
+    assert [p.name for p in (tmp_path / "flat").iterdir()] == ["top.png"]
+    out = ok(["translate", "--model", model, "--input", str(src), "--output",
+              str(tmp_path / "deep"), "--recursive", "--no-progress"])
+    assert "2 images -> 1x28x28" in out and "1 converted from RGB" in out
+    assert (tmp_path / "deep" / "a" / "b" / "deep.png").is_file()
