@@ -280,6 +280,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         cfg.target_class = cfg.target_class if args.target_class is None else args.target_class
         tgt = load_domain(args.target or model.meta["target"], cfg.n_test, cfg.n_test,
                           cfg.seed, size, channels, recursive=rec, purpose="the model")
+        from rdmd.data.folders import announce
+
+        announce(tgt, "target folder")
         if args.input:
             from rdmd.evaluation import evaluate_model_input
 
@@ -287,6 +290,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         else:
             src = load_domain(args.source or model.meta["source"], cfg.n_train, cfg.n_test,
                               cfg.seed, size, channels, recursive=rec, purpose="the model")
+            announce(src, "source folder")
             res = evaluate_translation(model.net, model.normalizer, src, tgt, cfg)
     elif args.input and Path(args.input).is_dir():
         from rdmd.evaluation import evaluate_folders
