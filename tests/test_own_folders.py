@@ -413,3 +413,12 @@ def test_translate_recursive_keeps_the_layout(chain: dict[str, Any], tmp_path: P
               str(tmp_path / "deep"), "--recursive", "--no-progress"])
     assert "2 images -> 1x28x28" in out and "1 converted from RGB" in out
     assert (tmp_path / "deep" / "a" / "b" / "deep.png").is_file()
+
+
+def test_evaluate_refuses_a_classifier_of_another_shape(chain: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    from rdmd.classifier import SmallConvNet, save_classifier
+
+    rgb = save_classifier(SmallConvNet(3, 2, 28), tmp_path / "rgb", {"name": "cnn_rgb"})
+    user_error(["evaluate", "--model", str(chain["rdmd"]), "--classifier", str(rgb)],
+               "3x28x28", "1x28x28")

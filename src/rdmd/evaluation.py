@@ -230,7 +230,10 @@ def image_translation_metrics(x: torch.Tensor, gx: torch.Tensor, tgt: Domain,
     features (named ``fd_<classifier>``, never FID) with its floor, and the share of outputs
     it labels as ``target_class``. Every method (RDMD and the baselines) is scored here."""
     from rdmd.metrics.image import fd_kid_with_floor, image_metrics
+    from rdmd.training.checks import check_classifier
 
+    if classifier:  # a classifier of another shape: one line, not a crash in its convs
+        check_classifier(classifier, tuple(x.shape[1:]), target_class)
     feats, net, name = _feature_fns(classifier)
     use_class = net is not None and target_class is not None
     res = image_metrics(x, gx, classifier=net if use_class else None,
