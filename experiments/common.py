@@ -111,7 +111,9 @@ def ensure_teacher(target: str, out: Path, progress: bool = True, **cfg: Any) ->
 
         run = read_run(out)
         c = config_from_saved(TeacherConfig, run["config"], out / "config.json")
-        evaluate_teacher(out, load_domain(run["target"], c.n_train, c.n_test, c.seed),
+        evaluate_teacher(out, load_domain(run["target"], c.n_train, c.n_test, c.seed,
+                                          c.image_size, c.image_channels,
+                                          recursive=c.recursive),
                          n_steps=c.sample_steps)
     return out
 
@@ -149,9 +151,13 @@ def reevaluate(run_dir: Path, **evaluation: Any) -> dict[str, Any]:
         if key not in ("classifier", "target_class", "floor_pairs"):
             raise RdmdError(f"reevaluate: {key} is not an evaluation key")
         setattr(cfg, key, value)
-    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed)
     model = load_model(run_dir)
-    tgt = load_domain(run["target"] or model.meta["target"], cfg.n_test, cfg.n_test, cfg.seed)
+    shp = model.meta["data_shape"]  # folders at the model's shape (rdmd.data.folders)
+    size, ch = (shp[-1], shp[0]) if len(shp) == 3 else (None, None)
+    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed, size, ch,
+                      recursive=cfg.recursive)
+    tgt = load_domain(run["target"] or model.meta["target"], cfg.n_test, cfg.n_test, cfg.seed,
+                      size, ch, recursive=cfg.recursive)
     return write_translation_report(run_dir, model.net, model.normalizer, src, tgt, cfg)
 
 

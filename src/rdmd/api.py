@@ -80,13 +80,23 @@ def translate(model: str | Path | Model, x: Any, chunk: int = 512, method: str =
 
 def translate_folder(model: str | Path | Model, input_dir: str | Path,
                      output_dir: str | Path, chunk: int = 64, progress: bool = True,
-                     method: str = "rdmd", seed: int = 0, **params: Any) -> list[Path]:
-    """One PNG per input image, same name with ``.png``; each written atomically, so an
-    interrupted run leaves only complete files (and re-running overwrites them). ``method``
-    and keywords as in :func:`translate`."""
+                     method: str = "rdmd", seed: int = 0, *, overwrite: bool = False,
+                     keep_size: bool = False, recursive: bool = False,
+                     announce: bool = True, **params: Any) -> list[Path]:
+    """One PNG per input image, under the input's relative name with ``.png``.
+
+    Inputs go through the folder policy at the model's shape (:mod:`rdmd.data.folders`):
+    conversions are counted and, with ``announce``, printed; images far smaller than the model
+    are refused. Existing outputs are refused unless ``overwrite``. Each file is written
+    atomically with the usual permissions. ``keep_size`` writes each output at its input's
+    width and height (bicubic); a non-square input's output is then its translated centre
+    square stretched to the input's aspect (counted and printed). ``method`` and keywords as
+    in :func:`translate`."""
+    from PIL import Image
     from tqdm.auto import tqdm
 
-    from rdmd.data.images import list_images, load_image_file, save_image
+    from rdmd.data.folders import open_image, plan_folder, prepare_pil
+    from rdmd.data.images import save_pil, tensor_to_pil
     from rdmd.translators import make_translator
 
     tr = make_translator(method, model, **params)
@@ -97,20 +107,36 @@ def translate_folder(model: str | Path | Model, input_dir: str | Path,
     if dst.resolve() == src.resolve():
         raise RdmdError("--output must be another folder than --input (inputs would be "
                         "overwritten)")
-    files = list_images(src)
-    stems = [f.stem for f in files]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise RdmdError(f"{src}: several images share the name {dup!r} (e.g. .png and .jpg); "
-                        "outputs would overwrite each other")
-    written = []
-    for i in tqdm(range(0, len(files), chunk), desc="translate", disable=not progress):
-        part = files[i:i + chunk]
-        batch = torch.stack([load_image_file(f, shape[-1], shape[0]) for f in part])
+    where = model if isinstance(model, str | Path) else "the model"
+    listing, _, policy = plan_folder(src, shape[0], shape[-1], recursive,
+                                     purpose=f"the model in {where}")
+    names = [Path(n).with_suffix(".png").as_posix() for n in listing.names()]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise RdmdError(f"{src}: several images would be written as {dup!r} (e.g. .png and "
+                        ".jpg of one name); outputs would overwrite each other")
+    existing = [n for n in names if (dst / n).exists()]
+    if existing and not overwrite:
+        raise RdmdError(f"--output {dst} already holds {len(existing)} of the {len(names)} "
+                        f"files to write (e.g. {existing[0]}); pass --overwrite to replace "
+                        "them")
+    if announce:
+        print(f"input folder {src}: {policy.line()}", flush=True)
+    written, stretched = [], 0
+    for i in tqdm(range(0, len(listing.files), chunk), desc="translate", disable=not progress):
+        ims = [open_image(f) for f in listing.files[i:i + chunk]]
+        batch = torch.stack([prepare_pil(im, shape[-1], shape[0]) for im in ims])
         out = tr.translate(batch, seed + i, chunk)
-        for f, o in zip(part, out, strict=True):
-            save_image(o, dst / f"{f.stem}.png")
-            written.append(dst / f"{f.stem}.png")
+        for name, im, o in zip(names[i:i + chunk], ims, out, strict=True):
+            pil = tensor_to_pil(o)
+            if keep_size and pil.size != im.size:
+                stretched += im.size[0] != im.size[1]
+                pil = pil.resize(im.size, Image.Resampling.BICUBIC)
+            save_pil(pil, dst / name)
+            written.append(dst / name)
+    if announce and stretched:
+        print(f"--keep-size: {stretched} non-square input(s): the translated centre square "
+              "was stretched to the input's width and height", flush=True)
     return written
 
 

@@ -25,6 +25,13 @@ STATE = "state.json"
 TMP_PREFIX = ".tmp_"
 
 
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0666 less the process's umask."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +74,7 @@ def atomic_save_npy(path: Path, array: Any) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array, allow_pickle=False)
+        os.chmod(tmp, file_mode())  # an output for the user: the usual mode, not 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

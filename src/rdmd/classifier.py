@@ -147,6 +147,20 @@ def train_classifier(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: T
     return model, {"test_accuracy": float(test_acc), "train_loss": float(loss_avg)}
 
 
+def folders_meta(folders: list[str], doms: list[Any], name: str | None = None
+                 ) -> dict[str, Any]:
+    """The saved description of a classifier of folders: its metric name ``cnn_<name>``
+    (default: the folder names), each class's folder and what the folder policy did."""
+    import re
+
+    if name is None:
+        name = "_".join(Path(f).expanduser().resolve().name for f in folders)
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "folders"
+    return {"name": f"cnn_{name}", "data": "folders",
+            "classes": [str(Path(f).expanduser().resolve()) for f in folders],
+            "policy": [d.info.get("policy") for d in doms]}
+
+
 def save_classifier(model: SmallConvNet, directory: str | Path,
                     meta: dict[str, Any] | None = None) -> Path:
     """Write ``classifier.safetensors`` then ``classifier.json`` (the JSON marks completion).

@@ -31,6 +31,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--recursive", action="store_true",
+                   help="image folders: also read the images in subfolders (config key "
+                        "recursive)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -76,15 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help=".npy of source vectors (data units), or a folder of images")
     tr.add_argument("--output", required=True,
                     help=".npy to write, or a folder for one PNG per input image")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace outputs that already exist (refused otherwise)")
+    tr.add_argument("--keep-size", action="store_true",
+                    help="images: write each output at its input's width and height")
+    tr.add_argument("--recursive", action="store_true",
+                    help="images: also translate the images in subfolders (same layout out)")
     tr.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="metrics of a generator on held-out data, or of "
                                         "given arrays")
     e.add_argument("--model", help="run directory of distill (uses its held-out splits)")
-    e.add_argument("--input", help=".npy of source samples (with --translated, --target)")
-    e.add_argument("--translated", help=".npy of translated samples, row-aligned with --input")
-    e.add_argument("--target", help="target data (.npy or built-in) for the metrics")
+    e.add_argument("--input", help=".npy of source samples or a folder of images: with "
+                                   "--model, translated and scored (every image of a folder); "
+                                   "else with --translated and --target")
+    e.add_argument("--translated", help=".npy of translated samples, row-aligned with "
+                                        "--input, or a folder of translated images (paired "
+                                        "with --input's images by name)")
+    e.add_argument("--target", help="target data (.npy, folder or built-in) for the metrics")
     e.add_argument("--source", help="source data for --model (default: the model's)")
+    e.add_argument("--classifier", help="images: feature classifier directory for the "
+                                        "Frechet distance and KID (default: the model's)")
+    e.add_argument("--target-class", type=int,
+                   help="images: the classifier's label of the target (target accuracy)")
+    e.add_argument("--recursive", action="store_true",
+                   help="image folders: also read the images in subfolders")
     e.add_argument("--json", help="also write the metrics to this JSON file")
 
     dc = sub.add_parser("train-domain-classifier",
@@ -96,13 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--batch-size", type=int, default=64)
     dc.add_argument("--lr", type=float, default=1e-3)
     dc.add_argument("--seed", type=int, default=0)
-    dc.add_argument("--size", type=int, default=32, help="image size for folders")
-    dc.add_argument("--channels", type=int, default=3, help="image channels for folders")
+    dc.add_argument("--size", type=int,
+                    help="image size for folders (default: from the target's images)")
+    dc.add_argument("--channels", type=int,
+                    help="image channels for folders (default: from the target's images)")
     dc.add_argument("--no-progress", action="store_true")
 
     c = sub.add_parser("train-classifier",
                        help="the feature classifier behind fd_<name> and target accuracy")
-    c.add_argument("--data", required=True, help="cmnist, fmnist or digits (all classes)")
+    c.add_argument("--data", help="cmnist, fmnist or digits (all classes)")
+    c.add_argument("--folder", action="append",
+                   help="instead of --data: a folder of images, one class per --folder "
+                        "(repeat; e.g. the source, then the target: the shape is the last "
+                        "folder's, as a teacher of it resolves)")
+    c.add_argument("--size", type=int, help="--folder: image size (default: from the data)")
+    c.add_argument("--channels", type=int, help="--folder: 1 or 3 (default: from the data)")
+    c.add_argument("--recursive", action="store_true",
+                   help="--folder: also read the images in subfolders")
+    c.add_argument("--name", help="--folder: the metric is fd_cnn_<name> (default: the "
+                                  "folder names)")
     c.add_argument("--out", required=True, help="directory to write")
     c.add_argument("--epochs", type=int, default=15)
     c.add_argument("--batch-size", type=int, default=128)
@@ -142,7 +173,8 @@ def _config_layers(args: argparse.Namespace, extra: dict[str, Any]) -> list[dict
     from rdmd.config import parse_overrides, read_config_file
 
     file_layer = read_config_file(args.config) if args.config else {}
-    cli = {"steps": args.steps, "seed": args.seed, "device": args.device, **extra}
+    cli = {"steps": args.steps, "seed": args.seed, "device": args.device,
+           "recursive": True if args.recursive else None, **extra}
     return [file_layer, parse_overrides(args.set), cli]
 
 
@@ -196,13 +228,17 @@ def _cmd_translate(args: argparse.Namespace) -> None:
         raise RdmdError(f"--input not found: {inp}")
     if inp.is_dir():
         written = translate_folder(args.model, inp, outp, progress=not args.no_progress,
-                                   method=args.method, seed=args.seed, **params)
+                                   method=args.method, seed=args.seed,
+                                   overwrite=args.overwrite, keep_size=args.keep_size,
+                                   recursive=args.recursive, **params)
         print(f"translated {len(written)} images -> {outp}")
         return
     if outp.resolve() == inp.resolve():
         raise RdmdError("--output must differ from --input (the input would be overwritten)")
     if outp.suffix != ".npy":
         raise RdmdError(f"--output must end in .npy, got {outp}")
+    if outp.exists() and not args.overwrite:
+        raise RdmdError(f"--output {outp} already exists; pass --overwrite to replace it")
     y = translate(args.model, read_npy(inp), method=args.method, seed=args.seed, **params)
     atomic_save_npy(outp, np.asarray(y))
     print(f"translated {len(y)} samples -> {outp}")
@@ -243,12 +279,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         if (Path(args.model) / CONFIG_FILE).is_file():
             cfg = load_run_config(DistillConfig, args.model)
         shp = model.meta["data_shape"]
-        size, channels = (shp[-1], shp[0]) if len(shp) == 3 else (32, 3)
-        src = load_domain(args.source or model.meta["source"], cfg.n_train, cfg.n_test,
-                          cfg.seed, size, channels)
+        size, channels = (shp[-1], shp[0]) if len(shp) == 3 else (None, None)
+        rec = cfg.recursive or args.recursive
+        cfg.classifier = args.classifier or cfg.classifier
+        cfg.target_class = cfg.target_class if args.target_class is None else args.target_class
         tgt = load_domain(args.target or model.meta["target"], cfg.n_test, cfg.n_test,
-                          cfg.seed, size, channels)
-        res = evaluate_translation(model.net, model.normalizer, src, tgt, cfg)
+                          cfg.seed, size, channels, recursive=rec, purpose="the model")
+        from rdmd.data.folders import announce
+
+        announce(tgt, "target folder")
+        if args.input:
+            from rdmd.evaluation import evaluate_model_input
+
+            res = evaluate_model_input(model, args.input, tgt, cfg, rec)
+        else:
+            src = load_domain(args.source or model.meta["source"], cfg.n_train, cfg.n_test,
+                              cfg.seed, size, channels, recursive=rec, purpose="the model")
+            announce(src, "source folder")
+            res = evaluate_translation(model.net, model.normalizer, src, tgt, cfg)
+    elif args.input and Path(args.input).is_dir():
+        from rdmd.evaluation import evaluate_folders
+
+        if not (args.translated and args.target):
+            raise RdmdError("evaluate --input FOLDER needs --model, or --translated FOLDER "
+                            "and --target")
+        res = evaluate_folders(args.input, args.translated, args.target, args.classifier,
+                               args.target_class, args.recursive)
     else:
         if not (args.input and args.translated and args.target):
             raise RdmdError("evaluate needs --model DIR, or --input, --translated and --target")
@@ -277,12 +333,23 @@ def _cmd_train_classifier(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if (out / "classifier.json").exists():
         raise RdmdError(f"{out} already holds a classifier; choose another --out")
-    tx, ty, vx, vy = labelled_image_set(args.data, args.seed)
+    if (args.data is None) == (args.folder is None):
+        raise RdmdError("train-classifier needs --data NAME or --folder DIR (repeated), "
+                        "not both")
+    if args.folder:
+        from rdmd.classifier import folders_meta
+        from rdmd.data.images import labelled_folders
+
+        tx, ty, vx, vy, doms = labelled_folders(args.folder, args.size, args.channels,
+                                                args.recursive)
+        meta = folders_meta(args.folder, doms, args.name)
+    else:
+        tx, ty, vx, vy = labelled_image_set(args.data, args.seed)
+        meta = {"name": f"cnn_{args.data}", "data": args.data}
     model, stats = train_classifier(tx, ty, vx, vy, args.epochs, args.batch_size, args.lr,
                                     args.seed, augment_hue=args.data == "cmnist",
                                     progress=not args.no_progress)
-    save_classifier(model, out, {"name": f"cnn_{args.data}", "data": args.data,
-                                 "epochs": args.epochs, "seed": args.seed, **stats})
+    save_classifier(model, out, {**meta, "epochs": args.epochs, "seed": args.seed, **stats})
     print(f"classifier written to {out}: test accuracy {stats['test_accuracy']:.4f}")
 
 
@@ -293,8 +360,11 @@ def _cmd_train_domain_classifier(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if (out / "domain_classifier.json").exists():
         raise RdmdError(f"{out} already holds a domain classifier; choose another --out")
-    src = load_domain(args.source, size=args.size, channels=args.channels)
+    # folders: the target's shape (from its images, as a teacher of it resolves, unless
+    # --size/--channels), the source brought to it by the same policy (rdmd.data.folders)
     tgt = load_domain(args.target, size=args.size, channels=args.channels)
+    size, channels = (tgt.shape[-1], tgt.shape[0]) if tgt.kind == "image" else (None, None)
+    src = load_domain(args.source, size=size, channels=channels, purpose="the target")
     if src.kind != "image" or tgt.kind != "image":
         raise RdmdError("train-domain-classifier needs two image sets")
     if src.shape != tgt.shape:

@@ -35,8 +35,9 @@ class TeacherConfig:
     encoder: list[int] | None = None  # MLP input-encoder widths; None: scaled with d
     backbone: str = "auto"  # "mlp", "unet:<preset>" (small32, tiny8, edm64); auto by data
     precision: str = "fp32"  # "bf16": autocast the networks' forward passes
-    image_size: int = 32  # image folders are resized and centre-cropped to this
-    image_channels: int = 3  # 1 (grey) or 3 (RGB) for image folders
+    image_size: int | None = None  # image folders: side length; None: from the images
+    image_channels: int | None = None  # image folders: 1 (grey) or 3 (RGB); None: from them
+    recursive: bool = False  # image folders: also read the images in subfolders
     classifier: str | None = None  # feature classifier dir: FD of the teacher's samples
     n_train: int = 5000  # samples drawn from a built-in distribution (ignored for files)
     n_test: int = 5000
@@ -87,6 +88,7 @@ class DistillConfig:
     teacher_dtype: str = "fp32"  # "bf16": hold the frozen teacher's weights in bf16
     classifier: str | None = None  # feature classifier dir: FD and target accuracy (images)
     target_class: int | None = None  # the classifier's label of the target domain
+    recursive: bool = False  # image folders: also read the images in subfolders
 
 
 #: values of keys that runs saved by earlier rdmd versions lack: what those runs used

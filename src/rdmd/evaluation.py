@@ -188,10 +188,16 @@ def _fd_sets(generated: torch.Tensor, tgt: Domain) -> tuple[torch.Tensor, ...]:
 
 
 def _rename_fd(res: dict[str, Any], name: str | None, n: int) -> dict[str, Any]:
+    """``fd``/``kid`` -> ``fd_<classifier>``/``kid_<classifier>`` (never FID or KID alone:
+    the features are the project's classifier's, not Inception's)."""
     if name and "fd" in res:
         res[name] = res.pop("fd")
         res[f"{name}_floor"] = res.pop("fd_floor")
         res["fd_n"] = n
+        if "kid" in res:
+            kid = "kid_" + name.removeprefix("fd_")
+            res[kid] = res.pop("kid")
+            res[f"{kid}_floor"] = res.pop("kid_floor")
     return res
 
 
@@ -223,8 +229,11 @@ def image_translation_metrics(x: torch.Tensor, gx: torch.Tensor, tgt: Domain,
     outputs ``gx`` against their inputs ``x``; with a classifier, a Frechet distance over its
     features (named ``fd_<classifier>``, never FID) with its floor, and the share of outputs
     it labels as ``target_class``. Every method (RDMD and the baselines) is scored here."""
-    from rdmd.metrics.image import fd_with_floor, image_metrics
+    from rdmd.metrics.image import fd_kid_with_floor, image_metrics
+    from rdmd.training.checks import check_classifier
 
+    if classifier:  # a classifier of another shape: one line, not a crash in its convs
+        check_classifier(classifier, tuple(x.shape[1:]), target_class)
     feats, net, name = _feature_fns(classifier)
     use_class = net is not None and target_class is not None
     res = image_metrics(x, gx, classifier=net if use_class else None,
@@ -234,7 +243,7 @@ def image_translation_metrics(x: torch.Tensor, gx: torch.Tensor, tgt: Domain,
     if feats is None:
         return res
     gen, real_a, real_b = _fd_sets(gx, tgt)
-    res.update(fd_with_floor(feats, gen, real_a, real_b))
+    res.update(fd_kid_with_floor(feats, gen, real_a, real_b))
     return _rename_fd(res, name, len(gen))
 
 
@@ -253,10 +262,10 @@ def evaluate_image_teacher(out_dir: Path, model: Any, dom: Domain, n_steps: int,
         for c in torch.split(torch.arange(n), 256)]).clamp(-1, 1)
     res: dict[str, Any] = {"sampler_steps": n_steps, "nfe": 2 * n_steps - 1}
     if feats is not None:
-        from rdmd.metrics.image import fd_with_floor
+        from rdmd.metrics.image import fd_kid_with_floor
 
         gen, real_a, real_b = _fd_sets(samples, dom)
-        res.update(fd_with_floor(feats, gen, real_a, real_b))
+        res.update(fd_kid_with_floor(feats, gen, real_a, real_b))
         res = _rename_fd(res, name, len(gen))
     if not is_main():
         return res
@@ -267,6 +276,120 @@ def evaluate_image_teacher(out_dir: Path, model: Any, dom: Domain, n_steps: int,
     grid.parent.mkdir(parents=True, exist_ok=True)
     image_grid(samples[:64], nrow=8).save(grid)
     return res
+
+
+# -- your own folders ------------------------------------------------------------------------
+
+def _say(role: str, folder: Any, policy: Any) -> None:
+    if is_main():
+        print(f"{role} {folder}: {policy.line()}", flush=True)
+
+
+def pair_by_name(inputs: list[str], translated: list[str]) -> tuple[list[int], list[int]]:
+    """Indices that pair each translated image with the input of the same relative name (the
+    suffix aside: ``translate`` writes ``a.jpg`` as ``a.png``). Every translated image must
+    have its input, and every input its translation: a metric over a silent subset is not
+    the metric of the folder."""
+    from rdmd.data.folders import stem
+    from rdmd.errors import RdmdError
+
+    ix = {stem(n): i for i, n in enumerate(inputs)}
+    tx = {stem(n): i for i, n in enumerate(translated)}
+    for what, a, b in (("translated images have no input", tx, ix),
+                       ("inputs have no translation", ix, tx)):
+        missing = sorted(set(a) - set(b))
+        if missing:
+            raise RdmdError(f"{len(missing)} {what} of the same name (e.g. {missing[0]}); "
+                            "--input and --translated must hold the same names")
+    keys = sorted(tx)
+    return [ix[k] for k in keys], [tx[k] for k in keys]
+
+
+def load_target_like(spec: str, shape: tuple[int, ...], recursive: bool = False,
+                     purpose: str | None = None) -> Domain:
+    """Target images at ``shape``: a folder by the folder policy, a built-in of that shape."""
+    from rdmd.data import load_domain
+    from rdmd.data.images import check_image_compat
+
+    tgt = load_domain(spec, size=shape[-1], channels=shape[0], recursive=recursive,
+                      purpose=purpose)
+    if tgt.kind != "image":
+        from rdmd.errors import RdmdError
+
+        raise RdmdError(f"--target {spec}: images needed, got vectors")
+    check_image_compat(tgt, shape, f"--target {spec} has images of {{a}}, the others are {{b}}")
+    if isinstance(tgt.info.get("policy"), dict):
+        from rdmd.data.folders import announce
+
+        announce(tgt, "target folder")
+    return tgt
+
+
+def evaluate_folders(input_dir: str | Path, translated_dir: str | Path, target: str,
+                     classifier: str | None = None, target_class: int | None = None,
+                     recursive: bool = False) -> dict[str, Any]:
+    """Metrics of translations already written: ``translated_dir`` against the inputs of the
+    same names in ``input_dir`` (L2, RMSE, PSNR, SSIM) and, with a classifier, against the
+    ``target`` images (Frechet distance and KID over its features, each with its floor).
+
+    The shape is the translated images' own (the folder policy, from the data); the inputs
+    and the target are brought to it by the same policy, every conversion printed."""
+    from rdmd.data.folders import load_all
+
+    t_names, gx, pol = load_all(translated_dir, recursive=recursive)
+    _say("translated folder", translated_dir, pol)
+    x_names, x, xpol = load_all(input_dir, pol.channels, pol.size, recursive,
+                                purpose="the translated images")
+    _say("input folder", input_dir, xpol)
+    ii, ti = pair_by_name(x_names, t_names)
+    tgt = load_target_like(target, pol.shape, recursive, "the translated images")
+    res = image_translation_metrics(x[ii], gx[ti], tgt, classifier, target_class)
+    res["shape"] = list(pol.shape)
+    return res
+
+
+def evaluate_model_on_folder(model: Any, input_dir: str | Path, tgt: Domain,
+                             classifier: str | None = None, target_class: int | None = None,
+                             recursive: bool = False) -> dict[str, Any]:
+    """A generator on every image of ``input_dir`` (no split: the folder as it is), scored
+    like the held-out evaluation, the images as ``rdmd translate`` writes them."""
+    from rdmd.data.folders import load_all
+    from rdmd.translators import make_translator
+
+    shape = tuple(int(s) for s in model.meta["data_shape"])
+    _, x, pol = load_all(input_dir, shape[0], shape[-1], recursive, purpose="the model")
+    _say("input folder", input_dir, pol)
+    gx = make_translator("rdmd", model).translate(x)
+    return image_translation_metrics(x, gx, tgt, classifier, target_class)
+
+
+def evaluate_model_input(model: Any, inp: str | Path, tgt: Domain, cfg: Any,
+                         recursive: bool = False) -> dict[str, Any]:
+    """``evaluate --model --input``: a folder of images (:func:`evaluate_model_on_folder`) or
+    an ``.npy`` of vectors in data units, translated and scored against ``tgt``."""
+    from rdmd.errors import RdmdError
+
+    p = Path(inp)
+    if not p.exists():
+        raise RdmdError(f"--input not found: {p}")
+    if tgt.kind == "image":
+        if not p.is_dir():
+            raise RdmdError(f"--input {p}: this model translates images; pass a folder")
+        return evaluate_model_on_folder(model, p, tgt, cfg.classifier, cfg.target_class,
+                                        recursive)
+    if p.is_dir():
+        raise RdmdError(f"--input {p}: this model translates vectors; pass an .npy file")
+    from rdmd.data.vectors import read_npy
+    from rdmd.translators import make_translator
+
+    x = torch.from_numpy(np.asarray(read_npy(p), dtype=np.float32))
+    if tuple(x.shape[1:]) != tgt.shape:
+        raise RdmdError(f"--input {p} has samples of shape {tuple(x.shape[1:])}, the model "
+                        f"expects {tgt.shape}")
+    gx = make_translator("rdmd", model).translate(x)
+    y = tgt.test.numpy() if tgt.sampler is not None else \
+        np.concatenate([tgt.train.numpy(), tgt.test.numpy()])
+    return metrics.vector_metrics(x.numpy(), gx.numpy(), y)
 
 
 def save_pair_grid(path: Path, x: torch.Tensor, gx: torch.Tensor, nrow: int = 16) -> None:

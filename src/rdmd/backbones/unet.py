@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rdmd.backbones.mlp import CondEmbedding
@@ -50,6 +51,10 @@ def check_overrides(overrides: dict[str, Any]) -> None:
 class UNetBackbone(nn.Module):
     """``F(x, c_noise[, cond])`` for images (N, C, H, W).
 
+    Any size works: the UNet needs sides divisible by ``2^(blocks - 1)`` (4 for ``small32``
+    and 8 for ``edm64``), so other sizes are padded (edge pixels repeated, split evenly
+    between the sides) and the output cropped back; sizes that divide run as before.
+
     ``cond_dim > 0`` adds a conditioning input: embedded by :class:`CondEmbedding` (last layer
     zero) and fed to the UNet's class-embedding slot (``class_embed_type="identity"``), which
     adds it to the time embedding; 0 leaves the UNet and its ``state_dict`` as before.
@@ -74,6 +79,8 @@ class UNetBackbone(nn.Module):
                                    for k, v in kw.items()})
         ted = self.unet.time_embedding.linear_2.out_features
         self.c_enc = CondEmbedding(cond_dim, ted) if cond_dim else None
+        # each down block but the last halves the image: sides must divide by 2^(blocks-1)
+        self.multiple = 2 ** (len(kw["down_block_types"]) - 1)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,4 +91,9 @@ class UNetBackbone(nn.Module):
             labels = self.c_enc(cond.float())
         elif cond is not None:
             raise ValueError("this network takes no conditioning input (cond_dim = 0)")
-        return self.unet(x, c_noise.to(x.dtype), class_labels=labels).sample
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        if ph or pw:  # e.g. 30x30 in small32 (multiples of 4): pad, run, crop back
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        out = self.unet(x, c_noise.to(x.dtype), class_labels=labels).sample
+        return out[..., ph // 2:ph // 2 + h, pw // 2:pw // 2 + w] if ph or pw else out

@@ -31,10 +31,9 @@ Splits of data sets without an official test set (MNIST 5k, digits, folders) are
 and for all: a permutation drawn with seed 0 (never the run's seed, so a teacher and its
 distillation always see the same held-out images), the last 20% held out.
 
-A folder path loads every ``.png``/``.jpg``/``.jpeg`` file in it (case-insensitive, not
-recursive, hidden files skipped, sorted by name): decoded with Pillow, EXIF orientation
-applied, converted to RGB or grey, the shorter side resized to ``size`` (bicubic) and
-centre-cropped to ``size x size``. ``info["files"]`` lists the names in train-then-test order
+A folder path loads every image Pillow reads in it, brought to one shape by the folder policy
+of :mod:`rdmd.data.folders` (shape from the data unless set, conversions counted, images far
+smaller than the shape refused). ``info["files"]`` lists the names in train-then-test order
 so translated outputs can be written under the same names.
 """
 
@@ -52,16 +51,25 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from rdmd.checkpoint import file_mode
 from rdmd.data.domain import Domain
+from rdmd.data.folders import (  # noqa: F401  (re-exported: the folder API lives there)
+    GREY_MODES,
+    SPLIT_SEED,
+    TEST_FRACTION,
+    check_channels,
+    list_images,
+    load_image_file,
+    load_image_folder,
+    prepare_pil,
+    split_indices,
+)
 from rdmd.data.vectors import parse_spec
 from rdmd.errors import RdmdError
 
-SPLIT_SEED = 0
-TEST_FRACTION = 0.2
 MNIST_SIZE = 32
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
@@ -91,12 +99,7 @@ _SHORTCUTS: dict[str, tuple[str, dict[str, int]]] = {
 
 # -- helpers ---------------------------------------------------------------------------------
 
-def _split_indices(n: int, test_fraction: float = TEST_FRACTION,
-                   seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed permutation, last ``test_fraction`` held out (at least one on each side)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_test = min(n - 1, max(1, int(round(test_fraction * n))))
-    return perm[:-n_test], perm[-n_test:]
+_split_indices = split_indices
 
 
 def _resize_grey(u8: np.ndarray, size: int = MNIST_SIZE) -> torch.Tensor:
@@ -254,115 +257,9 @@ def _digits(spec: str, seed: int, **params: Any) -> Domain:
 _LOADERS = {"cmnist": _cmnist, "fmnist": _fmnist, "digits": _digits}
 
 
-# -- folders ------------------------------------------------------------------------------------
+# -- folders: see rdmd.data.folders (the policy); re-exported here -----------------------------
 
-def _check_channels(channels: Any) -> int:
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise RdmdError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
-    return int(channels)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """PNG/JPEG files directly in ``folder``, sorted by name; errors if missing or empty."""
-    p = Path(folder).expanduser()
-    if not p.is_dir():
-        raise RdmdError(f"image folder not found: {p}")
-    files = sorted((f for f in p.iterdir()
-                    if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
-                    and f.is_file()), key=lambda f: f.name)
-    if not files:
-        raise RdmdError(f"no images (.png, .jpg, .jpeg) in folder {p}")
-    return files
-
-
-def load_image_file(path: str | Path, size: int = 32, channels: int = 3) -> torch.Tensor:
-    """One image as a (channels, size, size) float32 tensor in [-1, 1].
-
-    The shorter side is resized to ``size`` (bicubic) and the centre cropped, so aspect
-    ratios are kept and nothing is stretched.
-    """
-    channels = _check_channels(channels)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise RdmdError(f"image size must be a positive integer, got {size!r}")
-    p = Path(path)
-    try:
-        with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im)
-            im = im.convert("RGB" if channels == 3 else "L")
-    except FileNotFoundError:
-        raise RdmdError(f"image file not found: {p}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RdmdError(f"{p}: cannot decode image ({msg})") from None
-    return _prepare_pil(im, size, channels)
-
-
-def _prepare_pil(im: Image.Image, size: int, channels: int) -> torch.Tensor:
-    """Convert, resize the shorter side to ``size`` (bicubic), centre-crop, scale to [-1, 1]."""
-    im = im.convert("RGB" if channels == 3 else "L")
-    w, h = im.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    im = im.crop((left, top, left + size, top + size))
-    a = np.asarray(im, dtype=np.float32).reshape(size, size, channels)
-    return torch.from_numpy(a / 127.5 - 1.0).permute(2, 0, 1).contiguous()
-
-
-def load_image_folder(path: str | Path, size: int = 32, channels: int = 3, seed: int = 0,
-                      test_fraction: float = TEST_FRACTION) -> Domain:
-    """Every image in ``path`` at ``channels x size x size``, split by a fixed permutation.
-
-    ``seed`` seeds the split only (default 0, the same for every run so a teacher and its
-    distillation hold out the same files).
-    """
-    channels = _check_channels(channels)
-    if not 0.0 < test_fraction < 1.0:
-        raise RdmdError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    files = list_images(path)
-    if len(files) < 2:
-        raise RdmdError(f"need at least 2 images in folder {Path(path)}, found {files[0].name}")
-    x = torch.stack([load_image_file(f, size, channels) for f in files])
-    tr, te = _split_indices(len(files), test_fraction, seed)
-    names = [files[i].name for i in tr] + [files[i].name for i in te]
-    info = {"folder": str(path), "files": names, "n_train": len(tr), "size": size,
-            "channels": channels, "split": f"fixed permutation (seed {seed}), "
-            f"last {test_fraction:.0%} test"}
-    return Domain(str(path), x[torch.from_numpy(tr)].contiguous(),
-                  x[torch.from_numpy(te)].contiguous(), "image", None, info)
-
-
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
-def check_folder_fits(spec: str | None, size: int, channels: int, what: str,
-                      model: str) -> None:
-    """A folder given for a model of ``channels x size x size`` must hold images that are
-    resized *down* to it with the same kind of colour: a grey folder for a colour teacher (or
-    the reverse), or images smaller than the teacher's size (upscaling invents detail), is
-    almost always the wrong folder. Reads image headers only; built-in names pass."""
-    if spec is None or not Path(spec).expanduser().is_dir():
-        return
-    folder = Path(spec).expanduser()
-    for f in list_images(folder):
-        try:
-            with Image.open(f) as im:
-                w, h, mode = im.width, im.height, im.mode
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                Image.DecompressionBombError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise RdmdError(f"{f}: cannot decode image ({msg})") from None
-        c = 1 if mode in GREY_MODES else 3
-        if c != channels:
-            kind = {1: "grey (1 channel)", 3: "colour (3 channels)"}
-            raise RdmdError(f"{what} {folder}: {f.name} is {kind[c]} but {model} takes "
-                            f"{kind[channels]} images")
-        if min(w, h) < size:
-            raise RdmdError(f"{what} {folder}: {f.name} is {w}x{h}, smaller than the "
-                            f"{size}x{size} of {model} (a source is not upscaled to fit)")
-
+_check_channels = check_channels
 
 # -- dispatch -----------------------------------------------------------------------------------
 
@@ -377,16 +274,20 @@ def is_image_spec(spec: str) -> bool:
         return False
 
 
-def load_image_domain(spec: str, seed: int = 0, *, size: int = 32,
-                      channels: int = 3) -> Domain:
+def load_image_domain(spec: str, seed: int = 0, *, size: int | None = None,
+                      channels: int | None = None, recursive: bool = False,
+                      purpose: str | None = None) -> Domain:
     """A built-in image data set or a folder of images.
 
     ``seed`` only changes the random hues of coloured MNIST; splits never depend on it.
-    ``size``/``channels`` apply to folders; built-ins have their fixed shape (compare shapes
-    with :func:`check_image_compat`).
+    ``size``/``channels`` (None: from the images), ``recursive`` and ``purpose`` (what the
+    shape is for, named when a folder is refused) apply to folders
+    (:mod:`rdmd.data.folders`); built-ins have their fixed shape (compare shapes with
+    :func:`check_image_compat`).
     """
     if Path(spec).expanduser().is_dir():
-        return load_image_folder(Path(spec).expanduser(), size=size, channels=channels)
+        return load_image_folder(Path(spec).expanduser(), size=size, channels=channels,
+                                 recursive=recursive, purpose=purpose)
     name, params = parse_spec(spec)
     if name in _SHORTCUTS:
         base, fixed = _SHORTCUTS[name]
@@ -447,16 +348,22 @@ def _pil(x: torch.Tensor) -> Image.Image:
 
 
 def save_image(x: torch.Tensor, path: str | Path) -> None:
-    """Write a (C, H, W) image in [-1, 1] as PNG atomically: a temp file in the same folder,
-    then ``os.replace``, so a crash never leaves a half-written image under the final name."""
+    """Write a (C, H, W) image in [-1, 1] as PNG atomically (see :func:`save_pil`)."""
+    save_pil(_pil(x), path)
+
+
+def save_pil(im: Image.Image, path: str | Path) -> None:
+    """Write a PIL image as PNG atomically: a temp file in the same folder, then
+    ``os.replace``, so a crash never leaves a half-written image under the final name; the
+    file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
     p = Path(path)
-    im = _pil(x)
     tmp = None
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
         with os.fdopen(fd, "wb") as f:
             im.save(f, format="PNG")
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; a written image gets the umask's
         os.replace(tmp, p)
         tmp = None
     except OSError as e:
@@ -505,9 +412,37 @@ def labelled_image_set(family: str, seed: int = 0
     return train_x, train_y, test_x, test_y
 
 
+def labelled_folders(folders: list[str], size: int | None = None,
+                     channels: int | None = None, recursive: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                list[Domain]]:
+    """One class per folder (label = its position), on the folders' fixed splits (the ones
+    the teacher and the distillation hold out), so the classifier never trains on an image
+    held out for translation metrics. The shape is the last folder's (give the target last:
+    a teacher of it resolves the same shape) unless ``size``/``channels`` are set; the other
+    folders are brought to it by the same policy."""
+    from rdmd.data.folders import announce
+
+    if len(folders) < 2:
+        raise RdmdError("a classifier needs at least two classes: give --folder twice or more "
+                        "(e.g. the source folder, then the target folder)")
+    last = load_image_folder(Path(folders[-1]).expanduser(), size, channels,
+                             recursive=recursive)
+    doms = [load_image_folder(Path(f).expanduser(), last.shape[-1], last.shape[0],
+                              recursive=recursive, purpose="the classifier")
+            for f in folders[:-1]] + [last]
+    for k, d in enumerate(doms):
+        announce(d, f"class {k} folder")
+    train_x = torch.cat([d.train for d in doms])
+    test_x = torch.cat([d.test for d in doms])
+    train_y = torch.cat([torch.full((len(d.train),), c) for c, d in enumerate(doms)])
+    test_y = torch.cat([torch.full((len(d.test),), c) for c, d in enumerate(doms)])
+    return train_x, train_y, test_x, test_y, doms
+
+
 def pil_to_tensor(im: Image.Image, size: int, channels: int) -> torch.Tensor:
     """A PIL image as a (C, size, size) tensor in [-1, 1], prepared like folder images."""
-    return _prepare_pil(im, size, channels)
+    return prepare_pil(im, size, channels)
 
 
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:

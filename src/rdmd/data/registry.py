@@ -14,16 +14,19 @@ from rdmd.errors import RdmdError
 
 
 def load_domain(spec: str, n_train: int = 5000, n_test: int = 5000, seed: int = 0,
-                size: int = 32, channels: int = 3) -> Domain:
+                size: int | None = None, channels: int | None = None,
+                recursive: bool = False, purpose: str | None = None) -> Domain:
     """A ``.npy`` path, a folder of images, or a built-in name (``8gaussians``,
     ``gaussian:d=8;std=1.5``, ``cmnist2``, ``fmnist-sneaker``, ``digits:class=3``, ...).
 
-    ``n_train``/``n_test`` apply to built-in distributions only, ``size``/``channels`` to
-    image folders only; files and image sets are split deterministically, independent of
+    ``n_train``/``n_test`` apply to built-in distributions only; ``size``/``channels``
+    (None: from the images), ``recursive`` and ``purpose`` to image folders only
+    (:mod:`rdmd.data.folders`); files and image sets are split deterministically, independent of
     ``seed`` (see :mod:`rdmd.data.vectors` and :mod:`rdmd.data.images`).
     """
     if images.is_image_spec(spec):
-        return images.load_image_domain(spec, seed, size=size, channels=channels)
+        return images.load_image_domain(spec, seed, size=size, channels=channels,
+                                        recursive=recursive, purpose=purpose)
     name = spec.split(":", 1)[0]
     if name in vectors.BUILTIN_VECTORS:
         return vectors.builtin(spec, n_train, n_test, seed)

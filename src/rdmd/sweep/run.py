@@ -29,11 +29,13 @@ if TYPE_CHECKING:
 def load_data(cfg: SweepConfig) -> tuple[Model, Domain, Domain]:
     """The teacher, and source and target loaded at the teacher's image shape.
 
-    Image folders have no shape of their own (they are resized to what the loader is told),
-    so they are loaded at the teacher's size and channels; every method then scores inputs
-    the teacher was trained on. Built-in sets of another shape are refused."""
+    Image folders are brought to the teacher's size and channels by the folder policy the
+    teacher's own target went through (:mod:`rdmd.data.folders`, conversions counted and
+    printed); every method then scores inputs the teacher was trained on. Built-in sets of
+    another shape are refused."""
     from rdmd.data import load_domain
-    from rdmd.data.images import check_folder_fits, is_image_spec
+    from rdmd.data.folders import announce
+    from rdmd.data.images import is_image_spec
     from rdmd.models import load_model
 
     if not is_image_spec(cfg.source):
@@ -47,9 +49,9 @@ def load_data(cfg: SweepConfig) -> tuple[Model, Domain, Domain]:
     channels, size = shape[0], shape[-1]
     doms = []
     for name, spec in (("source", cfg.source), ("target", cfg.target)):
-        check_folder_fits(spec, size, channels, f"{name} folder",
-                          f"the teacher in {cfg.teacher}")
-        dom = load_domain(spec, size=size, channels=channels)
+        dom = load_domain(spec, size=size, channels=channels,
+                          purpose=f"the teacher in {cfg.teacher}")
+        announce(dom, f"{name} folder")
         if dom.kind != "image" or dom.shape != shape:
             raise RdmdError(f"{name} {spec!r} has samples of shape "
                             f"{'x'.join(map(str, dom.shape))} but the teacher in "

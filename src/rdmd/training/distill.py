@@ -12,7 +12,8 @@ import torch
 from rdmd import distributed
 from rdmd.config import DistillConfig
 from rdmd.costs import get_cost
-from rdmd.data import load_domain
+from rdmd.data import Domain, load_domain
+from rdmd.data.folders import announce
 from rdmd.errors import RdmdError
 from rdmd.methods import METHODS
 from rdmd.models import Model, load_model, save_model
@@ -28,6 +29,25 @@ def _load_teacher(path: str) -> Model:
     if model.role != "teacher":
         raise RdmdError(f"{path} holds a {model.role}, not a teacher")
     return model
+
+
+def load_pair(run: dict[str, Any], cfg: DistillConfig, teacher: Model) -> tuple[Domain, Domain]:
+    """Source and target at the teacher's shape, by the folder policy the teacher's target
+    went through (rdmd.data.folders): what the teacher accepted, distillation accepts. The
+    teacher's own target folder is read as the teacher read it (``recursive`` included)."""
+    shape = tuple(teacher.meta["data_shape"])
+    size, channels = (shape[-1], shape[0]) if len(shape) == 3 else (None, None)
+    purpose = f"the teacher in {run['teacher']}"
+    t_info = teacher.meta.get("target_info") or {}
+    t_rec = cfg.recursive or (run["target"] == teacher.meta.get("target")
+                              and bool(t_info.get("recursive", False)))
+    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed, size, channels,
+                      recursive=cfg.recursive, purpose=purpose)
+    tgt = load_domain(run["target"], cfg.n_test, cfg.n_test, cfg.seed, size, channels,
+                      recursive=t_rec, purpose=purpose)
+    announce(src, "source folder")
+    announce(tgt, "target folder")
+    return src, tgt
 
 
 def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | Path,
@@ -67,16 +87,7 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
         if distributed.is_main():
             print(f"rdmd: {clipped}", file=sys.stderr)
     shape = tuple(teacher_model.meta["data_shape"])
-    size = shape[-1] if len(shape) == 3 else 32
-    channels = shape[0] if len(shape) == 3 else 3
-    if len(shape) == 3:
-        from rdmd.data.images import check_folder_fits
-
-        for name in ("source", "target"):
-            check_folder_fits(run[name], size, channels,
-                              f"{name} folder", f"the teacher in {run['teacher']}")
-    src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed, size, channels)
-    tgt = load_domain(run["target"], cfg.n_test, cfg.n_test, cfg.seed, size, channels)
+    src, tgt = load_pair(run, cfg, teacher_model)
     for name, dom in (("source", src), ("target", tgt)):
         if dom.shape != shape:
             what = "images" if dom.kind == "image" else "samples"
@@ -102,6 +113,9 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
             "source": run["source"], "target": run["target"], "teacher": run["teacher"],
             "cost": cfg.cost, "steps": cfg.steps, "ema_decay": cfg.ema_decay, "lam": cfg.lam,
             "sigma_g": float(method.result().sigma_g), **method.model_meta()}
+    if "policy" in src.info or "policy" in tgt.info:  # folders: what the policy did to them
+        meta["folder_policy"] = {"source": src.info.get("policy"),
+                                 "target": tgt.info.get("policy")}
     # The generator's EMA (if on) is what is evaluated and saved; the raw one trains.
     from rdmd.evaluation import evaluate_translation, write_translation_report
 

@@ -11,6 +11,7 @@ from rdmd import distributed
 from rdmd.backbones import backbone_spec
 from rdmd.config import TeacherConfig
 from rdmd.data import Normalizer, load_domain
+from rdmd.data.folders import announce
 from rdmd.edm import EDMLoss, LogNormalSigma
 from rdmd.methods import DSM
 from rdmd.models import build_denoiser, save_model
@@ -39,7 +40,11 @@ def train_teacher(target: str | None, out_dir: str | Path,
     run, cfg = prepare_run(out, "teacher", TeacherConfig, {"target": target}, layers, _kind,
                            resume)
     dom = load_domain(run["target"], cfg.n_train, cfg.n_test, cfg.seed, cfg.image_size,
-                      cfg.image_channels)
+                      cfg.image_channels, recursive=cfg.recursive)
+    if "policy" in dom.info:  # a folder: its shape, resolved once, is stored with the run
+        announce(dom, "target folder")
+        cfg.image_size, cfg.image_channels = dom.info["size"], dom.info["channels"]
+        run["config"].update(image_size=cfg.image_size, image_channels=cfg.image_channels)
     backbone = backbone_spec(cfg.backbone, dom.kind, dom.shape, encoder=cfg.encoder)
     check_classifier(cfg.classifier, dom.shape, None)
     d, device = setup_dist(cfg.device, cfg.batch_size)
