@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rdmd.errors import RdmdError
+from rdmd.errors import RdmdError, RunInterrupted
 from rdmd.translators import METHODS
 
 DATA_HELP = ("a .npy file (N x d floats), a folder of images, or a built-in name: gaussian, "
@@ -345,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"rdmd: error: {where}{e}\n")
         sys.stderr.flush()
         return 2
+    except RunInterrupted as e:  # the run wrote a checkpoint and says how to continue
+        if d.main:
+            sys.stderr.write(f"rdmd: interrupted: {e}\n")
+            sys.stderr.flush()
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("rdmd: interrupted; resume with --resume from the same --out", file=sys.stderr)
         return 130

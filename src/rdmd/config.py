@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,8 @@ def _convert(key: str, value: Any, ann: str) -> Any:
     elif base in ("int", "float"):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise bad
+        if not math.isfinite(value):  # NaN or inf would first show as a NaN loss, mid-run
+            raise RdmdError(f"config key {key!r} must be a finite number, got {value!r}")
         if base == "int":
             if not float(value).is_integer():
                 raise bad

@@ -13,9 +13,11 @@ averages the gradients, and rank 0 alone writes checkpoints and logs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,11 +30,12 @@ from rdmd import checkpoint as ckpt
 from rdmd import distributed
 from rdmd.distributed import Dist
 from rdmd.ema import EMA, warmup_decay
-from rdmd.errors import RdmdError
+from rdmd.errors import RdmdError, RunInterrupted
 from rdmd.methods.base import Method, NonFiniteLossError
 from rdmd.training.rundir import CHECKPOINTS, LOG_FILE
 from rdmd.training.runtime import autocast, sharded
 from rdmd.training.state import RunState
+from rdmd.training.stop import StopSignals
 
 
 class CsvLog:
@@ -99,7 +102,8 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
              rng: torch.Generator, cfg: Any, *, dist: Dist, device: torch.device,
              signature: dict[str, Any], ema_name: str | None, ema_warmup: bool, resume: bool,
              progress: bool, desc: str, eval_fn: Callable[[int], dict] | None = None,
-             on_start: Callable[[], None] | None = None) -> None:
+             on_start: Callable[[], None] | None = None,
+             stop: StopSignals | None = None) -> None:
     """Train ``method`` for ``cfg.steps`` steps; the EMA it keeps is ``method.ema``.
 
     ``cfg`` supplies the schedule and bookkeeping keys (``steps``, ``lr_schedule``,
@@ -108,7 +112,9 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     the checkpoint to resume from has loaded: a checkpoint that cannot be resumed leaves every
     file as it was. Under DDP every rank steps and evaluates (``eval_fn`` splits its work over
     the ranks); rank 0 alone logs, shows progress and writes checkpoints, and all ranks resume
-    from the checkpoint rank 0 picked.
+    from the checkpoint rank 0 picked. ``stop`` (the run's SIGINT/SIGTERM handlers) is polled
+    after every step: on a signal the loop writes a checkpoint at that step and raises
+    :class:`~rdmd.errors.RunInterrupted` (all ranks agree on the step).
     """
     d = dist
     total = cfg.steps
@@ -124,6 +130,9 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     root = out_dir / CHECKPOINTS
     start = _resume(state, root, d) if resume else 0
     if d.main:
+        if resume:
+            print(f"resuming {out_dir} at step {start} of {total}"
+                  + ("" if start else " (it has no checkpoint yet)"), flush=True)
         if on_start is not None:
             on_start()
         ckpt.remove_stale(root)
@@ -135,44 +144,54 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     show_lr = len(base_lr) == 1 or cfg.lr_schedule != "constant" or cfg.warmup_steps
     eval_every = getattr(cfg, "eval_every", 0)
     t0 = time.perf_counter()
-    for step in range(start, total):
-        factor = lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule)
-        for name, opt in method.optimizers.items():
-            for g, lr in zip(opt.param_groups, base_lr[name], strict=True):
-                g["lr"] = lr * factor
-        try:
-            with autocast(device, cfg.precision), sharded(rng, d, cfg.batch_size // d.world):
-                stats = method.train_step(next(batches), rng)
-        except NonFiniteLossError as e:
-            bar.close()
-            last = ckpt.latest_checkpoint(root)
-            where = (f"the last good checkpoint is {last}" if last is not None
-                     else "no checkpoint was written yet")
-            raise RdmdError(f"non-finite loss at step {step + 1}: {e}; {where}") from None
-        if ema is not None:
-            ema.update(method.modules[method.ema_of],
-                       warmup_decay(ema.decay, step) if ema_warmup else None)
-        if show_lr:
+    # from here on a signal stops the run after a step, with a checkpoint
+    with stop if stop is not None else contextlib.nullcontext():
+        for step in range(start, total):
+            factor = lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule)
             for name, opt in method.optimizers.items():
-                key = "lr" if len(base_lr) == 1 else f"lr_{name}"
-                stats[key] = opt.param_groups[0]["lr"]
-        done = step + 1
-        if done % cfg.log_every == 0 or done == total:
-            stats = distributed.mean_over_ranks(stats)
-            elapsed = time.perf_counter() - t0
-            # evaluation runs on every rank (its work is split over them)
-            evals = (eval_fn(done) if eval_fn and eval_every and done % eval_every == 0
-                     else {})
-            if log is not None:
-                row = {"step": done, **{k: f"{v:.6g}" for k, v in stats.items()},
-                       "time_s": f"{elapsed:.2f}", **{k: f"{v:.6g}" for k, v in evals.items()}}
-                log.write(row)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
-        if done % cfg.ckpt_every == 0 or done == total:
-            saved = state.to_checkpoint()
-            if saved is not None:
-                ckpt.save_checkpoint(root, done, saved[0], saved[1], cfg.keep_checkpoints)
-        bar.update(1)
+                for g, lr in zip(opt.param_groups, base_lr[name], strict=True):
+                    g["lr"] = lr * factor
+            try:
+                with autocast(device, cfg.precision), sharded(rng, d, cfg.batch_size // d.world):
+                    stats = method.train_step(next(batches), rng)
+            except NonFiniteLossError as e:
+                bar.close()
+                last = ckpt.latest_checkpoint(root)
+                where = (f"the last good checkpoint is {last}" if last is not None
+                         else "no checkpoint was written yet")
+                raise RdmdError(f"non-finite loss at step {step + 1}: {e}; {where}") from None
+            if ema is not None:
+                ema.update(method.modules[method.ema_of],
+                           warmup_decay(ema.decay, step) if ema_warmup else None)
+            if show_lr:
+                for name, opt in method.optimizers.items():
+                    key = "lr" if len(base_lr) == 1 else f"lr_{name}"
+                    stats[key] = opt.param_groups[0]["lr"]
+            done = step + 1
+            if done % cfg.log_every == 0 or done == total:
+                stats = distributed.mean_over_ranks(stats)
+                elapsed = time.perf_counter() - t0
+                # evaluation runs on every rank (its work is split over them)
+                evals = (eval_fn(done) if eval_fn and eval_every and done % eval_every == 0
+                         else {})
+                if log is not None:
+                    row = {"step": done, **{k: f"{v:.6g}" for k, v in stats.items()},
+                           "time_s": f"{elapsed:.2f}", **{k: f"{v:.6g}" for k, v in evals.items()}}
+                    log.write(row)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
+            stopping = stop is not None and stop.signum is not None
+            if d.active:  # every rank stops at the same step (the checkpoint is a collective)
+                stopping = distributed.any_rank(stopping)
+            if done % cfg.ckpt_every == 0 or done == total or stopping:
+                saved = state.to_checkpoint()
+                if saved is not None:
+                    ckpt.save_checkpoint(root, done, saved[0], saved[1], cfg.keep_checkpoints)
+            bar.update(1)
+            if stopping:
+                bar.close()
+                signum = stop.signum if stop is not None and stop.signum else 15  # 15: SIGTERM
+                name = signal.Signals(signum).name
+                raise RunInterrupted(signum, f"{name}: stopped after step {done} of {total}")
     bar.close()
 
 
