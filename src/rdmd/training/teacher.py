@@ -74,7 +74,7 @@ def _train_teacher(target: str | None, out: Path, layers: list[dict[str, Any] | 
     run_loop(out, method, batches(data, cfg.batch_size, rng, d), rng, cfg, dist=d,
                    device=device, signature={"job": "teacher", "backbone": backbone,
                                              "data_shape": list(dom.shape)},
-                   ema_name="ema", ema_warmup=False, resume=resume, progress=progress,
+                   ema_name="ema", ema_warmup=cfg.ema_warmup, resume=resume, progress=progress,
                    desc="teacher", on_start=lambda: start_run(out, run), stop=claim.stop)
     if d.main:
         save_model(out, method.result(), {
