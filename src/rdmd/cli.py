@@ -22,15 +22,19 @@ DATA_HELP = ("a .npy file (N x d floats), a folder of images, or a built-in name
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="run directory to create (or resume)")
-    p.add_argument("--steps", type=int, help="training iterations")
+    p.add_argument("--out", required=True,
+                   help="run directory to create (or resume); locked while the run lasts, so "
+                        "a second run into it is refused")
+    p.add_argument("--steps", type=int, help="training iterations (default 10000)")
     p.add_argument("--config", help="JSON or TOML file of config keys")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key (repeatable), e.g. --set batch_size=512")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, help="seed of the run (default 0)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint")
+                   help="continue the run in --out from its latest checkpoint (the step it "
+                        "continues from is printed); SIGINT or SIGTERM stops a run with a "
+                        "checkpoint to resume from")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -47,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher", help="run directory of train-teacher (not needed with --resume)")
     d.add_argument("--lam", type=float,
                    help="transport-cost weight lambda (default 0.02; 0 = plain DMD)")
-    d.add_argument("--target", help="held-out target data for metrics (default: teacher's)")
-    d.add_argument("--cost", help="transport cost: l2 (squared, default), l1, "
+    d.add_argument("--target", help="held-out target data for the metrics, as for --source: "
+                                    "a .npy file, a folder of images or a built-in name "
+                                    "(default: the teacher's target)")
+    d.add_argument("--cost", help="transport cost (default l2): l2 (squared), l1, "
                                   "lowpass:<factor> (squared L2 of average-pooled images), "
                                   "feature:<classifier dir> (squared L2 of its features)")
     d.add_argument("--sigma-g", type=float, help="generator noise level sigma_g (default 1)")
