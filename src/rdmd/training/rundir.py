@@ -28,6 +28,7 @@ from rdmd.config import (
     to_dict,
     validate,
 )
+from rdmd.distributed import env_world
 from rdmd.errors import RdmdError, RunInterrupted
 from rdmd.training.lock import RunLock
 from rdmd.training.stop import StopSignals
@@ -142,7 +143,10 @@ class Claim:
 
     @property
     def resume_command(self) -> str:
-        return f"rdmd {COMMANDS[self.job]} --out {shlex.quote(str(self.out_dir))} --resume"
+        cmd = f"rdmd {COMMANDS[self.job]} --out {shlex.quote(str(self.out_dir))} --resume"
+        if env_world().active:
+            cmd += " (launched by torchrun as before)"
+        return cmd
 
 
 @contextmanager
@@ -160,7 +164,7 @@ def claim_run(out_dir: Path, job: str, resume: bool, main: bool = True) -> Itera
     if lock is not None:
         lock.acquire()
     existed = {name for name in _EARLY_FILES if (out_dir / name).exists()}
-    claim = Claim(out_dir, job, StopSignals())
+    claim = Claim(out_dir, job, StopSignals(announce=main))
     try:
         with claim.stop:
             yield claim

@@ -28,7 +28,8 @@ class StopSignals:
     ignores (SIGINT in a background job of a script) stays ignored.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce  # rank 0 says it is stopping; the other ranks stay quiet
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
@@ -47,6 +48,8 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
+            if not self.announce:
+                return
             # os.write, not print: a handler may run in the middle of another write to stderr
             os.write(2, f"\nrdmd: {signal.Signals(signum).name}: stopping after this step "
                         "with a checkpoint (SIGKILL stops at once)\n".encode())
