@@ -243,8 +243,10 @@ def test_nan_at_step_one_leaves_nothing_that_blocks_a_retry(
     assert "checkpoints" not in err  # no folder that does not exist is named
     assert not out.exists()
     monkeypatch.undo()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     rc, _, err = _cli(args, capsys)  # the same command, retried
     assert rc == 0, err
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # a run leaves them as found
 
 
 def test_nan_after_a_checkpoint_names_a_checkpoint_that_exists(
@@ -348,3 +350,16 @@ def test_saved_teacher_runs_keep_their_ema_without_warm_up(tmp_path: Path) -> No
     del saved["ema_warmup"]
     assert config_from_saved(TeacherConfig, saved, "old").ema_warmup is False
     assert TeacherConfig().ema_warmup is True
+
+
+def test_stop_signals_restore_the_handlers_they_replaced() -> None:
+    from rdmd.training.stop import StopSignals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop = StopSignals(announce=False)
+    with stop:
+        assert signal.getsignal(signal.SIGTERM) == stop._handle
+        os.kill(os.getpid(), signal.SIGTERM)  # noted, not fatal
+        time.sleep(0.05)
+        assert stop.signum == signal.SIGTERM
+    assert {s: signal.getsignal(s) for s in before} == before

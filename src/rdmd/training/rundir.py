@@ -166,11 +166,10 @@ def claim_run(out_dir: Path, job: str, resume: bool, main: bool = True) -> Itera
     existed = {name for name in _EARLY_FILES if (out_dir / name).exists()}
     claim = Claim(out_dir, job, StopSignals(announce=main))
     try:
-        with claim.stop:
-            yield claim
+        yield claim  # the loop installs claim.stop around its steps
     except BaseException as e:
         removed = main and not resume and _forget_unstarted(out_dir, existed)
-        if isinstance(e, KeyboardInterrupt) and main:  # Ctrl-C outside the steps included
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C outside the steps included
             raise _interrupted(e, claim, resume) from None
         if removed and isinstance(e, RdmdError):
             raise RdmdError(f"{e}; nothing of this run was kept in {out_dir}, so the same "

@@ -34,6 +34,8 @@ class StopSignals:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
+        if self._old:
+            raise RuntimeError("StopSignals is already installed")
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 if signal.getsignal(s) is not signal.SIG_IGN:  # ignored stays ignored
