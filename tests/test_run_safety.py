@@ -52,9 +52,15 @@ def _env(**extra: str) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), **extra}
 
 
+def _default_sigint() -> None:
+    """A child of a background job inherits SIGINT ignored (and rdmd keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "rdmd.cli", *args], env=_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def _wait_for(cond: object, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
