@@ -13,7 +13,6 @@ averages the gradients, and rank 0 alone writes checkpoints and logs.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -144,55 +143,57 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     show_lr = len(base_lr) == 1 or cfg.lr_schedule != "constant" or cfg.warmup_steps
     eval_every = getattr(cfg, "eval_every", 0)
     t0 = time.perf_counter()
-    # from here on a signal stops the run after a step, with a checkpoint
-    with stop if stop is not None else contextlib.nullcontext():
-        for step in range(start, total):
-            factor = lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule)
+    if stop is not None:  # from here a signal stops the run after a step, with a checkpoint
+        stop.__enter__()  # (restored below, or by claim_run if the loop raises)
+    for step in range(start, total):
+        factor = lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule)
+        for name, opt in method.optimizers.items():
+            for g, lr in zip(opt.param_groups, base_lr[name], strict=True):
+                g["lr"] = lr * factor
+        try:
+            with autocast(device, cfg.precision), sharded(rng, d, cfg.batch_size // d.world):
+                stats = method.train_step(next(batches), rng)
+        except NonFiniteLossError as e:
+            bar.close()
+            last = ckpt.latest_checkpoint(root)
+            where = (f"the last good checkpoint is {last}" if last is not None
+                     else "no checkpoint was written yet")
+            raise RdmdError(f"non-finite loss at step {step + 1}: {e}; {where}") from None
+        if ema is not None:
+            ema.update(method.modules[method.ema_of],
+                       warmup_decay(ema.decay, step) if ema_warmup else None)
+        if show_lr:
             for name, opt in method.optimizers.items():
-                for g, lr in zip(opt.param_groups, base_lr[name], strict=True):
-                    g["lr"] = lr * factor
-            try:
-                with autocast(device, cfg.precision), sharded(rng, d, cfg.batch_size // d.world):
-                    stats = method.train_step(next(batches), rng)
-            except NonFiniteLossError as e:
-                bar.close()
-                last = ckpt.latest_checkpoint(root)
-                where = (f"the last good checkpoint is {last}" if last is not None
-                         else "no checkpoint was written yet")
-                raise RdmdError(f"non-finite loss at step {step + 1}: {e}; {where}") from None
-            if ema is not None:
-                ema.update(method.modules[method.ema_of],
-                           warmup_decay(ema.decay, step) if ema_warmup else None)
-            if show_lr:
-                for name, opt in method.optimizers.items():
-                    key = "lr" if len(base_lr) == 1 else f"lr_{name}"
-                    stats[key] = opt.param_groups[0]["lr"]
-            done = step + 1
-            if done % cfg.log_every == 0 or done == total:
-                stats = distributed.mean_over_ranks(stats)
-                elapsed = time.perf_counter() - t0
-                # evaluation runs on every rank (its work is split over them)
-                evals = (eval_fn(done) if eval_fn and eval_every and done % eval_every == 0
-                         else {})
-                if log is not None:
-                    row = {"step": done, **{k: f"{v:.6g}" for k, v in stats.items()},
-                           "time_s": f"{elapsed:.2f}", **{k: f"{v:.6g}" for k, v in evals.items()}}
-                    log.write(row)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
-            stopping = stop is not None and stop.signum is not None
-            if d.active:  # every rank stops at the same step (the checkpoint is a collective)
-                stopping = distributed.any_rank(stopping)
-            if done % cfg.ckpt_every == 0 or done == total or stopping:
-                saved = state.to_checkpoint()
-                if saved is not None:
-                    ckpt.save_checkpoint(root, done, saved[0], saved[1], cfg.keep_checkpoints)
-            bar.update(1)
-            if stopping:
-                bar.close()
-                signum = stop.signum if stop is not None and stop.signum else 15  # 15: SIGTERM
-                name = signal.Signals(signum).name
-                raise RunInterrupted(signum, f"{name}: stopped after step {done} of {total}")
+                key = "lr" if len(base_lr) == 1 else f"lr_{name}"
+                stats[key] = opt.param_groups[0]["lr"]
+        done = step + 1
+        if done % cfg.log_every == 0 or done == total:
+            stats = distributed.mean_over_ranks(stats)
+            elapsed = time.perf_counter() - t0
+            # evaluation runs on every rank (its work is split over them)
+            evals = (eval_fn(done) if eval_fn and eval_every and done % eval_every == 0
+                     else {})
+            if log is not None:
+                row = {"step": done, **{k: f"{v:.6g}" for k, v in stats.items()},
+                       "time_s": f"{elapsed:.2f}", **{k: f"{v:.6g}" for k, v in evals.items()}}
+                log.write(row)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
+        stopping = stop is not None and stop.signum is not None
+        if d.active:  # every rank stops at the same step (the checkpoint is a collective)
+            stopping = distributed.any_rank(stopping)
+        if done % cfg.ckpt_every == 0 or done == total or stopping:
+            saved = state.to_checkpoint()
+            if saved is not None:
+                ckpt.save_checkpoint(root, done, saved[0], saved[1], cfg.keep_checkpoints)
+        bar.update(1)
+        if stopping:
+            bar.close()
+            signum = stop.signum if stop is not None and stop.signum else 15  # 15: SIGTERM
+            name = signal.Signals(signum).name
+            raise RunInterrupted(signum, f"{name}: stopped after step {done} of {total}")
     bar.close()
+    if stop is not None:
+        stop.__exit__()
 
 
 def _resume(state: RunState, root: Path, d: Dist) -> int:

@@ -176,6 +176,7 @@ def claim_run(out_dir: Path, job: str, resume: bool, main: bool = True) -> Itera
                             "command can be run again") from None
         raise
     finally:
+        claim.stop.__exit__()  # the handlers, if the loop raised with them installed
         if lock is not None:
             lock.release()
 

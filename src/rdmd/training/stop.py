@@ -43,6 +43,7 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Restore the handlers it replaced; a no-op when not installed (safe to repeat)."""
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old.clear()
