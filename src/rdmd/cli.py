@@ -1,6 +1,8 @@
 """``rdmd`` command line: train-teacher, distill, translate, evaluate, demo.
 
-Every failure the user can cause ends as one line ``rdmd: error: ...`` and exit status 2.
+Every failure the user can cause ends as one line ``rdmd: error: ...`` and exit status 2; a
+run stopped by SIGINT/SIGTERM ends as ``rdmd: interrupted: ...`` (its checkpoint and the
+``--resume`` command) and exit status 130/143.
 """
 
 from __future__ import annotations
