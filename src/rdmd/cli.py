@@ -1,6 +1,8 @@
 """``rdmd`` command line: train-teacher, distill, translate, evaluate, export, demo.
 
-Every failure the user can cause ends as one line ``rdmd: error: ...`` and exit status 2.
+Every failure the user can cause ends as one line ``rdmd: error: ...`` and exit status 2; a
+run stopped by SIGINT/SIGTERM ends as ``rdmd: interrupted: ...`` (its checkpoint and the
+``--resume`` command) and exit status 130/143.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rdmd.errors import RdmdError
+from rdmd.errors import RdmdError, RunInterrupted
 from rdmd.translators import METHODS
 
 DATA_HELP = ("a .npy file (N x d floats), a folder of images, or a built-in name: gaussian, "
@@ -22,15 +24,19 @@ DATA_HELP = ("a .npy file (N x d floats), a folder of images, or a built-in name
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="run directory to create (or resume)")
-    p.add_argument("--steps", type=int, help="training iterations")
+    p.add_argument("--out", required=True,
+                   help="run directory to create (or resume); locked while the run lasts, so "
+                        "a second run into it is refused")
+    p.add_argument("--steps", type=int, help="training iterations (default 10000)")
     p.add_argument("--config", help="JSON or TOML file of config keys")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key (repeatable), e.g. --set batch_size=512")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, help="seed of the run (default 0)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint")
+                   help="continue the run in --out from its latest checkpoint (the step it "
+                        "continues from is printed); SIGINT or SIGTERM stops a run with a "
+                        "checkpoint to resume from")
     p.add_argument("--recursive", action="store_true",
                    help="image folders: also read the images in subfolders (config key "
                         "recursive)")
@@ -50,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher", help="run directory of train-teacher (not needed with --resume)")
     d.add_argument("--lam", type=float,
                    help="transport-cost weight lambda (default 0.02; 0 = plain DMD)")
-    d.add_argument("--target", help="held-out target data for metrics (default: teacher's)")
-    d.add_argument("--cost", help="transport cost: l2 (squared, default), l1, "
+    d.add_argument("--target", help="held-out target data for the metrics, as for --source: "
+                                    "a .npy file, a folder of images or a built-in name "
+                                    "(default: the teacher's target)")
+    d.add_argument("--cost", help="transport cost (default l2): l2 (squared), l1, "
                                   "lowpass:<factor> (squared L2 of average-pooled images), "
                                   "feature:<classifier dir> (squared L2 of its features)")
     d.add_argument("--sigma-g", type=float, help="generator noise level sigma_g (default 1)")
@@ -427,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"rdmd: error: {where}{e}\n")
         sys.stderr.flush()
         return 2
+    except RunInterrupted as e:  # the run wrote a checkpoint and says how to continue
+        if d.main:
+            sys.stderr.write(f"rdmd: interrupted: {e}\n")
+            sys.stderr.flush()
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("rdmd: interrupted; resume with --resume from the same --out", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ class TeacherConfig:
     lr_schedule: str = "cosine"  # "cosine" decays to 0 over `steps`; "constant"
     warmup_steps: int = 100  # linear learning-rate warm-up
     ema_decay: float = 0.999
+    # warm the EMA up like the generator's (rdmd.ema.warmup_decay): without it a run shorter
+    # than 1 / (1 - ema_decay) steps is mostly its random initialisation
+    ema_warmup: bool = True
     grad_clip: float = 0.0  # max global gradient norm; 0 disables
     p_mean: float = -1.2
     p_std: float = 1.2
@@ -93,7 +97,7 @@ class DistillConfig:
 
 #: values of keys that runs saved by earlier rdmd versions lack: what those runs used
 LEGACY: dict[str, dict[str, Any]] = {
-    "TeacherConfig": {},
+    "TeacherConfig": {"ema_warmup": False},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
                       "lr_schedule": "constant", "warmup_steps": 0},
 }
@@ -196,6 +200,8 @@ def _convert(key: str, value: Any, ann: str) -> Any:
     elif base in ("int", "float"):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise bad
+        if not math.isfinite(value):  # NaN or inf would first show as a NaN loss, mid-run
+            raise RdmdError(f"config key {key!r} must be a finite number, got {value!r}")
         if base == "int":
             if not float(value).is_integer():
                 raise bad

@@ -19,7 +19,14 @@ from rdmd.methods import METHODS
 from rdmd.models import Model, load_model, save_model
 from rdmd.training.checks import check_classifier
 from rdmd.training.loop import run_loop
-from rdmd.training.rundir import as_layers, prepare_run, start_run
+from rdmd.training.rundir import (
+    Claim,
+    as_layers,
+    check_layers,
+    claim_run,
+    prepare_run,
+    start_run,
+)
 from rdmd.training.runtime import batches, hold_in_bf16, setup_dist
 from rdmd.training.state import fmt_shape
 
@@ -61,6 +68,14 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
     """
     out = Path(out_dir)
     layers = as_layers(config)
+    check_layers(DistillConfig, layers)  # a bad value is refused before any folder exists
+    with claim_run(out, "distill", resume, distributed.env_world().main) as claim:
+        return _distill(source, teacher_dir, out, layers, target, resume, progress, claim)
+
+
+def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
+             layers: list[dict[str, Any] | None], target: str | None, resume: bool,
+             progress: bool, claim: Claim) -> Path:
     teachers: dict[str, Model] = {}
 
     def kind(data: dict[str, Any]) -> str:
@@ -131,7 +146,7 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
                                              "data_shape": list(shape)},
                    ema_name="generator_ema", ema_warmup=True, resume=resume,
                    progress=progress, desc=f"{cfg.method} lam={cfg.lam:g}", eval_fn=eval_fn,
-                   on_start=lambda: start_run(out, run))
+                   on_start=lambda: start_run(out, run), stop=claim.stop)
     if d.main:
         save_model(out, method.result(), meta)
     # every rank translates its share of the held-out set; rank 0 writes the report

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,11 +29,12 @@ from rdmd import checkpoint as ckpt
 from rdmd import distributed
 from rdmd.distributed import Dist
 from rdmd.ema import EMA, warmup_decay
-from rdmd.errors import RdmdError
+from rdmd.errors import RdmdError, RunInterrupted
 from rdmd.methods.base import Method, NonFiniteLossError
 from rdmd.training.rundir import CHECKPOINTS, LOG_FILE
 from rdmd.training.runtime import autocast, sharded
 from rdmd.training.state import RunState
+from rdmd.training.stop import StopSignals
 
 
 class CsvLog:
@@ -99,7 +101,8 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
              rng: torch.Generator, cfg: Any, *, dist: Dist, device: torch.device,
              signature: dict[str, Any], ema_name: str | None, ema_warmup: bool, resume: bool,
              progress: bool, desc: str, eval_fn: Callable[[int], dict] | None = None,
-             on_start: Callable[[], None] | None = None) -> None:
+             on_start: Callable[[], None] | None = None,
+             stop: StopSignals | None = None) -> None:
     """Train ``method`` for ``cfg.steps`` steps; the EMA it keeps is ``method.ema``.
 
     ``cfg`` supplies the schedule and bookkeeping keys (``steps``, ``lr_schedule``,
@@ -108,7 +111,9 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     the checkpoint to resume from has loaded: a checkpoint that cannot be resumed leaves every
     file as it was. Under DDP every rank steps and evaluates (``eval_fn`` splits its work over
     the ranks); rank 0 alone logs, shows progress and writes checkpoints, and all ranks resume
-    from the checkpoint rank 0 picked.
+    from the checkpoint rank 0 picked. ``stop`` (the run's SIGINT/SIGTERM handlers) is polled
+    after every step: on a signal the loop writes a checkpoint at that step and raises
+    :class:`~rdmd.errors.RunInterrupted` (all ranks agree on the step).
     """
     d = dist
     total = cfg.steps
@@ -124,6 +129,9 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     root = out_dir / CHECKPOINTS
     start = _resume(state, root, d) if resume else 0
     if d.main:
+        if resume:
+            print(f"resuming {out_dir} at step {start} of {total}"
+                  + ("" if start else " (it has no checkpoint yet)"), flush=True)
         if on_start is not None:
             on_start()
         ckpt.remove_stale(root)
@@ -135,6 +143,8 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     show_lr = len(base_lr) == 1 or cfg.lr_schedule != "constant" or cfg.warmup_steps
     eval_every = getattr(cfg, "eval_every", 0)
     t0 = time.perf_counter()
+    if stop is not None:  # from here a signal stops the run after a step, with a checkpoint
+        stop.__enter__()  # (restored below, or by claim_run if the loop raises)
     for step in range(start, total):
         factor = lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule)
         for name, opt in method.optimizers.items():
@@ -168,12 +178,22 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
                        "time_s": f"{elapsed:.2f}", **{k: f"{v:.6g}" for k, v in evals.items()}}
                 log.write(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
-        if done % cfg.ckpt_every == 0 or done == total:
+        stopping = stop is not None and stop.signum is not None
+        if d.active:  # every rank stops at the same step (the checkpoint is a collective)
+            stopping = distributed.any_rank(stopping)
+        if done % cfg.ckpt_every == 0 or done == total or stopping:
             saved = state.to_checkpoint()
             if saved is not None:
                 ckpt.save_checkpoint(root, done, saved[0], saved[1], cfg.keep_checkpoints)
         bar.update(1)
+        if stopping:
+            bar.close()
+            signum = stop.signum if stop is not None and stop.signum else 15  # 15: SIGTERM
+            name = signal.Signals(signum).name
+            raise RunInterrupted(signum, f"{name}: stopped after step {done} of {total}")
     bar.close()
+    if stop is not None:
+        stop.__exit__()
 
 
 def _resume(state: RunState, root: Path, d: Dist) -> int:

@@ -17,7 +17,14 @@ from rdmd.methods import DSM
 from rdmd.models import build_denoiser, save_model
 from rdmd.training.checks import check_classifier
 from rdmd.training.loop import run_loop
-from rdmd.training.rundir import as_layers, prepare_run, start_run
+from rdmd.training.rundir import (
+    Claim,
+    as_layers,
+    check_layers,
+    claim_run,
+    prepare_run,
+    start_run,
+)
 from rdmd.training.runtime import batches, setup_dist
 
 
@@ -33,10 +40,18 @@ def train_teacher(target: str | None, out_dir: str | Path,
     """Train a diffusion model of ``target`` and write it (EMA weights) to ``out_dir``.
 
     ``config`` holds config keys (a dict, or layers applied in order: file, overrides).
-    With ``resume=True`` the saved run continues; only ``steps`` may change.
+    With ``resume=True`` the saved run continues; only ``steps`` may change. The folder is
+    locked for the run (see :func:`rdmd.training.rundir.claim_run`).
     """
     out = Path(out_dir)
     layers = as_layers(config)
+    check_layers(TeacherConfig, layers)  # a bad value is refused before any folder exists
+    with claim_run(out, "teacher", resume, distributed.env_world().main) as claim:
+        return _train_teacher(target, out, layers, resume, progress, claim)
+
+
+def _train_teacher(target: str | None, out: Path, layers: list[dict[str, Any] | None],
+                   resume: bool, progress: bool, claim: Claim) -> Path:
     run, cfg = prepare_run(out, "teacher", TeacherConfig, {"target": target}, layers, _kind,
                            resume)
     dom = load_domain(run["target"], cfg.n_train, cfg.n_test, cfg.seed, cfg.image_size,
@@ -64,8 +79,8 @@ def train_teacher(target: str | None, out_dir: str | Path,
     run_loop(out, method, batches(data, cfg.batch_size, rng, d), rng, cfg, dist=d,
                    device=device, signature={"job": "teacher", "backbone": backbone,
                                              "data_shape": list(dom.shape)},
-                   ema_name="ema", ema_warmup=False, resume=resume, progress=progress,
-                   desc="teacher", on_start=lambda: start_run(out, run))
+                   ema_name="ema", ema_warmup=cfg.ema_warmup, resume=resume, progress=progress,
+                   desc="teacher", on_start=lambda: start_run(out, run), stop=claim.stop)
     if d.main:
         save_model(out, method.result(), {
             "role": "teacher", "backbone": backbone, "sigma_data": sigma_data,
