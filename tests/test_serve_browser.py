@@ -81,12 +81,17 @@ def test_upload_slide_lambda_and_bad_file(page: browser.Page, served: tuple[int,
     bad = page.upload([text])
     assert "Error" in bad["status"] and "notes.txt: cannot decode image" in bad["status"]
 
+    page.el("#rdmd-model-dir textarea, #rdmd-model-dir input").send_keys(str(tmp_path / "nope"))
+    page.el("#rdmd-load").click()
+    page.wait.until(lambda d: "model directory not found" in page.text("rdmd-status"))
+
     assert browser.answers(port)  # the server still answers, and still translates
     back = page.drag("rdmd-lambda", "min")
     assert "RDMD (lambda 0.05" in back["status"], back["status"]
     assert np.array_equal(page.image(), shown_low)
 
 
+@pytest.mark.slow  # 16 images x 18-step SDEdit: half a minute under load
 def test_latency_16_images_against_sdedit(page: browser.Page) -> None:
     """Slider release -> new output image for 16 held-out 32x32 images, and the same page
     running 18-step SDEdit. Timings depend on the machine's load: the test checks that they

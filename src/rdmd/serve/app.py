@@ -17,7 +17,10 @@ from rdmd.errors import RdmdError
 from rdmd.serve import core
 
 CSS = """
-#rdmd-output img, #rdmd-compare img { image-rendering: pixelated; }
+#rdmd-output img, #rdmd-compare img {
+  image-rendering: pixelated; width: 100% !important; height: auto !important;
+  max-height: none !important; object-fit: contain;
+}
 #rdmd-status, #rdmd-compare-status, #rdmd-2d-status { min-height: 1.5em; }
 """
 INTRO = ("One-step translation by **Regularized Distribution Matching Distillation**. Upload "
