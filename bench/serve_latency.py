@@ -83,9 +83,8 @@ def main() -> None:
             assert "sdedit(sigma_start=2, n_steps=18)" in r["status"], r["status"]
             sd_ms.append(r["latency_ms"])
         if shots:
+            page._arm("rdmd-2d-map", "rdmd-2d-status")  # before the click that draws it
             page.tab("2-D")
-            time.sleep(1.0)
-            page._arm("rdmd-2d-map", "rdmd-2d-status")
             page._result("rdmd-2d-map")
             driver.save_screenshot(str(shots / "serve_2d.png"))
             page.tab("Translate")

@@ -17,6 +17,7 @@ from rdmd.errors import RdmdError
 from rdmd.serve import core
 
 CSS = """
+#rdmd-output .image-frame, #rdmd-compare .image-frame { width: 100%; }
 #rdmd-output img, #rdmd-compare img {
   image-rendering: pixelated; width: 100% !important; height: auto !important;
   max-height: none !important; object-fit: contain;
