@@ -73,14 +73,12 @@ def main() -> None:
             assert "egsde" in cmp_all["status"], cmp_all["status"]
             driver.execute_script("window.scrollTo(0, 0);")
             driver.save_screenshot(str(shots / "serve_compare.png"))
-        driver.execute_script(
-            "document.querySelectorAll('#rdmd-methods input[type=checkbox]').forEach(c => {"
-            " if (c.checked !== (c.parentElement.innerText.trim() === 'sdedit')) c.click();"
-            " });")
+        page.only_methods(["sdedit"])
         sd_ms = []
         for _ in range(a.sdedit_repeats):
             r = page.click("rdmd-compare-run", "rdmd-compare", "rdmd-compare-status")
             assert "sdedit(sigma_start=2, n_steps=18)" in r["status"], r["status"]
+            assert "ilvr" not in r["status"] and "egsde" not in r["status"], r["status"]
             sd_ms.append(r["latency_ms"])
         if shots:
             page._arm("rdmd-2d-map", "rdmd-2d-status")  # before the click that draws it

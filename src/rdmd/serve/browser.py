@@ -214,6 +214,18 @@ class Page:
          .release().perform())
         return self._result(img_id)
 
+    def only_methods(self, keep: Sequence[str]) -> None:
+        """Tick exactly the Compare tab's baselines in ``keep``."""
+        from selenium.webdriver.common.by import By
+
+        for lab in self.d.find_elements(By.CSS_SELECTOR, "#rdmd-methods label"):
+            box = lab.find_element(By.CSS_SELECTOR, "input[type='checkbox']")
+            if box.is_selected() != (lab.text.strip() in keep):
+                lab.click()
+        self.wait.until(lambda d: sorted(
+            lab.text.strip() for lab in d.find_elements(By.CSS_SELECTOR, "#rdmd-methods label")
+            if lab.find_element(By.CSS_SELECTOR, "input").is_selected()) == sorted(keep))
+
     def click(self, button_id: str, img_id: str, status_id: str) -> dict[str, Any]:
         self._arm(img_id, status_id)
         self.el(f"#{button_id}").click()
