@@ -137,7 +137,9 @@ def build_app(catalog: core.Catalog) -> Any:
             return gr.update(), gr.update(), _error(e)
         grid = core.to_grid([x, *(r.outputs for r in runs)])
         labels = ", ".join(["input", *(r.label for r in runs)])
-        return grid, [r.row() for r in runs], f"rows, top to bottom in each block: {labels}"
+        total = 1000 * sum(r.seconds for r in runs)
+        return grid, [r.row() for r in runs], (f"{len(x)} image(s), {total:.1f} ms in all; "
+                                               f"rows, top to bottom in each block: {labels}")
 
     def on_2d(name: str, lam: float) -> tuple:
         try:
