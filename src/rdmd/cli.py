@@ -171,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="rdmd-demo", help="folder for the demo (default rdmd-demo)")
     m.add_argument("--quick", action="store_true", help="a much shorter run (about a minute)")
     m.add_argument("--no-progress", action="store_true")
+
+    sv = sub.add_parser("serve", help="a local web page: translate images, turn lambda, "
+                                      "compare the baselines (needs pip install -e '.[ui]')")
+    sv.add_argument("--model", action="extend", nargs="+", metavar="DIR",
+                    help="distilled run(s), or folder(s) of runs (default: the shipped models)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=7860)
     return ap
 
 
@@ -415,11 +423,17 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"demo report: {report}")
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from rdmd.serve.app import launch
+
+    launch(args.model, args.host, args.port)
+
+
 COMMANDS = {"train-teacher": _cmd_train_teacher, "distill": _cmd_distill,
             "train-classifier": _cmd_train_classifier,
             "train-domain-classifier": _cmd_train_domain_classifier,
             "translate": _cmd_translate, "evaluate": _cmd_evaluate, "sweep": _cmd_sweep,
-            "export": _cmd_export, "demo": _cmd_demo}
+            "export": _cmd_export, "demo": _cmd_demo, "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

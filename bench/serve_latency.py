@@ -1,0 +1,123 @@
+"""``rdmd serve`` in headless Chromium: slider release -> new output image, against the same
+page running 18-step SDEdit; optionally a screenshot of each tab for the docs.
+
+Starts ``rdmd serve`` (the shipped colored-MNIST models unless ``--model``), loads 16
+held-out 32x32 images, drags the ``lambda`` slider between its ends ``--repeats`` times and
+runs SDEdit (18 Heun steps, 35 network calls per image) from the Compare tab. Latencies are
+taken inside the page (``performance.now()``, pointerup/click -> the frame where the new
+image is loaded); the server's own translation time comes from the page's status line, and
+the bare ``rdmd.translate`` call on the same 16 images is timed in this process for
+comparison.
+
+    python bench/serve_latency.py [--threads 2] [--repeats 9] [--json bench/results_serve.json]
+    python bench/serve_latency.py --screenshots docs/figures   # also one PNG per tab
+
+Needs the ``ui`` extra and the Debian packages chromium and chromium-driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import median, report
+
+import rdmd
+from rdmd.serve import browser, core
+
+
+def server_ms(status: str) -> float:
+    m = re.search(r"in ([0-9.]+) ms", status)
+    return float(m.group(1)) if m else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", nargs="+", help="model folders (default: the shipped ones)")
+    ap.add_argument("--threads", type=int, default=2, help="the server's torch threads")
+    ap.add_argument("--repeats", type=int, default=9, help="slider releases to time")
+    ap.add_argument("--sdedit-repeats", type=int, default=2)
+    ap.add_argument("--screenshots", help="folder for serve_<tab>.png (docs/figures)")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    why = browser.missing()
+    if why:
+        sys.exit(f"serve_latency: {why}")
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="rdmd-serve-bench-"))
+    port = browser.free_port()
+    proc = browser.start_server(a.model, port, work / "server.log", threads=a.threads)
+    driver = browser.chrome(1300, 1500)
+    shots = Path(a.screenshots) if a.screenshots else None
+    try:
+        page = browser.Page(driver, port)
+        ex = page.examples()
+        assert "16 image(s)" in ex["status"], ex["status"]
+        if shots:
+            shots.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(shots / "serve_translate.png"))
+        page_ms, srv_ms = [], []
+        for i in range(a.repeats):
+            r = page.drag("rdmd-lambda", "max" if i % 2 == 0 else "min")
+            page_ms.append(r["latency_ms"])
+            srv_ms.append(server_ms(r["status"]))
+        page.tab("Compare")
+        if shots:  # all three baselines, for the picture
+            cmp_all = page.click("rdmd-compare-run", "rdmd-compare", "rdmd-compare-status")
+            assert "egsde" in cmp_all["status"], cmp_all["status"]
+            driver.execute_script("window.scrollTo(0, 0);")
+            driver.save_screenshot(str(shots / "serve_compare.png"))
+        page.only_methods(["sdedit"])
+        sd_ms = []
+        for _ in range(a.sdedit_repeats):
+            r = page.click("rdmd-compare-run", "rdmd-compare", "rdmd-compare-status")
+            assert "sdedit(sigma_start=2, n_steps=18)" in r["status"], r["status"]
+            assert "ilvr" not in r["status"] and "egsde" not in r["status"], r["status"]
+            sd_ms.append(r["latency_ms"])
+        if shots:
+            page._arm("rdmd-2d-map", "rdmd-2d-status")  # before the click that draws it
+            page.tab("2-D")
+            page._result("rdmd-2d-map")
+            driver.save_screenshot(str(shots / "serve_2d.png"))
+            page.tab("Translate")
+            bad = work / "notes.txt"
+            bad.write_text("not an image\n")
+            r = page.upload([bad])
+            assert "cannot decode image" in r["status"], r["status"]
+            driver.execute_script("window.scrollTo(0, 0);")
+            driver.save_screenshot(str(shots / "serve_error.png"))
+    finally:
+        driver.quit()
+        browser.stop_server(proc)
+    # the bare call, same images, same thread count, this process
+    torch.set_num_threads(a.threads)
+    fam = core.load_catalog(a.model).images[0]
+    x, _ = core.held_out_examples(fam, 16)
+    model = fam.models[0][1]
+    rdmd.translate(model, x)
+    bare = []
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        rdmd.translate(model, x)
+        bare.append(1000 * (time.perf_counter() - t0))
+    result = {
+        "images": 16, "size": "3x32x32", "threads": a.threads,
+        "page_release_to_image_ms": page_ms, "page_median_ms": median(page_ms),
+        "server_translate_ms": srv_ms, "server_translate_median_ms": median(srv_ms),
+        "bare_translate_ms": bare, "bare_translate_median_ms": median(bare),
+        "sdedit18_click_to_image_ms": sd_ms, "sdedit18_median_ms": median(sd_ms),
+        "sdedit_over_rdmd_page": median(sd_ms) / median(page_ms),
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "command": "python " + " ".join(sys.argv),
+    }
+    report(result, a.json)
+
+
+if __name__ == "__main__":
+    main()
