@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher", help="run directory of train-teacher (not needed with --resume)")
     d.add_argument("--lam", type=float,
                    help="transport-cost weight lambda (default 0.02; 0 = plain DMD)")
+    d.add_argument("--lam-range", metavar="MIN:MAX",
+                   help="train one lambda-conditioned generator for every lambda in "
+                        "[MIN, MAX] (method rdmd_lam; MIN 0 includes plain DMD; "
+                        "docs/lambda.md)")
     d.add_argument("--target", help="held-out target data for metrics (default: teacher's)")
     d.add_argument("--cost", help="transport cost: l2 (squared, default), l1, "
                                   "lowpass:<factor> (squared L2 of average-pooled images), "
@@ -72,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--domain-classifier",
                     help="egsde: directory of train-domain-classifier")
     tr.add_argument("--seed", type=int, default=0, help="baselines: noise seed")
+    tr.add_argument("--lam", type=float,
+                    help="rdmd: the lambda to translate at (required for a lambda-conditioned "
+                         "generator, within its trained range)")
     tr.add_argument("--input", required=True,
                     help=".npy of source vectors (data units), or a folder of images")
     tr.add_argument("--output", required=True,
@@ -86,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--target", help="target data (.npy or built-in) for the metrics")
     e.add_argument("--source", help="source data for --model (default: the model's)")
     e.add_argument("--json", help="also write the metrics to this JSON file")
+    e.add_argument("--lam", type=float,
+                   help="with --model: the lambda to evaluate a lambda-conditioned generator at")
 
     dc = sub.add_parser("train-domain-classifier",
                         help="EGSDE's noise-conditioned source-vs-target classifier")
@@ -161,7 +170,11 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     from rdmd.training import distill
 
     _require(args, "source", "teacher")
-    extra = {"lam": args.lam, "cost": args.cost, "sigma_g": args.sigma_g}
+    if args.lam is not None and args.lam_range is not None:
+        raise RdmdError("give --lam (a fixed generator) or --lam-range (a conditioned one), "
+                        "not both")
+    extra = {"lam": args.lam, "lam_range": args.lam_range, "cost": args.cost,
+             "sigma_g": args.sigma_g}
     out = distill(args.source, args.teacher, args.out, _config_layers(args, extra),
                   target=args.target, resume=args.resume, progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"generator written to {out}")
@@ -174,8 +187,17 @@ def _print_metrics(path: Path, head: str) -> None:
         return
     print(head)
     if path.is_file():
-        for k, v in json.loads(path.read_text()).items():
-            print(f"  {k:>16}: {v:.6g}" if isinstance(v, float) else f"  {k:>16}: {v}")
+        _print_dict(json.loads(path.read_text()), "  ")
+
+
+def _print_dict(res: dict[str, Any], indent: str) -> None:
+    """Metrics one per line; a nested table (a conditioned run's ``by_lam``) indented."""
+    for k, v in res.items():
+        if isinstance(v, dict):
+            print(f"{indent}{k}:")
+            _print_dict(v, indent + "  ")
+        else:
+            print(f"{indent}{k:>16}: {v:.6g}" if isinstance(v, float) else f"{indent}{k:>16}: {v}")
 
 
 def _cmd_translate(args: argparse.Namespace) -> None:
@@ -208,7 +230,7 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     from rdmd.translators import PARAMS
 
     given = {k: getattr(args, k) for k in ("sigma_start", "n_steps", "down", "lam_s", "lam_i",
-                                           "domain_classifier")
+                                           "domain_classifier", "lam")
              if getattr(args, k) is not None}
     wrong = [k for k in given if k not in PARAMS[args.method]]
     if wrong:
@@ -243,8 +265,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                           cfg.seed, size, channels)
         tgt = load_domain(args.target or model.meta["target"], cfg.n_test, cfg.n_test,
                           cfg.seed, size, channels)
-        res = evaluate_translation(model.net, model.normalizer, src, tgt, cfg)
+        from rdmd.translators import OneStep
+
+        net = OneStep(model, args.lam).net  # a conditioned model held at --lam
+        res = evaluate_translation(net, model.normalizer, src, tgt, cfg)
+        if model.lam_range is not None:
+            res = {"lam": float(args.lam), "lam_range": list(model.lam_range), **res}
     else:
+        if args.lam is not None:
+            raise RdmdError("--lam applies to evaluate --model")
         if not (args.input and args.translated and args.target):
             raise RdmdError("evaluate needs --model DIR, or --input, --translated and --target")
         from rdmd.data import load_domain
