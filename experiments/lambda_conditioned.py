@@ -99,12 +99,17 @@ def part_runs(part: str, d: int, a: argparse.Namespace, prog: bool) -> list[dict
         lams = [float(v) for v in a.lams_8g.split(",")]
         root = Path(a.runs) / "8g"
     lam_range = [min(lams), max(lams)]
-    teacher = ensure_teacher(target, root / "teacher", prog, steps=a.teacher_steps)
+    teacher = ensure_teacher(target, root / "teacher", prog, steps=a.teacher_steps,
+                             batch_size=a.batch_size)
+    common = {"batch_size": a.batch_size, "lr_generator": a.lr_generator,
+              "floor_pairs": a.floor_pairs}
+    common = {k: v for k, v in common.items() if v is not None}
     rows = []
     for seed in (int(s) for s in a.seeds.split(",")):
         cond_steps = a.cond_factor * a.fixed_steps
         cres = ensure_conditioned(source, teacher, root / f"cond_s{seed}_n{cond_steps}", lams,
-                                  prog, lam_range=lam_range, steps=cond_steps, seed=seed)
+                                  prog, lam_range=lam_range, steps=cond_steps, seed=seed,
+                                  **common)
         wall = cres["run"]["wall_s"]
         for lam in lams:
             rows.append({**cres["by_lam"][f"{lam:g}"], "model": "conditioned", "d": d,
@@ -112,7 +117,7 @@ def part_runs(part: str, d: int, a: argparse.Namespace, prog: bool) -> list[dict
                          "run_dir": cres["run"]["dir"]})
         for lam in lams:
             res = ensure_rdmd(source, teacher, root / f"lam{lam:g}_s{seed}_n{a.fixed_steps}",
-                              prog, lam=lam, steps=a.fixed_steps, seed=seed)
+                              prog, lam=lam, steps=a.fixed_steps, seed=seed, **common)
             rows.append({**{k: v for k, v in res.items() if k != "run"}, "model": "fixed",
                          "d": d, "lam": lam, "seed": seed, "steps": a.fixed_steps,
                          "run_dir": res["run"]["dir"]})
@@ -197,6 +202,12 @@ def main() -> None:
     ap.add_argument("--cond-factor", type=int, default=2,
                     help="the conditioned model's iterations over each fixed model's")
     ap.add_argument("--teacher-steps", type=int, default=10_000)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="teacher and RDMD batch (default: the package's, 1024)")
+    ap.add_argument("--lr-generator", type=float, default=None,
+                    help="RDMD generator learning rate, both models (default: the package's)")
+    ap.add_argument("--floor-pairs", type=int, default=None,
+                    help="W2 floor pairs (default: the package's, 5)")
     ap.add_argument("--runs", default="runs/lambda_conditioned")
     ap.add_argument("--results", default="experiments/results")
     ap.add_argument("--figures", default="docs/figures")

@@ -306,3 +306,38 @@ def test_fixed_rdmd_draws_nothing_more(fixed_run: Path) -> None:
     assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())
     meta = load_model(fixed_run).meta
     assert meta["lam"] == 0.05 and "lam_range" not in meta and "cond_dim" not in meta["backbone"]
+
+
+@pytest.mark.slow  # about 95 s on the shared CPUs here (an image teacher and run)
+def test_sweep_evaluates_its_grid_from_one_conditioned_model(tmp_path: Path) -> None:
+    """An image run end to end (the UNet's conditioning slot), then ``rdmd sweep`` with
+    ``[rdmd] model``: every lambda of the grid from that one model, nothing trained."""
+    from rdmd.sweep import run_sweep
+
+    src, tgt = "digits:class=2", "digits:class=3"
+    t = rdmd.train_teacher(tgt, tmp_path / "t", steps=3, batch_size=16, sample_steps=2,
+                           warmup_steps=1, device="cpu", progress=False)
+    c = rdmd.distill(src, t, tmp_path / "c", steps=2, batch_size=16, lam_range="0:0.5",
+                     device="cpu", progress=False)
+    m = load_model(c)
+    assert m.lam_range == (0.0, 0.5) and m.meta["backbone"]["cond_dim"] == 1
+    assert (c / "plots" / "translation_lam0.5.png").is_file()
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(f'source = "{src}"\ntarget = "{tgt}"\nteacher = "{t}"\nn_eval = 8\n'
+                   f'[rdmd]\nlams = [0, 0.1, 0.5]\nmodel = "{c}"\n')
+    run_sweep(cfg, tmp_path / "s", progress=False)
+    rows = json.loads((tmp_path / "s" / "table.json").read_text())["rows"]
+    assert sorted(r["p_lam"] for r in rows) == [0.0, 0.1, 0.5]
+    assert all(r["run"] == str(c) for r in rows) and not (tmp_path / "s" / "rdmd").exists()
+    x = load_domain_test(src)[:8]
+    y0 = rdmd.translate(c, x, lam=0.0)
+    assert not torch.equal(y0, rdmd.translate(c, x, lam=0.5))  # two steps moved the knob
+    cfg.write_text(cfg.read_text() + "steps = 3\n")
+    with pytest.raises(RdmdError, match="excludes steps"):
+        run_sweep(cfg, tmp_path / "s2", progress=False)
+
+
+def load_domain_test(spec: str) -> torch.Tensor:
+    from rdmd.data import load_domain
+
+    return load_domain(spec).test
