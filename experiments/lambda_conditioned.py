@@ -143,11 +143,13 @@ def summarise(part: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             g_f, g_c = s["gaussian_ot_gap_fixed"], s["gaussian_ot_gap_cond"]
             s["target_met"] = g_c <= max(1.25 * g_f, g_f + 0.015)
         else:
-            ok = []
-            for m in ("mode_outliers", "w2_sq", "crossings"):
-                f, c = s[f"{m}_fixed"], s[f"{m}_cond"]
-                ok.append(abs(c - f) <= max(0.1 * f, s[f"{m}_fixed_spread"] or 0.0))
-            s["target_met"] = all(ok)
+            # lower is better for all three: met when not worse than 10% (or the fixed
+            # models' seed spread) above the fixed models; the failing metrics are named
+            bad = [m for m in ("mode_outliers", "w2_sq", "crossings")
+                   if s[f"{m}_cond"] > s[f"{m}_fixed"] + max(0.1 * s[f"{m}_fixed"],
+                                                             s[f"{m}_fixed_spread"] or 0.0)]
+            s["target_met"] = not bad
+            s["missed"] = ",".join(bad)
         out.append(s)
     return out
 
@@ -231,7 +233,8 @@ def main() -> None:
              "rows": rows, "summary": summary}, indent=2, default=str))
         cols = ["model", "d", "lam", "seed", "steps", *METRICS[part], "wall_s"]
         scols = ["d", "lam"] + [f"{m}_{k}" for m in METRICS[part]
-                                for k in ("fixed", "cond", "ratio")] + ["target_met"]
+                                for k in ("fixed", "cond", "ratio")] + ["target_met"] + (
+            ["missed"] if part == "8g" else [])
         md = (f"# {name}\n\n`python {' '.join(sys.argv)}`\n\n" + markdown_table(rows, cols)
               + "\n\nMeans over seeds:\n\n" + markdown_table(summary, scols) + "\n")
         (res_dir / f"{name}.md").write_text(md)
