@@ -70,10 +70,11 @@ def mc_gradient(d: int, sigma: torch.Tensor, lam: float, normalize: bool = False
 
 
 def analytic_gradient(d: int, sigmas: list[float], probs: list[float], lam: float,
-                      power: float = 2.0) -> torch.Tensor:
-    """Autograd of ``sum_k p_k (s_k^power/d) KL_k + lam (1/d)||I - A||_F^2`` (power=2 is right)."""
-    ct, a = problem(d)
-    a = a.clone().requires_grad_(True)
+                      power: float = 2.0, a: torch.Tensor | None = None) -> torch.Tensor:
+    """Autograd of ``sum_k p_k (s_k^power/d) KL_k + lam (1/d)||I - A||_F^2`` (power=2 is right);
+    ``a``: another generator matrix than the problem's."""
+    ct, a0 = problem(d)
+    a = (a0 if a is None else a).clone().requires_grad_(True)
     s = torch.tensor(sigmas, dtype=F64)
     w = torch.tensor(probs, dtype=F64) * s**power / d
     cost = ((torch.eye(d, dtype=F64) - a) ** 2).sum() / d
@@ -154,3 +155,91 @@ def test_normalized_gradient_keeps_direction(d: int, s: float) -> None:
     g = mc_gradient(d, torch.full((B,), s, dtype=F64), 0.0, normalize=True)
     ref = analytic_gradient(d, [s], [1.0], 0.0)
     assert cosine(g, ref) > 0.9
+
+
+# -- lambda-conditioned RDMD: several lambdas in one batch, checked per sample ----------------
+
+class ConditionedLinear(nn.Module):
+    """``G(x, k) = A_k x``: one linear map per lambda (``cond`` holds the group index ``k``),
+    so each group's gradient lands in its own matrix and can be checked on its own."""
+
+    def __init__(self, mats: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.A = nn.Parameter(torch.stack(mats).clone())
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        k = cond.reshape(-1).long()
+        return torch.einsum("bij,bj->bi", self.A[k], x)
+
+
+class ConditionedGaussian(nn.Module):
+    """The exact fake score of each group's output law ``N(0, A_k A_k^T)``, picked per sample
+    by ``cond``; ``fixed_group`` ignores the conditioning (an unconditioned fake score)."""
+
+    def __init__(self, mats: list[torch.Tensor], fixed_group: int | None = None) -> None:
+        super().__init__()
+        self.dens = nn.ModuleList(GaussianDenoiser(0.0, m @ m.T) for m in mats)
+        self.fixed_group = fixed_group
+
+    def forward(self, y: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor
+                ) -> torch.Tensor:
+        k = cond.reshape(-1).long()
+        if self.fixed_group is not None:
+            k = torch.full_like(k, self.fixed_group)
+        out = torch.empty_like(y)
+        for j, den in enumerate(self.dens):
+            idx = (k == j).nonzero().reshape(-1)
+            out[idx] = den(y[idx], sigma[idx])
+        return out
+
+
+LAMS = [0.0, 0.2, 0.8]
+
+
+def group_mats(d: int) -> list[torch.Tensor]:
+    _, a = problem(d)
+    return [a + 0.15 * k * torch.eye(d, dtype=F64) for k in range(len(LAMS))]
+
+
+def mc_conditioned_gradient(d: int, lams: list[float], fixed_group: int | None = None
+                            ) -> torch.Tensor:
+    """``dA_k`` of one ``RDMD.generator_loss`` on ``B`` samples per group, each sample with
+    its group's lambda, scaled by the number of groups (each group is a third of the batch)."""
+    ct, _ = problem(d)
+    mats = group_mats(d)
+    gen = ConditionedLinear(mats)
+    method = RDMD(teacher=GaussianDenoiser(0.0, ct), generator=gen,
+                  fake=ConditionedGaussian(mats, fixed_group), lam=0.0, normalize=False)
+    k = torch.arange(len(mats)).repeat_interleave(B)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(len(k), d, generator=g, dtype=F64)
+    eps = torch.randn(len(k), d, generator=g, dtype=F64)
+    sigma = torch.cat([mixture_sigmas(100 + j) for j in range(len(mats))])
+    lam = torch.tensor(lams, dtype=F64)[k]
+    loss, _, _ = method.generator_loss(x, sigma=sigma, eps=eps, cond=k[:, None].double(),
+                                       lam=lam)
+    loss.backward()
+    assert gen.A.grad is not None
+    return gen.A.grad.detach() * len(mats)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_several_lambdas_in_one_batch_match_per_sample(d: int) -> None:
+    """Each group of samples gets the analytic gradient of its own lambda and its own output
+    law: the cost is weighted per sample and the fake score is queried per sample."""
+    grads = mc_conditioned_gradient(d, LAMS)
+    for k, (a, lam) in enumerate(zip(group_mats(d), LAMS, strict=True)):
+        ref = analytic_gradient(d, MIX, [1 / len(MIX)] * len(MIX), lam, a=a)
+        assert rel_err(grads[k], ref) < TOL, (k, grads[k], ref)
+
+
+def test_per_sample_lambda_errors_are_caught() -> None:
+    """The check is sharp: lambdas swapped between groups, or a fake score that ignores the
+    conditioning, fail it."""
+    d = 2
+    refs = [analytic_gradient(d, MIX, [1 / len(MIX)] * len(MIX), lam, a=a)
+            for a, lam in zip(group_mats(d), LAMS, strict=True)]
+    swapped = mc_conditioned_gradient(d, LAMS[::-1])
+    assert max(rel_err(swapped[k], refs[k]) for k in range(len(LAMS))) > 5 * TOL
+    blind = mc_conditioned_gradient(d, LAMS, fixed_group=0)
+    assert max(rel_err(blind[k], refs[k]) for k in (1, 2)) > 5 * TOL

@@ -4,6 +4,8 @@
 >>> rdmd.train_teacher("8gaussians", "runs/teacher")                      # doctest: +SKIP
 >>> rdmd.distill("gaussian", "runs/teacher", "runs/rdmd", lam=0.02)        # doctest: +SKIP
 >>> y = rdmd.translate("runs/rdmd", x)   # x: (N, d) array or tensor, data units
+>>> rdmd.distill("gaussian", "runs/teacher", "runs/cond", lam_range=(0.01, 0.3))  # doctest: +SKIP
+>>> y = rdmd.translate("runs/cond", x, lam=0.05)   # one generator, any lambda in its range
 
 All paths are run directories; models load from ``model.safetensors`` + ``model.json``.
 """
@@ -35,7 +37,8 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
             target: str | None = None, resume: bool = False, progress: bool = True,
             **config: Any) -> Path:
     """RDMD from ``source`` with the teacher in ``teacher_dir``; keyword arguments are
-    :class:`rdmd.config.DistillConfig` fields (``lam=0.02``, ``steps=...``, ``cost="l1"``).
+    :class:`rdmd.config.DistillConfig` fields (``lam=0.02``, ``steps=...``, ``cost="l1"``;
+    ``lam_range=(0.01, 0.3)`` trains one lambda-conditioned generator, docs/lambda.md).
     With ``resume=True`` the saved settings are used; a keyword that differs from them is
     refused, except ``steps``."""
     return training.distill(source, teacher_dir, out_dir, config, target=target,
@@ -43,7 +46,7 @@ def distill(source: str, teacher_dir: str | Path, out_dir: str | Path,
 
 
 def translate(model: str | Path | Model, x: Any, chunk: int = 512, method: str = "rdmd",
-              seed: int = 0, **params: Any) -> Any:
+              seed: int = 0, lam: float | None = None, **params: Any) -> Any:
     """Map source samples to the target: in one network call per chunk with RDMD (the
     default), or with a multi-step baseline on a teacher.
 
@@ -55,9 +58,15 @@ def translate(model: str | Path | Model, x: Any, chunk: int = 512, method: str =
     (``model``: a teacher run), with the baseline's hyperparameters as keywords, e.g.
     ``translate("runs/teacher", x, method="sdedit", sigma_start=2.0, n_steps=18)``;
     ``seed`` fixes the baselines' noise.
+
+    ``lam`` turns the faithfulness knob of a lambda-conditioned generator (``distill
+    --lam-range``): required for one, and inside its trained range
+    (``load_model(dir).lam_range``); a fixed generator accepts only its own ``lambda``.
     """
     from rdmd.translators import make_translator
 
+    if lam is not None:
+        params["lam"] = lam
     tr = make_translator(method, model, **params)
     shape = tuple(tr.meta["data_shape"])
     if isinstance(x, list):
@@ -80,7 +89,8 @@ def translate(model: str | Path | Model, x: Any, chunk: int = 512, method: str =
 
 def translate_folder(model: str | Path | Model, input_dir: str | Path,
                      output_dir: str | Path, chunk: int = 64, progress: bool = True,
-                     method: str = "rdmd", seed: int = 0, *, overwrite: bool = False,
+                     method: str = "rdmd", seed: int = 0, lam: float | None = None, *,
+                     overwrite: bool = False,
                      keep_size: bool = False, recursive: bool = False,
                      announce: bool = True, **params: Any) -> list[Path]:
     """One PNG per input image, under the input's relative name with ``.png``.
@@ -90,8 +100,8 @@ def translate_folder(model: str | Path | Model, input_dir: str | Path,
     are refused. Existing outputs are refused unless ``overwrite``. Each file is written
     atomically with the usual permissions. ``keep_size`` writes each output at its input's
     width and height (bicubic); a non-square input's output is then its translated centre
-    square stretched to the input's aspect (counted and printed). ``method`` and keywords as
-    in :func:`translate`."""
+    square stretched to the input's aspect (counted and printed). ``method``, ``lam`` and
+    keywords as in :func:`translate`."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -99,6 +109,8 @@ def translate_folder(model: str | Path | Model, input_dir: str | Path,
     from rdmd.data.images import save_pil, tensor_to_pil
     from rdmd.translators import make_translator
 
+    if lam is not None:
+        params["lam"] = lam
     tr = make_translator(method, model, **params)
     shape = tuple(tr.meta["data_shape"])
     if len(shape) != 3:

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher", help="run directory of train-teacher (not needed with --resume)")
     d.add_argument("--lam", type=float,
                    help="transport-cost weight lambda (default 0.02; 0 = plain DMD)")
+    d.add_argument("--lam-range", metavar="MIN:MAX",
+                   help="train one lambda-conditioned generator for every lambda in "
+                        "[MIN, MAX] (method rdmd_lam; MIN 0 includes plain DMD; "
+                        "docs/lambda.md)")
     d.add_argument("--target", help="held-out target data for the metrics, as for --source: "
                                     "a .npy file, a folder of images or a built-in name "
                                     "(default: the teacher's target)")
@@ -83,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--domain-classifier",
                     help="egsde: directory of train-domain-classifier")
     tr.add_argument("--seed", type=int, default=0, help="baselines: noise seed")
+    tr.add_argument("--lam", type=float,
+                    help="rdmd: the lambda to translate at (required for a lambda-conditioned "
+                         "generator, within its trained range)")
     tr.add_argument("--input", required=True,
                     help=".npy of source vectors (data units), or a folder of images")
     tr.add_argument("--output", required=True,
@@ -113,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--recursive", action="store_true",
                    help="image folders: also read the images in subfolders")
     e.add_argument("--json", help="also write the metrics to this JSON file")
+    e.add_argument("--lam", type=float,
+                   help="with --model: the lambda to evaluate a lambda-conditioned generator at")
 
     dc = sub.add_parser("train-domain-classifier",
                         help="EGSDE's noise-conditioned source-vs-target classifier")
@@ -214,7 +223,11 @@ def _cmd_distill(args: argparse.Namespace) -> None:
     from rdmd.training import distill
 
     _require(args, "source", "teacher")
-    extra = {"lam": args.lam, "cost": args.cost, "sigma_g": args.sigma_g}
+    if args.lam is not None and args.lam_range is not None:
+        raise RdmdError("give --lam (a fixed generator) or --lam-range (a conditioned one), "
+                        "not both")
+    extra = {"lam": args.lam, "lam_range": args.lam_range, "cost": args.cost,
+             "sigma_g": args.sigma_g}
     out = distill(args.source, args.teacher, args.out, _config_layers(args, extra),
                   target=args.target, resume=args.resume, progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"generator written to {out}")
@@ -227,8 +240,17 @@ def _print_metrics(path: Path, head: str) -> None:
         return
     print(head)
     if path.is_file():
-        for k, v in json.loads(path.read_text()).items():
-            print(f"  {k:>16}: {v:.6g}" if isinstance(v, float) else f"  {k:>16}: {v}")
+        _print_dict(json.loads(path.read_text()), "  ")
+
+
+def _print_dict(res: dict[str, Any], indent: str) -> None:
+    """Metrics one per line; a nested table (a conditioned run's ``by_lam``) indented."""
+    for k, v in res.items():
+        if isinstance(v, dict):
+            print(f"{indent}{k}:")
+            _print_dict(v, indent + "  ")
+        else:
+            print(f"{indent}{k:>16}: {v:.6g}" if isinstance(v, float) else f"{indent}{k:>16}: {v}")
 
 
 def _cmd_translate(args: argparse.Namespace) -> None:
@@ -265,7 +287,7 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     from rdmd.translators import PARAMS
 
     given = {k: getattr(args, k) for k in ("sigma_start", "n_steps", "down", "lam_s", "lam_i",
-                                           "domain_classifier")
+                                           "domain_classifier", "lam")
              if getattr(args, k) is not None}
     wrong = [k for k in given if k not in PARAMS[args.method]]
     if wrong:
@@ -307,12 +329,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         if args.input:
             from rdmd.evaluation import evaluate_model_input
 
-            res = evaluate_model_input(model, args.input, tgt, cfg, rec)
+            res = evaluate_model_input(model, args.input, tgt, cfg, rec, lam=args.lam)
         else:
             src = load_domain(args.source or model.meta["source"], cfg.n_train, cfg.n_test,
                               cfg.seed, size, channels, recursive=rec, purpose="the model")
             announce(src, "source folder")
-            res = evaluate_translation(model.net, model.normalizer, src, tgt, cfg)
+            from rdmd.translators import OneStep
+
+            net = OneStep(model, args.lam).net  # a conditioned model held at --lam
+            res = evaluate_translation(net, model.normalizer, src, tgt, cfg)
+        if model.lam_range is not None:
+            res = {"lam": float(args.lam), "lam_range": list(model.lam_range), **res}
     elif args.input and Path(args.input).is_dir():
         from rdmd.evaluation import evaluate_folders
 
@@ -322,6 +349,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         res = evaluate_folders(args.input, args.translated, args.target, args.classifier,
                                args.target_class, args.recursive)
     else:
+        if args.lam is not None:
+            raise RdmdError("--lam applies to evaluate --model")
         if not (args.input and args.translated and args.target):
             raise RdmdError("evaluate needs --model DIR, or --input, --translated and --target")
         from rdmd.data import load_domain

@@ -61,6 +61,11 @@ class DistillConfig:
     steps: int = 10_000
     batch_size: int | None = None  # None: 1024 for vectors, 64 for images
     lam: float = 0.02
+    # lambda-conditioned RDMD (method rdmd_lam, docs/lambda.md): one generator for every
+    # lambda in [min, max] ("MIN:MAX" or [MIN, MAX]; --lam-range); lam is then unused
+    lam_range: list[float] | None = None
+    lam_zero_prob: float | None = None  # share of exact lambda = MIN draws; None: 0.1 if MIN=0
+    lam_shift: float | None = None  # log(lambda + shift) is uniform; None: MAX/10 if MIN=0
     cost: str = "l2"  # l2 (squared), l1, lowpass:<factor>, feature:<classifier dir>
     sigma_g: float = 1.0
     lr_generator: float | None = None  # None: 2e-5 for vectors, 5e-5 for images
@@ -132,8 +137,13 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
 
 
 def resolve_config(cls: type[C], layers: list[dict[str, Any] | None], kind: str) -> C:
-    """The one pass from layers (file, ``--set``, flags, API keywords) to a run's config."""
-    return fill_kind_defaults(build_config(cls, *layers), kind)
+    """The one pass from layers (file, ``--set``, flags, API keywords) to a run's config.
+    A ``lam_range`` without an explicit ``method`` selects the conditioned method."""
+    cfg = build_config(cls, *layers)
+    if getattr(cfg, "lam_range", None) and not any(
+            (layer or {}).get("method") is not None for layer in layers):
+        cfg.method = "rdmd_lam"  # type: ignore[union-attr]
+    return fill_kind_defaults(cfg, kind)
 
 
 def apply_resume_changes(cfg: C, layers: list[dict[str, Any] | None]) -> C:
@@ -177,10 +187,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise RdmdError(f"cannot parse config file {p}: {e}") from None
 
 
+def _float_range(key: str, value: Any) -> list[float]:
+    """``"MIN:MAX"`` or ``[MIN, MAX]`` -> ``[MIN, MAX]`` (a lambda range)."""
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            value = [float(p) for p in parts]
+        except ValueError:
+            value = None
+    if (not isinstance(value, list | tuple) or len(value) != 2 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
+        raise RdmdError(f"config key {key!r} must be MIN:MAX (two numbers), got {value!r}")
+    return [float(v) for v in value]
+
+
 def _convert(key: str, value: Any, ann: str) -> Any:
     """Check (and convert) one value against its field's annotation, e.g. ``int | None``."""
     optional = ann.endswith("| None")
     base = ann.replace("| None", "").strip()
+    if base == "list[float]" and value is not None and not (
+            optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        return _float_range(key, value)
     if isinstance(value, str) and base != "str":
         if base == "bool" and value.lower() in ("true", "false"):
             return value.lower() == "true"
@@ -211,6 +238,8 @@ def _convert(key: str, value: Any, ann: str) -> Any:
     elif base == "str":
         if not isinstance(value, str):
             raise bad
+    elif base == "list[float]":
+        return _float_range(key, value)
     elif base == "list[int]" and (not isinstance(value, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
         raise bad
@@ -294,6 +323,28 @@ def validate(cfg: TeacherConfig | DistillConfig) -> None:
         if method not in METHODS:
             raise RdmdError(f"config key 'method' must be one of {', '.join(METHODS)}, "
                             f"got {method!r}")
+        _validate_lam_range(cfg)
+
+
+def _validate_lam_range(cfg: Any) -> None:
+    """A lambda range belongs to the conditioned method, and that method needs one."""
+    rng = cfg.lam_range
+    if cfg.method == "rdmd_lam":
+        if not rng:
+            raise RdmdError("method rdmd_lam needs lam_range (--lam-range MIN:MAX)")
+        lo, hi = rng
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+            raise RdmdError(f"config key 'lam_range' must satisfy 0 <= MIN < MAX, got "
+                            f"{lo:g}:{hi:g}")
+        if cfg.lam_zero_prob is not None and not 0 <= cfg.lam_zero_prob < 1:
+            raise RdmdError(f"config key 'lam_zero_prob' must be in [0, 1), got "
+                            f"{cfg.lam_zero_prob:g}")
+        if cfg.lam_shift is not None and (cfg.lam_shift < 0 or lo + cfg.lam_shift <= 0):
+            raise RdmdError("config key 'lam_shift' must be >= 0, and > 0 when lam_range "
+                            f"starts at 0 (got {cfg.lam_shift:g})")
+    elif rng or cfg.lam_zero_prob is not None or cfg.lam_shift is not None:
+        raise RdmdError(f"lam_range, lam_zero_prob and lam_shift are for method rdmd_lam "
+                        f"(--lam-range sets it); this run's method is {cfg.method}")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -124,7 +124,10 @@ class EDMLoss:
     def __call__(self, denoiser: EDMDenoiser, y: torch.Tensor,
                  generator: torch.Generator | None = None,
                  sigma: torch.Tensor | None = None,
-                 eps: torch.Tensor | None = None) -> torch.Tensor:
+                 eps: torch.Tensor | None = None,
+                 cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``cond``: the per-sample conditioning of a conditioned denoiser (lambda-RDMD's
+        fake score learns the law of ``G(x, lambda)`` for each ``lambda``)."""
         if sigma is None:
             sigma = self.sigma_dist(y.shape[0], generator, y.device)
         if eps is None:
@@ -132,5 +135,5 @@ class EDMLoss:
         s = _bcast(sigma, y)
         sd = denoiser.sigma_data
         weight = (s**2 + sd**2) / (s * sd) ** 2
-        d = denoiser(y + s * eps, sigma)
+        d = denoiser(y + s * eps, sigma) if cond is None else denoiser(y + s * eps, sigma, cond)
         return (weight * (d.float() - y.float()) ** 2).mean()

@@ -350,7 +350,8 @@ def evaluate_folders(input_dir: str | Path, translated_dir: str | Path, target: 
 
 def evaluate_model_on_folder(model: Any, input_dir: str | Path, tgt: Domain,
                              classifier: str | None = None, target_class: int | None = None,
-                             recursive: bool = False) -> dict[str, Any]:
+                             recursive: bool = False, lam: float | None = None
+                             ) -> dict[str, Any]:
     """A generator on every image of ``input_dir`` (no split: the folder as it is), scored
     like the held-out evaluation, the images as ``rdmd translate`` writes them."""
     from rdmd.data.folders import load_all
@@ -359,12 +360,12 @@ def evaluate_model_on_folder(model: Any, input_dir: str | Path, tgt: Domain,
     shape = tuple(int(s) for s in model.meta["data_shape"])
     _, x, pol = load_all(input_dir, shape[0], shape[-1], recursive, purpose="the model")
     _say("input folder", input_dir, pol)
-    gx = make_translator("rdmd", model).translate(x)
+    gx = make_translator("rdmd", model, lam=lam).translate(x)
     return image_translation_metrics(x, gx, tgt, classifier, target_class)
 
 
 def evaluate_model_input(model: Any, inp: str | Path, tgt: Domain, cfg: Any,
-                         recursive: bool = False) -> dict[str, Any]:
+                         recursive: bool = False, lam: float | None = None) -> dict[str, Any]:
     """``evaluate --model --input``: a folder of images (:func:`evaluate_model_on_folder`) or
     an ``.npy`` of vectors in data units, translated and scored against ``tgt``."""
     from rdmd.errors import RdmdError
@@ -376,7 +377,7 @@ def evaluate_model_input(model: Any, inp: str | Path, tgt: Domain, cfg: Any,
         if not p.is_dir():
             raise RdmdError(f"--input {p}: this model translates images; pass a folder")
         return evaluate_model_on_folder(model, p, tgt, cfg.classifier, cfg.target_class,
-                                        recursive)
+                                        recursive, lam=lam)
     if p.is_dir():
         raise RdmdError(f"--input {p}: this model translates vectors; pass an .npy file")
     from rdmd.data.vectors import read_npy
@@ -386,7 +387,7 @@ def evaluate_model_input(model: Any, inp: str | Path, tgt: Domain, cfg: Any,
     if tuple(x.shape[1:]) != tgt.shape:
         raise RdmdError(f"--input {p} has samples of shape {tuple(x.shape[1:])}, the model "
                         f"expects {tgt.shape}")
-    gx = make_translator("rdmd", model).translate(x)
+    gx = make_translator("rdmd", model, lam=lam).translate(x)
     y = tgt.test.numpy() if tgt.sampler is not None else \
         np.concatenate([tgt.train.numpy(), tgt.test.numpy()])
     return metrics.vector_metrics(x.numpy(), gx.numpy(), y)

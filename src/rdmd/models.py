@@ -46,6 +46,19 @@ class Model:
         return str(self.meta["role"])
 
     @property
+    def lam_range(self) -> tuple[float, float] | None:
+        """The trained ``lambda`` range of a lambda-conditioned generator; None otherwise."""
+        r = self.meta.get("lam_range")
+        return None if r is None else (float(r[0]), float(r[1]))
+
+    @property
+    def lam(self) -> float | None:
+        """A fixed-``lambda`` generator's ``lambda``; None for a conditioned one (and for a
+        teacher)."""
+        v = self.meta.get("lam")
+        return None if v is None or self.lam_range is not None else float(v)
+
+    @property
     def denoiser(self) -> EDMDenoiser:
         net = self.net
         return net.denoiser if isinstance(net, OneStepGenerator) else net  # type: ignore

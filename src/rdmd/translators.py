@@ -21,14 +21,29 @@ from rdmd.models import Model, load_model
 
 
 class OneStep(Translator):
-    """RDMD's generator: one network evaluation, no noise."""
+    """RDMD's generator: one network evaluation, no noise.
+
+    ``lam``: the ``lambda`` to translate at. Required for a lambda-conditioned generator
+    (inside its trained range); for a fixed one, accepted only if equal to its ``lambda``.
+    """
 
     method = "rdmd"
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, lam: float | None = None) -> None:
         super().__init__(model.normalizer, next(model.net.parameters()).device,
                          tuple(model.meta["data_shape"]))
         self.model = model
+        self.net: torch.nn.Module = model.net
+        self.lam = model.lam
+        if model.lam_range is not None:
+            from rdmd.methods.rdmd_lam import AtLambda, LamCode
+
+            self.net = AtLambda(model.net, LamCode.from_meta(model.meta), lam)
+            self.lam = self.net.lam
+        elif lam is not None and (self.lam is None or float(lam) != self.lam):
+            raise RdmdError(f"this generator was trained at the fixed lambda "
+                            f"{self.lam if self.lam is not None else 'unknown'}; lam {lam:g} "
+                            "needs a lambda-conditioned generator (distill --lam-range)")
 
     @property
     def nfe(self) -> int:
@@ -36,11 +51,14 @@ class OneStep(Translator):
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"lam": float(self.model.meta.get("lam", float("nan")))}
+        out: dict[str, Any] = {"lam": float(self.lam if self.lam is not None else float("nan"))}
+        if self.model.lam_range is not None:
+            out["lam_range"] = list(self.model.lam_range)
+        return out
 
     def _map(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
-            return self.model.net(z)
+            return self.net(z)
 
 
 def _shape(m: Model) -> tuple[int, ...]:
@@ -48,7 +66,7 @@ def _shape(m: Model) -> tuple[int, ...]:
 
 
 def _rdmd(m: Model, params: dict[str, Any]) -> Translator:
-    return OneStep(m)
+    return OneStep(m, params.get("lam"))
 
 
 def _sdedit(m: Model, params: dict[str, Any]) -> Translator:
@@ -84,7 +102,7 @@ class MethodSpec:
 
 
 REGISTRY: dict[str, MethodSpec] = {
-    "rdmd": MethodSpec(_rdmd, (), "generator"),
+    "rdmd": MethodSpec(_rdmd, ("lam",), "generator"),
     "sdedit": MethodSpec(_sdedit, ("sigma_start", "n_steps"), "teacher"),
     "ilvr": MethodSpec(_ilvr, ("down", "n_steps"), "teacher"),
     "egsde": MethodSpec(_egsde, ("sigma_start", "down", "lam_s", "lam_i", "n_steps",

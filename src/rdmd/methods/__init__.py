@@ -8,7 +8,9 @@ A new method is a module here plus one entry below.
 from rdmd.methods.base import Method, NonFiniteLossError
 from rdmd.methods.dsm import DSM
 from rdmd.methods.rdmd import RDMD, OneStepGenerator
+from rdmd.methods.rdmd_lam import RDMDLam
 
-METHODS: dict[str, type[Method]] = {"rdmd": RDMD}
+METHODS: dict[str, type[Method]] = {"rdmd": RDMD, "rdmd_lam": RDMDLam}
 
-__all__ = ["DSM", "METHODS", "RDMD", "Method", "NonFiniteLossError", "OneStepGenerator"]
+__all__ = ["DSM", "METHODS", "RDMD", "Method", "NonFiniteLossError", "OneStepGenerator",
+           "RDMDLam"]

@@ -102,16 +102,24 @@ class RDMD(Method):
     @classmethod
     def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:  # type: ignore[override]
         """The method a run's config describes, with its optimisers."""
-        m = cls.from_teacher(
-            teacher, cfg.lam, cfg.sigma_g, cost=cost,
-            dm_sigma=LogUniformSigma(cfg.dm_sigma_min, cfg.dm_sigma_max),
-            fake_loss=EDMLoss(fake_sigma_dist(cfg.fake_sigma, cfg.dm_sigma_min,
-                                              cfg.dm_sigma_max)),
-            normalize=cfg.normalize, share_sigma=cfg.fake_sigma == "shared",
-            fake_steps=cfg.fake_steps)
-        m.with_optimizers(cfg.lr_generator, cfg.lr_fake, (cfg.beta1, cfg.beta2))
-        m.grad_clip = cfg.grad_clip
-        return m
+        m = cls.from_teacher(teacher, cfg.lam, cfg.sigma_g, **cls.config_kwargs(cfg, cost))
+        return m.configure_training(cfg)
+
+    @staticmethod
+    def config_kwargs(cfg: Any, cost: Cost) -> dict[str, Any]:
+        """The constructor's keywords from a run's config (shared with the conditioned
+        method, so both read the config the same way)."""
+        return dict(cost=cost, dm_sigma=LogUniformSigma(cfg.dm_sigma_min, cfg.dm_sigma_max),
+                    fake_loss=EDMLoss(fake_sigma_dist(cfg.fake_sigma, cfg.dm_sigma_min,
+                                                      cfg.dm_sigma_max)),
+                    normalize=cfg.normalize, share_sigma=cfg.fake_sigma == "shared",
+                    fake_steps=cfg.fake_steps)
+
+    def configure_training(self, cfg: Any) -> RDMD:
+        """Optimisers and clipping from a run's config."""
+        self.with_optimizers(cfg.lr_generator, cfg.lr_fake, (cfg.beta1, cfg.beta2))
+        self.grad_clip = cfg.grad_clip
+        return self
 
     def with_optimizers(self, lr_generator: float, lr_fake: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> RDMD:
@@ -121,11 +129,14 @@ class RDMD(Method):
 
     @torch.no_grad()
     def score_difference(self, y: torch.Tensor, sigma: torch.Tensor,
-                         eps: torch.Tensor) -> torch.Tensor:
-        """``g = (D_phi - D_real)(y + sigma*eps) / w``, proportional to ``s_fake - s_real``."""
+                         eps: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``g = (D_phi - D_real)(y + sigma*eps) / w``, proportional to ``s_fake - s_real``.
+        ``cond`` (a conditioned method's per-sample input) goes to the fake score only: the
+        teacher models the target, whatever the generator is conditioned on."""
         y_s = torch.addcmul(y, _bcast(sigma, y), eps)
         d_real = self.teacher(y_s, sigma).float()
-        g = self.fake(y_s, sigma).float().sub_(d_real)  # fresh outputs: in place is safe
+        d_fake = self.fake(y_s, sigma) if cond is None else self.fake(y_s, sigma, cond)
+        g = d_fake.float().sub_(d_real)  # fresh outputs: in place is safe
         if self.normalize:
             w = d_real.sub_(y.float()).abs_().reshape(y.shape[0], -1).mean(dim=1)
             g.div_(_bcast(w.clamp_min_(1e-8), g))
@@ -133,6 +144,7 @@ class RDMD(Method):
 
     def generator_loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
                        sigma: torch.Tensor | None = None, eps: torch.Tensor | None = None,
+                       cond: torch.Tensor | None = None, lam: torch.Tensor | None = None,
                        ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Eq. 15, first line: distribution matching plus ``lambda`` times the transport cost.
 
@@ -140,23 +152,38 @@ class RDMD(Method):
         per element, i.e. Eq. 11, without differentiating through either score network.
         Returns the loss, the (attached) outputs ``y = G(x)`` and the two terms (detached
         0-d tensors; read them with ``.item()`` only when needed, each read is a sync).
+        A conditioned method passes ``cond`` (to the generator and the fake score) and one
+        ``lam`` per sample, which weights each sample's cost; ``loss_cost`` is then the
+        weighted mean ``mean(lam_i c_i)``.
         """
-        y = self.generator(x)
+        y = self.generator(x) if cond is None else self.generator(x, cond)
         if sigma is None:
             sigma = self.dm_sigma(x.shape[0], generator).to(x.device)
         if eps is None:
             eps = torch.randn(y.shape, generator=generator).to(device=y.device, dtype=y.dtype)
-        g = self.score_difference(y.detach(), sigma, eps)
+        g = self.score_difference(y.detach(), sigma, eps, cond)
         yf = y.float()
         loss_dm = 0.5 * ((yf - (yf - g).detach()) ** 2).mean()
-        loss_cost = self.cost(x.float(), yf).mean()
-        loss = loss_dm + self.lam * loss_cost if self.lam else loss_dm
+        if lam is not None:
+            loss_cost = (lam.to(yf) * self.cost(x.float(), yf)).mean()
+            loss = loss_dm + loss_cost
+        else:
+            loss_cost = self.cost(x.float(), yf).mean()
+            loss = loss_dm + self.lam * loss_cost if self.lam else loss_dm
         return loss, y, {"loss_dm": loss_dm.detach(), "loss_cost": loss_cost.detach()}
 
     def fake_loss(self, y: torch.Tensor, generator: torch.Generator | None = None,
-                  sigma: torch.Tensor | None = None) -> torch.Tensor:
+                  sigma: torch.Tensor | None = None, cond: torch.Tensor | None = None
+                  ) -> torch.Tensor:
         """Eq. 15, second line: DSM of ``D_phi`` on the generator's detached outputs."""
-        return self.fake_loss_fn(self.fake, y.detach(), generator=generator, sigma=sigma)
+        return self.fake_loss_fn(self.fake, y.detach(), generator=generator, sigma=sigma,
+                                 cond=cond)
+
+    def conditioning(self, batch: torch.Tensor, rng: torch.Generator
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per-sample ``(cond, lam)`` of one step: none for fixed-``lambda`` RDMD (it draws
+        nothing, so its runs are unchanged); a conditioned subclass draws them here."""
+        return None, None
 
     def train_step(self, batch: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
         """One generator update, then ``fake_steps`` fake-score updates on the same outputs.
@@ -165,15 +192,16 @@ class RDMD(Method):
         finiteness check, agreed over all ranks, so a NaN stops the run before any optimiser
         applies it.
         """
+        cond, lam = self.conditioning(batch, rng)
         sigma = self.dm_sigma(batch.shape[0], rng).to(batch.device)
-        loss, y, parts = self.generator_loss(batch, rng, sigma=sigma)
+        loss, y, parts = self.generator_loss(batch, rng, sigma=sigma, cond=cond, lam=lam)
         vals = torch.stack([loss.detach(), parts["loss_dm"], parts["loss_cost"]]).tolist()
         self.check_finite("generator", vals[0])
         self.update("generator", loss)
         y = y.detach()
         fake_val = 0.0
         for k in range(self.fake_steps):
-            lf = self.fake_loss(y, rng, sigma if self.share_sigma and k == 0 else None)
+            lf = self.fake_loss(y, rng, sigma if self.share_sigma and k == 0 else None, cond)
             fake_val = lf.item()
             self.check_finite("fake score", fake_val)
             self.update("fake", lf)

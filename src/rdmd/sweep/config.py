@@ -18,7 +18,8 @@ from rdmd.translators import BASELINES, METHODS, PARAMS
 METHOD_ORDER = METHODS  # the table's order: RDMD first, then the baselines
 TOP_KEYS = {"source", "target", "teacher", "classifier", "target_class", "n_eval", "seed",
             "chunk", "recommended_lam", "fig5_images", "rdmd", *BASELINES}
-RDMD_KEYS = {"lams", "config", "runs", "steps"}
+# "model": one lambda-conditioned generator (distill --lam-range) that serves every lambda
+RDMD_KEYS = {"lams", "config", "runs", "steps", "model"}
 # methods that take EGSDE's domain classifier, and the sweep's keys that are not grid axes
 NEEDS_DOMAIN_CLASSIFIER = tuple(m for m in BASELINES if "domain_classifier" in PARAMS[m])
 GRID_FIXED = {"domain_classifier", "classifier_steps"}
@@ -74,6 +75,12 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     rd["runs"] = {float(k): _resolve(base, v) for k, v in rd.get("runs", {}).items()}
     if "config" in rd:
         rd["config"] = _resolve(base, rd["config"])
+    if "model" in rd:
+        both = sorted(set(raw.get("rdmd", {})) & {"runs", "config", "steps"})
+        if both:
+            raise RdmdError(f"{path}: [rdmd] model (one conditioned generator for every "
+                            f"lambda) excludes {', '.join(both)}")
+        rd["model"] = _resolve(base, rd["model"])
     grids: dict[str, dict[str, Any]] = {}
     for m in BASELINES:
         if m not in raw:

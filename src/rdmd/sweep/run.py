@@ -135,7 +135,10 @@ def run_sweep(config: str | Path | SweepConfig, out_dir: str | Path,
     fixed = {m: {"domain_classifier": _domain_classifier(cfg, m, out, src, tgt, progress)}
              for m in NEEDS_DOMAIN_CLASSIFIER if any(e.method == m for e in todo)}
     for i, e in enumerate(todo, 1):
-        if e.method == "rdmd":
+        if e.method == "rdmd" and cfg.rdmd.get("model"):  # one conditioned generator
+            run = Path(cfg.rdmd["model"])
+            tr = make_translator("rdmd", run, lam=e.params["lam"])
+        elif e.method == "rdmd":
             run = _rdmd_run(cfg, out, e.params["lam"], progress)
             tr = make_translator("rdmd", run)
         else:

@@ -16,6 +16,7 @@ from rdmd.data import Domain, load_domain
 from rdmd.data.folders import announce
 from rdmd.errors import RdmdError
 from rdmd.methods import METHODS
+from rdmd.methods.rdmd_lam import eval_at_lams, write_lam_report
 from rdmd.models import Model, load_model, save_model
 from rdmd.training.checks import check_classifier
 from rdmd.training.loop import run_loop
@@ -127,29 +128,46 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
             "data_shape": list(shape), "kind": teacher_model.meta["kind"],
             "source": run["source"], "target": run["target"], "teacher": run["teacher"],
             "cost": cfg.cost, "steps": cfg.steps, "ema_decay": cfg.ema_decay, "lam": cfg.lam,
-            "sigma_g": float(method.result().sigma_g), **method.model_meta()}
+            "sigma_g": float(method.result().sigma_g)}
+    for key, value in method.model_meta().items():  # a method adds keys (None drops one)
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
     if "policy" in src.info or "policy" in tgt.info:  # folders: what the policy did to them
         meta["folder_policy"] = {"source": src.info.get("policy"),
                                  "target": tgt.info.get("policy")}
+    code = getattr(method, "code", None)  # a lambda-conditioned method's range (rdmd_lam)
     # The generator's EMA (if on) is what is evaluated and saved; the raw one trains.
     from rdmd.evaluation import evaluate_translation, write_translation_report
 
     def eval_fn(step: int) -> dict[str, float]:  # on every rank: outputs are gathered
         net = method.result()
         was = net.training
-        m = evaluate_translation(distributed.gathered(net), norm, src, tgt, cfg, floor=False)
+
+        def evaluate(g: torch.nn.Module) -> dict[str, float]:
+            m = evaluate_translation(distributed.gathered(g), norm, src, tgt, cfg, floor=False)
+            return {k: v for k, v in m.items() if isinstance(v, float)}
+
+        res = evaluate(net) if code is None else eval_at_lams(net, code, evaluate)
         net.train(was)
-        return {k: v for k, v in m.items() if isinstance(v, float)}
+        return res
 
     run_loop(out, method, batches(x_train, cfg.batch_size, rng, d), rng, cfg, dist=d,
                    device=device, signature={"job": "distill", "backbone": backbone,
                                              "data_shape": list(shape)},
                    ema_name="generator_ema", ema_warmup=True, resume=resume,
-                   progress=progress, desc=f"{cfg.method} lam={cfg.lam:g}", eval_fn=eval_fn,
+                   progress=progress, eval_fn=eval_fn,
+                   desc=f"{cfg.method} lam={cfg.lam:g}" if code is None else
+                   f"{cfg.method} lam={code.lo:g}:{code.hi:g}",
                    on_start=lambda: start_run(out, run), stop=claim.stop)
     if d.main:
         save_model(out, method.result(), meta)
     # every rank translates its share of the held-out set; rank 0 writes the report
-    write_translation_report(out, distributed.gathered(method.result()), norm, src, tgt, cfg)
+    if code is None:
+        write_translation_report(out, distributed.gathered(method.result()), norm, src, tgt,
+                                 cfg)
+    else:
+        write_lam_report(out, method.result(), code, norm, src, tgt, cfg)
     distributed.barrier()  # every rank returns with the model and report written
     return out
