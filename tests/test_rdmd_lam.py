@@ -236,12 +236,15 @@ def test_cli_translate_and_evaluate_lam(cond_run: Path, fixed_run: Path, tmp_pat
     assert main(base + ["--lam", "0.1"]) == 0
     np.testing.assert_allclose(np.load(out), rdmd.translate(cond_run, x, lam=0.1), rtol=1e-6)
     capsys.readouterr()
+    fresh = tmp_path / "z.npy"  # not the existing output: that is refused without --overwrite
+    base[-1] = str(fresh)
     for extra, msg in (([], "pass lam (--lam)"), (["--lam", "0.5"], "outside")):
         assert main(base + extra) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and msg in err and err.startswith("rdmd: error:")
+        assert not fresh.exists()
     fixed = ["translate", "--model", str(fixed_run), "--input", str(tmp_path / "x.npy"),
-             "--output", str(out), "--lam", "0.2"]
+             "--output", str(fresh), "--lam", "0.2"]
     assert main(fixed) == 2
     assert "fixed lambda 0.05" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(cond_run), "--lam", "0.1",

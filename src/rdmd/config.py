@@ -136,14 +136,19 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
     return cfg
 
 
-def resolve_config(cls: type[C], layers: list[dict[str, Any] | None], kind: str) -> C:
-    """The one pass from layers (file, ``--set``, flags, API keywords) to a run's config.
-    A ``lam_range`` without an explicit ``method`` selects the conditioned method."""
+def layered_config(cls: type[C], layers: list[dict[str, Any] | None]) -> C:
+    """The layers (file, ``--set``, flags, API keywords) over the defaults. A ``lam_range``
+    without an explicit ``method`` selects the conditioned method."""
     cfg = build_config(cls, *layers)
     if getattr(cfg, "lam_range", None) and not any(
             (layer or {}).get("method") is not None for layer in layers):
         cfg.method = "rdmd_lam"  # type: ignore[union-attr]
-    return fill_kind_defaults(cfg, kind)
+    return cfg
+
+
+def resolve_config(cls: type[C], layers: list[dict[str, Any] | None], kind: str) -> C:
+    """The one pass from layers to a run's config, with the data kind's defaults."""
+    return fill_kind_defaults(layered_config(cls, layers), kind)
 
 
 def apply_resume_changes(cfg: C, layers: list[dict[str, Any] | None]) -> C:
