@@ -18,7 +18,7 @@ from rdmd.models import Model, load_model, save_model
 from rdmd.training.checks import check_classifier
 from rdmd.training.loop import run_loop
 from rdmd.training.rundir import as_layers, prepare_run, start_run
-from rdmd.training.runtime import batches, hold_in_bf16, setup_dist
+from rdmd.training.runtime import data_batches, hold_in_bf16, setup_dist
 from rdmd.training.state import fmt_shape
 
 
@@ -99,7 +99,8 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
         net.train(was)
         return {k: v for k, v in m.items() if isinstance(v, float)}
 
-    run_loop(out, method, batches(x_train, cfg.batch_size, rng, d), rng, cfg, dist=d,
+    run_loop(out, method, data_batches(src, norm, x_train, cfg, rng, d, device), rng, cfg,
+                   dist=d,
                    device=device, signature={"job": "distill", "backbone": backbone,
                                              "data_shape": list(shape)},
                    ema_name="generator_ema", ema_warmup=True, resume=resume,

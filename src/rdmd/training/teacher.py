@@ -17,7 +17,7 @@ from rdmd.models import build_denoiser, save_model
 from rdmd.training.checks import check_classifier
 from rdmd.training.loop import run_loop
 from rdmd.training.rundir import as_layers, prepare_run, start_run
-from rdmd.training.runtime import batches, setup_dist
+from rdmd.training.runtime import data_batches, setup_dist
 
 
 def _kind(data: dict[str, Any]) -> str:
@@ -56,7 +56,7 @@ def train_teacher(target: str | None, out_dir: str | Path,
     backbone = {"name": backbone["name"], **net.backbone.config}
     method = DSM(net, EDMLoss(LogNormalSigma(cfg.p_mean, cfg.p_std)), cfg.lr, cfg.grad_clip)
     rng = torch.Generator().manual_seed(cfg.seed)
-    run_loop(out, method, batches(data, cfg.batch_size, rng, d), rng, cfg, dist=d,
+    run_loop(out, method, data_batches(dom, norm, data, cfg, rng, d, device), rng, cfg, dist=d,
                    device=device, signature={"job": "teacher", "backbone": backbone,
                                              "data_shape": list(dom.shape)},
                    ema_name="ema", ema_warmup=False, resume=resume, progress=progress,

@@ -1,0 +1,153 @@
+"""What limits the teacher and the generator on Gaussian -> 8 Gaussians: one row per setting.
+
+Each row is a teacher (config keys) and optionally an RDMD run from N(0, I) on that teacher
+(config keys); rows that share a teacher share its run directory. Every row is also printed
+as the ``rdmd`` commands that reproduce it. Finished runs are reused (an interrupted
+ablation continues with the same command); results are rewritten after every row.
+
+    python experiments/twod_ablation.py --rows t_old,t_fresh,g_old,g_new
+    python experiments/twod_ablation.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdmd.training import distill, train_teacher
+
+# teacher settings: config keys of train-teacher (all others the package defaults)
+TEACHERS: dict[str, dict[str, Any]] = {
+    "old": {"fresh_data": False, "steps": 10_000, "lr_schedule": "cosine"},
+    "fresh": {"fresh_data": True, "steps": 10_000},
+    "fresh4k": {"fresh_data": True, "steps": 4000},
+    "fixed4k": {"fresh_data": False, "steps": 4000},
+    "fresh4k_lr2e-3": {"fresh_data": True, "steps": 4000, "lr": 2e-3},
+    "fresh2k": {"fresh_data": True, "steps": 2000},
+}
+
+# rows: (teacher, distill keys or None for a teacher-only row)
+ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "t_old": ("old", None),
+    "t_fresh": ("fresh", None),
+    "t_fresh4k": ("fresh4k", None),
+    "t_fixed4k": ("fixed4k", None),
+    "t_fresh4k_lr2e-3": ("fresh4k_lr2e-3", None),
+    "t_fresh2k": ("fresh2k", None),
+    # generator rows, all on the 4k fresh teacher, lambda 0.02
+    "g_old": ("fresh4k", {"fresh_data": False, "steps": 10_000}),
+    "g_old4k": ("fresh4k", {"fresh_data": False, "steps": 4000}),
+    "g_fresh4k": ("fresh4k", {"steps": 4000}),
+    "g_lr1e-4cos": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine"}),
+    "g_lr3e-4cos": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_f2e-3": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_fake": 2e-3,
+                                      "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_k2": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "fake_steps": 2,
+                                   "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_sg0.5": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "sigma_g": 0.5,
+                                      "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_sg3": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "sigma_g": 3.0,
+                                    "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_ema0": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "ema_decay": 0.0,
+                                     "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_dmmax10": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4,
+                                        "dm_sigma_max": 10.0, "lr_schedule": "cosine"}),
+    "g_lr3e-4cos_k2": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "fake_steps": 2,
+                                   "lr_schedule": "cosine"}),
+    "g_lr3e-4cos_sg3": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "sigma_g": 3.0,
+                                    "lr_schedule": "cosine"}),
+    "g_lr3e-4cos_sg0.5": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "sigma_g": 0.5,
+                                      "lr_schedule": "cosine"}),
+    "g_lr1e-3cos": ("fresh4k", {"steps": 4000, "lr_generator": 1e-3, "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_lam0": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lam": 0.0,
+                                     "lr_schedule": "cosine"}),
+}
+
+SOURCE, TARGET = "gaussian", "8gaussians"
+
+
+def _done(d: Path) -> bool:
+    return (d / "model.json").is_file() and (d / "metrics.json").is_file()
+
+
+def _timed(fn: Any, out: Path) -> float:
+    stamp = out / "wall_time.json"
+    if not _done(out):
+        t0 = time.perf_counter()
+        fn()
+        stamp.write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}))
+    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else float("nan")
+
+
+def _sets(keys: dict[str, Any]) -> str:
+    return " ".join(f"--set {k}={json.dumps(v)}" for k, v in keys.items())
+
+
+def commands(row: str, runs: Path) -> list[str]:
+    """The rdmd command lines that reproduce a row (the package defaults plus its keys)."""
+    t, g = ROWS[row]
+    tdir = runs / f"teacher_{t}"
+    out = [f"rdmd train-teacher --target {TARGET} --out {tdir} {_sets(TEACHERS[t])}".strip()]
+    if g is not None:
+        out.append(f"rdmd distill --source {SOURCE} --teacher {tdir} --out {runs / row} "
+                   f"{_sets(g)}".strip())
+    return out
+
+
+def run_row(row: str, runs: Path, prog: bool) -> dict[str, Any]:
+    t, g = ROWS[row]
+    tdir = runs / f"teacher_{t}"
+    tw = _timed(lambda: train_teacher(TARGET, tdir, dict(TEACHERS[t]),
+                                      resume=(tdir / "config.json").is_file(), progress=prog),
+                tdir)
+    rec: dict[str, Any] = {"row": row, "commands": commands(row, runs), "teacher_dir": str(tdir),
+                           "teacher_wall_s": tw,
+                           "teacher": json.loads((tdir / "metrics.json").read_text())}
+    if g is not None:
+        out = runs / row
+        gw = _timed(lambda: distill(SOURCE, tdir, out, dict(g),
+                                    resume=(out / "config.json").is_file(), progress=prog), out)
+        rec.update(rdmd_dir=str(out), rdmd_wall_s=gw,
+                   rdmd=json.loads((out / "metrics.json").read_text()),
+                   config=json.loads((out / "config.json").read_text())["config"])
+    return rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--runs", default="runs/twod_ablation")
+    ap.add_argument("--results", default="experiments/results/twod_ablation.json")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    runs = Path(a.runs)
+    rows = a.rows.split(",")
+    if a.list:
+        for r in rows:
+            print(r, *commands(r, runs), sep="\n  ")
+        return
+    path = Path(a.results)
+    res = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    res.update(threads=1, omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+               torch=torch.__version__)
+    for r in rows:
+        res["rows"][r] = run_row(r, runs, not a.no_progress)
+        res["rows"][r]["command"] = "python " + " ".join(sys.argv)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=2))
+        print(r, json.dumps({k: res["rows"][r].get(k) for k in ("teacher_wall_s",
+                                                                "rdmd_wall_s")}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
