@@ -65,6 +65,12 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
                                     "lr_schedule": "cosine"}),
     "g_lr3e-4cos_sg0.5": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "sigma_g": 0.5,
                                       "lr_schedule": "cosine"}),
+    "g_nonorm": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "normalize": False,
+                             "lr_schedule": "cosine"}),
+    "g_k4_f1e-3": ("fresh4k", {"steps": 2000, "lr_generator": 1e-4, "fake_steps": 4,
+                               "lr_fake": 1e-3, "lr_schedule": "cosine"}),
+    "g_combo": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "sigma_g": 3.0,
+                            "dm_sigma_max": 10.0, "fake_steps": 2, "lr_schedule": "cosine"}),
     "g_lr1e-3cos": ("fresh4k", {"steps": 4000, "lr_generator": 1e-3, "lr_schedule": "cosine"}),
     "g_lr1e-4cos_lam0": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lam": 0.0,
                                      "lr_schedule": "cosine"}),
@@ -120,6 +126,66 @@ def run_row(row: str, runs: Path, prog: bool) -> dict[str, Any]:
     return rec
 
 
+def rescore(rec: dict[str, Any], pairs: int) -> dict[str, Any]:
+    """Re-evaluate a row's teacher and generator with the current measures (the stable W2 on
+    ``pairs`` fresh set pairs of ``evaluation.STABLE_N`` points)."""
+    from rdmd import evaluation
+    from rdmd.config import DistillConfig
+    from rdmd.data import load_domain
+    from rdmd.models import load_model
+    from rdmd.training.rundir import load_run_config
+
+    evaluation.STABLE_PAIRS = pairs
+    tdir = Path(rec["teacher_dir"])
+    tcfg = json.loads((tdir / "config.json").read_text())["config"]
+    dom = load_domain(TARGET, tcfg["n_train"], tcfg["n_test"], tcfg["seed"])
+    rec["teacher"] = evaluation.evaluate_teacher(tdir, dom, n_steps=tcfg["sample_steps"])
+    if "rdmd_dir" in rec:
+        out = Path(rec["rdmd_dir"])
+        cfg = load_run_config(DistillConfig, out)
+        model = load_model(out)
+        src = load_domain(SOURCE, cfg.n_train, cfg.n_test, cfg.seed)
+        tgt = load_domain(TARGET, cfg.n_test, cfg.n_test, cfg.seed)
+        res = evaluation.write_translation_report(out, model.net, model.normalizer, src, tgt,
+                                                  cfg)
+        rec["rdmd"] = res
+    return rec
+
+
+COLS = ("mode_outliers", "log_density", "w2_over_floor_stable", "crossings")
+
+
+def _f(v: Any, k: str) -> str:
+    if not isinstance(v, float):
+        return ""
+    return f"{100 * v:.1f}%" if k == "mode_outliers" else f"{v:.3g}"
+
+
+def _w(m: dict[str, Any]) -> str:
+    if "w2_over_floor_stable" not in m:
+        return ""
+    return f"{m['w2_over_floor_stable']:.2f} +- {m['w2_over_floor_stable_se']:.2f}"
+
+
+def table(res: dict[str, Any]) -> str:
+    """The docs' ablation table: one row per setting, its commands below the table."""
+    lines = ["| row | teacher off-mode | teacher log p | teacher W2/floor | RDMD off-mode | "
+             "RDMD log p | RDMD W2/floor | crossings | teacher s | RDMD s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in res["rows"].items():
+        t, g = r["teacher"], r.get("rdmd", {})
+        lines.append(f"| {name} | {_f(t.get('mode_outliers'), 'mode_outliers')} | "
+                     f"{_f(t.get('log_density'), '')} | {_w(t)} | "
+                     f"{_f(g.get('mode_outliers'), 'mode_outliers')} | "
+                     f"{_f(g.get('log_density'), '')} | {_w(g)} | "
+                     f"{_f(g.get('crossings'), '')} | {r.get('teacher_wall_s', '')} | "
+                     f"{r.get('rdmd_wall_s') or ''} |")
+    lines += ["", "Commands (package defaults of this branch plus the keys shown):", ""]
+    for name, r in res["rows"].items():
+        lines += [f"- {name}:"] + [f"  `{c}`" for c in r["commands"]]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default=",".join(ROWS))
@@ -127,6 +193,8 @@ def main() -> None:
     ap.add_argument("--results", default="experiments/results/twod_ablation.json")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--rescore", type=int, default=0, metavar="PAIRS",
+                    help="re-evaluate finished rows (stable W2 on PAIRS set pairs), train none")
     a = ap.parse_args()
     torch.set_num_threads(1)
     runs = Path(a.runs)
@@ -139,11 +207,20 @@ def main() -> None:
     res = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     res.update(threads=1, omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                torch=torch.__version__)
+    if a.rescore:
+        for r in rows:
+            if r in res["rows"]:
+                res["rows"][r] = rescore(res["rows"][r], a.rescore)
+                path.write_text(json.dumps(res, indent=2))
+        path.with_suffix(".md").write_text(table(res))
+        print(table(res))
+        return
     for r in rows:
         res["rows"][r] = run_row(r, runs, not a.no_progress)
         res["rows"][r]["command"] = "python " + " ".join(sys.argv)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(res, indent=2))
+        path.with_suffix(".md").write_text(table(res))
         print(r, json.dumps({k: res["rows"][r].get(k) for k in ("teacher_wall_s",
                                                                 "rdmd_wall_s")}),
               flush=True)

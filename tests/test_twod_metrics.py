@@ -101,14 +101,14 @@ def test_w2_stable_reads_one_for_the_truth_and_more_for_a_shifted_set() -> None:
         return [dom.sampler(n, rng) for _ in range(k)]
 
     floor = list(zip(sets(), sets(), strict=True))
-    good = metrics.w2_stable(sets(), sets(), floor)
+    good = metrics.w2_stable(sets(), floor)
     assert abs(good["w2_over_floor_stable"] - 1) < 4 * good["w2_over_floor_stable_se"]
     assert 0 < good["w2_over_floor_stable_se"] < 0.5
-    shifted = metrics.w2_stable([s + 0.5 for s in sets()], sets(), floor)
+    shifted = metrics.w2_stable([s + 0.5 for s in sets()], floor)
     assert shifted["w2_over_floor_stable"] > 1.5
     assert shifted["w2_stable_pairs"] == k and shifted["w2_stable_n"] == n
     with pytest.raises(ValueError):
-        metrics.w2_stable(sets(), sets()[:2], floor)
+        metrics.w2_stable(sets()[:2], floor)
 
 
 def test_fresh_batches_are_new_every_step_and_replay_from_the_generator_state() -> None:

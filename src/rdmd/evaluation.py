@@ -33,26 +33,24 @@ PROTOCOL = 3
 FLOOR_SEED = 12345
 STABLE_N = 1000
 STABLE_PAIRS = 12
-_STABLE_FLOOR: dict[tuple[str, int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+_STABLE_FLOOR: dict[tuple[str, int, int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
 
 
 def stable_w2(make_generated: Any, tgt: Domain, n: int | None = None,
               pairs: int | None = None, seed: int = FLOOR_SEED) -> dict[str, Any]:
     """:func:`rdmd.metrics.w2_stable` for a built-in target: ``make_generated(n, rng)`` gives
-    one fresh generated set per pair; target sets and floor pairs are fresh draws (the floor
-    pairs are drawn once per target, size and count, and reused)."""
+    one fresh generated set per floor pair of fresh target sets (the pairs are drawn once per
+    target, size and count, and reused for every model of a process)."""
     assert tgt.sampler is not None
     n, pairs = n or STABLE_N, pairs or STABLE_PAIRS
-    rng = np.random.default_rng(seed + 1)
-    targets = [tgt.sampler(n, rng) for _ in range(pairs)]
-    key = (tgt.name, n, pairs)
+    key = (tgt.name, n, pairs, seed)
     if key not in _STABLE_FLOOR:
         frng = np.random.default_rng(seed + 2)
         _STABLE_FLOOR[key] = [(tgt.sampler(n, frng), tgt.sampler(n, frng))
                               for _ in range(pairs)]
     grng = np.random.default_rng(seed + 3)
     generated = [np.asarray(make_generated(n, grng)) for _ in range(pairs)]
-    return metrics.w2_stable(generated, targets, _STABLE_FLOOR[key])
+    return metrics.w2_stable(generated, _STABLE_FLOOR[key])
 
 
 @torch.no_grad()
