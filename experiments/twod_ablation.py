@@ -92,6 +92,12 @@ def _timed(fn: Any, out: Path) -> float:
     return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else float("nan")
 
 
+def _wall(d: Path) -> float | None:
+    """Wall time of the call that finished a run (contended: compare within one session)."""
+    stamp = d / "wall_time.json"
+    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else None
+
+
 def _sets(keys: dict[str, Any]) -> str:
     return " ".join(f"--set {k}={json.dumps(v)}" for k, v in keys.items())
 
@@ -193,6 +199,9 @@ def main() -> None:
     ap.add_argument("--results", default="experiments/results/twod_ablation.json")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--collect", action="store_true",
+                    help="rebuild the results from the run folders (rows run by several "
+                         "processes), train none")
     ap.add_argument("--rescore", type=int, default=0, metavar="PAIRS",
                     help="re-evaluate finished rows (stable W2 on PAIRS set pairs), train none")
     a = ap.parse_args()
@@ -207,6 +216,24 @@ def main() -> None:
     res = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
     res.update(threads=1, omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                torch=torch.__version__)
+    if a.collect:
+        res["rows"] = {}
+        for r in rows:
+            t, g = ROWS[r]
+            tdir = runs / f"teacher_{t}"
+            if not _done(tdir) or (g is not None and not _done(runs / r)):
+                continue
+            rec = {"row": r, "commands": commands(r, runs), "teacher_dir": str(tdir),
+                   "teacher_wall_s": _wall(tdir),
+                   "teacher": json.loads((tdir / "metrics.json").read_text())}
+            if g is not None:
+                rec.update(rdmd_dir=str(runs / r), rdmd_wall_s=_wall(runs / r),
+                           rdmd=json.loads((runs / r / "metrics.json").read_text()))
+            res["rows"][r] = rec
+        path.write_text(json.dumps(res, indent=2))
+        path.with_suffix(".md").write_text(table(res))
+        print(table(res))
+        return
     if a.rescore:
         for r in rows:
             if r in res["rows"]:

@@ -26,9 +26,7 @@ SOURCE = "gaussian"
 TARGET = "8gaussians"
 LAMS = (0.0, 0.05, 0.2)
 CMNIST_LAMS = (0.05, 0.25, 1.0)
-# the full demo trains with the package defaults (docs/twod.md), so it shows what a user gets
-FULL = {"teacher_steps": TeacherConfig.steps, "rdmd_steps": DistillConfig.steps,
-        "n_test": 5000}
+FULL = {"teacher_steps": 6000, "rdmd_steps": 5000, "n_test": 5000}
 QUICK = {"teacher_steps": 400, "rdmd_steps": 200, "n_test": 1000}
 COLUMNS_2D = ("lam", "mode_outliers", "log_density", "w2_over_floor_stable",
               "w2_over_floor_stable_se", "transport_cost", "ot_gap", "crossings")
