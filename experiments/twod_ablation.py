@@ -69,6 +69,7 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
                              "lr_schedule": "cosine"}),
     "g_k4_f1e-3": ("fresh4k", {"steps": 2000, "lr_generator": 1e-4, "fake_steps": 4,
                                "lr_fake": 1e-3, "lr_schedule": "cosine"}),
+    "g_defaults": ("fresh", {}),  # this branch's defaults end to end (10k + 10k, fresh)
     "g_combo": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "sigma_g": 3.0,
                             "dm_sigma_max": 10.0, "fake_steps": 2, "lr_schedule": "cosine"}),
     "g_lr1e-3cos": ("fresh4k", {"steps": 4000, "lr_generator": 1e-3, "lr_schedule": "cosine"}),
