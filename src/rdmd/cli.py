@@ -365,6 +365,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         if y.shape[1] != x.shape[1]:
             raise RdmdError(f"target has dimension {y.shape[1]}, input has {x.shape[1]}")
         res = metrics.vector_metrics(x, gx, y)
+        # a built-in target's known density or curve, beside true samples' values
+        res.update(metrics.known_measures_with_truth(gx, tgt.info, tgt.sampler))
     for k, v in res.items():
         print(f"{k:>16}: {v:.6g}" if isinstance(v, float) else f"{k:>16}: {v}")
     if args.json:

@@ -45,6 +45,9 @@ class TeacherConfig:
     classifier: str | None = None  # feature classifier dir: FD of the teacher's samples
     n_train: int = 5000  # samples drawn from a built-in distribution (ignored for files)
     n_test: int = 5000
+    # built-in distributions: draw every batch afresh (n_train then only fits the
+    # normalizer); files and image sets always use their finite training set
+    fresh_data: bool = True
     seed: int = 0
     device: str = "auto"
     log_every: int = 100
@@ -86,6 +89,7 @@ class DistillConfig:
     ema_decay: float | None = None  # generator EMA (warmed up); 0: off; None: by data kind
     n_train: int = 5000
     n_test: int = 5000
+    fresh_data: bool = True  # a built-in source draws every batch afresh (as the teacher)
     seed: int = 0
     device: str = "auto"
     log_every: int = 100
@@ -102,9 +106,9 @@ class DistillConfig:
 
 #: values of keys that runs saved by earlier rdmd versions lack: what those runs used
 LEGACY: dict[str, dict[str, Any]] = {
-    "TeacherConfig": {"ema_warmup": False},
+    "TeacherConfig": {"ema_warmup": False, "fresh_data": False},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
-                      "lr_schedule": "constant", "warmup_steps": 0},
+                      "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False},
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {

@@ -28,8 +28,8 @@ LAMS = (0.0, 0.05, 0.2)
 CMNIST_LAMS = (0.05, 0.25, 1.0)
 FULL = {"teacher_steps": 6000, "rdmd_steps": 5000, "n_test": 5000}
 QUICK = {"teacher_steps": 400, "rdmd_steps": 200, "n_test": 1000}
-COLUMNS_2D = ("lam", "w2_sq", "w2_floor_mean", "w2_over_floor", "transport_cost", "ot_gap",
-              "crossings")
+COLUMNS_2D = ("lam", "mode_outliers", "log_density", "w2_over_floor_stable",
+              "w2_over_floor_stable_se", "transport_cost", "ot_gap", "crossings")
 COLUMNS_IMG = ("lam", "l2", "rmse", "psnr", "ssim", "hue_difference", "target_accuracy",
                "fd_cnn_cmnist", "fd_cnn_cmnist_floor")
 
@@ -84,13 +84,21 @@ def section_2d(out_dir: Path, quick: bool, progress: bool) -> Section:
     tgt = load_domain(TARGET, 5000, 5000, 0)
     x = src.test[:2000].numpy()
     outs = [np.asarray(translate(load_model(r), x)) for r in runs]
-    titles = [f"lambda = {r['lam']:g}\nW2^2/floor {r['w2_over_floor']:.2f}, "
-              f"cross {r['crossings']:.3f}" for r in rows]
+    titles = [f"lambda = {r['lam']:g}: off-mode {_pct(r.get('mode_outliers'))}\n"
+              f"W2^2/floor {_num(r.get('w2_over_floor_stable'))}, "
+              f"cross {r['crossings']:.4f}" for r in rows]
     plot_map_panels(out_dir / "maps.png", x, outs, titles, tgt.test[:2000].numpy())
     t = json.loads((tdir / "metrics.json").read_text())
-    text = (f"Teacher ({steps['teacher_steps']} steps): W2^2 to held-out target "
-            f"{t['w2_sq']:.4g}, noise floor {t['w2_floor_mean']:.4g} +- "
-            f"{t['w2_floor_std']:.2g}. RDMD: {steps['rdmd_steps']} iterations per lambda.")
+    text = (f"Teacher ({steps['teacher_steps']} steps): {_pct(t.get('mode_outliers'))} of its "
+            f"samples off the modes (farther than 3 std from every centre; true samples "
+            f"{_pct(t.get('mode_outliers_true'))}), W2^2 {_num(t.get('w2_over_floor_stable'))} "
+            f"+- {_num(t.get('w2_over_floor_stable_se'))} x its noise floor. RDMD: "
+            f"{steps['rdmd_steps']} iterations per lambda. mode_outliers: share of outputs off "
+            f"the modes (true samples {_pct(t.get('mode_outliers_true'))}); log_density: mean "
+            f"true log-density of the outputs (true samples "
+            f"{_num(t.get('log_density_true'))}); w2_over_floor_stable: W2^2 over fresh sets of "
+            f"1000 against the floor, with its standard error; crossings: share of crossing "
+            f"input->output segments.")
     return Section("Gaussian -> 8 Gaussians (trained now)", text, COLUMNS_2D, rows,
                    ["maps.png"])
 
@@ -127,6 +135,14 @@ def section_cmnist(out_dir: Path) -> Section | None:
             "(two disjoint halves of real 3s); target_accuracy is that classifier's share of "
             "outputs labelled 3; hue_difference is in turns (0.5 = opposite colour).")
     return Section("Colored MNIST 2 -> 3 (shipped generators)", text, COLUMNS_IMG, rows, images)
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f}%" if isinstance(v, float) else "?"
+
+
+def _num(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else "?"
 
 
 def _fmt(v: Any) -> str:

@@ -31,6 +31,26 @@ _FLOOR_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
 # as written (clamped to [-1, 1]) and SSIM is the standard (valid-interior) value.
 PROTOCOL = 3
 FLOOR_SEED = 12345
+STABLE_N = 1000
+STABLE_PAIRS = 12
+_STABLE_FLOOR: dict[tuple[str, int, int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def stable_w2(make_generated: Any, tgt: Domain, n: int | None = None,
+              pairs: int | None = None, seed: int = FLOOR_SEED) -> dict[str, Any]:
+    """:func:`rdmd.metrics.w2_stable` for a built-in target: ``make_generated(n, rng)`` gives
+    one fresh generated set per floor pair of fresh target sets (the pairs are drawn once per
+    target, size and count, and reused for every model of a process)."""
+    assert tgt.sampler is not None
+    n, pairs = n or STABLE_N, pairs or STABLE_PAIRS
+    key = (tgt.name, n, pairs, seed)
+    if key not in _STABLE_FLOOR:
+        frng = np.random.default_rng(seed + 2)
+        _STABLE_FLOOR[key] = [(tgt.sampler(n, frng), tgt.sampler(n, frng))
+                              for _ in range(pairs)]
+    grng = np.random.default_rng(seed + 3)
+    generated = [np.asarray(make_generated(n, grng)) for _ in range(pairs)]
+    return metrics.w2_stable(generated, _STABLE_FLOOR[key])
 
 
 @torch.no_grad()
@@ -81,8 +101,9 @@ def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tg
             _FLOOR_CACHE[key] = metrics.w2_noise_floor(sets)
         fl = _FLOOR_CACHE[key]
     out = metrics.vector_metrics(x.numpy(), gx.numpy(), y.numpy(), floor=fl,
-                                 gaussian_map=gaussian_map(src, tgt),
-                                 modes=metrics.mixture_modes(tgt.info))
+                                 gaussian_map=gaussian_map(src, tgt))
+    out.update(metrics.known_measures_with_truth(gx.numpy(), tgt.info, tgt.sampler,
+                                                 FLOOR_SEED))
     if sets:
         # W2 to one target set is as noisy as the floor itself (35-40% between sets of 3000
         # from 8 Gaussians); averaging over the floor's independent sets too steadies it.
@@ -91,6 +112,12 @@ def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tg
         out["w2_sq"] = float(np.mean(w2s))
         out["w2_sq_std"] = float(np.std(w2s))
         out["w2_over_floor"] = out["w2_sq"] / fl["mean"]
+        if src.sampler is not None and tgt.sampler is not None:
+            def make(m: int, rng: np.random.Generator) -> np.ndarray:
+                xs = torch.from_numpy(src.sampler(m, rng)).float()
+                return apply_generator(generator, norm, xs).numpy()
+
+            out.update(stable_w2(make, tgt))
     out["n_eval"] = n
     out["protocol"] = PROTOCOL
     return out
@@ -125,8 +152,14 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
            "w2_floor_mean": fl["mean"], "w2_floor_std": fl["std"],
            "w2_over_floor": w2 / fl["mean"], "n_eval": n, "sampler_steps": n_steps,
            "nfe": 2 * n_steps - 1, "protocol": PROTOCOL}
-    if (modes := metrics.mixture_modes(dom.info)) is not None:
-        res["mode_outliers"] = metrics.mode_outlier_share(ys, *modes)
+    res.update(metrics.known_measures_with_truth(ys, dom.info, dom.sampler, FLOOR_SEED))
+    if dom.sampler is not None:
+        def make(m: int, rng: np.random.Generator) -> np.ndarray:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            z = sample(lambda y, s: den(y, s), (m, *dom.shape), n_steps, gen, device)
+            return model.normalizer.decode(z).cpu().numpy()
+
+        res.update(stable_w2(make, dom))
     if not is_main():
         return res
     atomic_write_json(out_dir / "metrics.json", res)
@@ -134,8 +167,20 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
         from rdmd.plots import plot_teacher_samples
 
         plot_teacher_samples(out_dir / "plots" / "teacher_samples.png", dom.test[:n].numpy(),
-                             ys)
+                             ys, (f"held-out target{_measures_line(res, True)}",
+                                  f"teacher samples (Heun){_measures_line(res)}"))
     return res
+
+
+def _measures_line(res: dict[str, Any], true: bool = False) -> str:
+    """A plot title's second line: the known-density measures of the outputs (or of true
+    samples), so a picture carries the numbers that see its smear."""
+    suffix = "_true" if true else ""
+    parts = [f"{label} {100 * res[k + suffix]:.1f}%" for k, label in
+             (("mode_outliers", "off-mode"), ("off_curve", "off-curve")) if k + suffix in res]
+    if "log_density" + suffix in res:
+        parts.append(f"log p {res['log_density' + suffix]:.2f}")
+    return "\n" + ", ".join(parts) if parts else ""
 
 
 def write_translation_report(out_dir: Path, generator: nn.Module, norm: Normalizer,
@@ -157,7 +202,8 @@ def write_translation_report(out_dir: Path, generator: nn.Module, norm: Normaliz
         gx = apply_generator(generator, norm, x)  # on every rank: a collective under torchrun
         if is_main():
             plot_translation(out_dir / "plots" / "translation.png", x.numpy(), gx.numpy(),
-                             tgt.test[:n].numpy(), title=f"lambda = {cfg.lam:g}")
+                             tgt.test[:n].numpy(),
+                             title=f"lambda = {cfg.lam:g}{_measures_line(res)}")
     return res
 
 

@@ -26,12 +26,14 @@ def _save(fig: plt.Figure, path: Path) -> None:
     tmp.replace(path)
 
 
-def plot_teacher_samples(path: Path, target: np.ndarray, samples: np.ndarray) -> None:
+def plot_teacher_samples(path: Path, target: np.ndarray, samples: np.ndarray,
+                         titles: tuple[str, str] = ("held-out target",
+                                                    "teacher samples (Heun)")) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
     ax[0].scatter(*target.T, s=2, alpha=0.5, c="tab:green")
-    ax[0].set_title("held-out target")
+    ax[0].set_title(titles[0], fontsize=9)
     ax[1].scatter(*samples.T, s=2, alpha=0.5, c="tab:orange")
-    ax[1].set_title("teacher samples (Heun)")
+    ax[1].set_title(titles[1], fontsize=9)
     for a in ax:
         a.set_aspect("equal")
     _save(fig, path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,25 @@ def builtin(spec: str, n_train: int, n_test: int, seed: int) -> Domain:
     test = sampler(n_test, np.random.default_rng(_spec_seed(spec, seed, 2)))
     return Domain(spec, torch.from_numpy(train).float(), torch.from_numpy(test).float(),
                   "vector", sampler, {"builtin": name, **info})
+
+
+def fresh_batches(sampler: Callable[[int, np.random.Generator], np.ndarray],
+                  encode: Callable[[torch.Tensor], torch.Tensor], batch: int,
+                  rng: torch.Generator, rank: int = 0, world: int = 1,
+                  device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+    """Batches drawn afresh from a built-in distribution, in the model's units.
+
+    A built-in is a sampler, not a finite set: a teacher fitted to 5000 fixed points learns
+    their empirical density (a few percent of its samples fall between the 8 Gaussians'
+    modes). Each batch's seed comes from the run generator ``rng``, whose state is
+    checkpointed, so a resumed run draws the same batches. Every rank draws the same global
+    batch and keeps its slice, as :func:`rdmd.training.runtime.batches` does.
+    """
+    local = batch // world
+    while True:
+        seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+        pts = sampler(batch, np.random.default_rng(seed))[rank * local:(rank + 1) * local]
+        yield encode(torch.from_numpy(np.ascontiguousarray(pts)).float()).to(device)
 
 
 def check_array(a: np.ndarray, where: str) -> np.ndarray:

@@ -1,6 +1,11 @@
 """Metrics: optimal transport for vectors (``ot``), faithfulness and quality for images
 (``image``, imported on demand because it pulls in torchmetrics)."""
 
+from rdmd.metrics.density import (
+    curve_distance,
+    known_measures,
+    known_measures_with_truth,
+)
 from rdmd.metrics.ot import (
     barycentric_ot_map,
     crossing_fraction,
@@ -14,6 +19,7 @@ from rdmd.metrics.ot import (
     vector_metrics,
     w2_noise_floor,
     w2_squared,
+    w2_stable,
 )
 
 __all__ = [
@@ -29,4 +35,8 @@ __all__ = [
     "vector_metrics",
     "w2_noise_floor",
     "w2_squared",
+    "w2_stable",
+    "curve_distance",
+    "known_measures",
+    "known_measures_with_truth",
 ]

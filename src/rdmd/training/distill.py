@@ -28,7 +28,7 @@ from rdmd.training.rundir import (
     prepare_run,
     start_run,
 )
-from rdmd.training.runtime import batches, hold_in_bf16, setup_dist
+from rdmd.training.runtime import data_batches, hold_in_bf16, setup_dist
 from rdmd.training.state import fmt_shape
 
 
@@ -153,7 +153,8 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
         net.train(was)
         return res
 
-    run_loop(out, method, batches(x_train, cfg.batch_size, rng, d), rng, cfg, dist=d,
+    run_loop(out, method, data_batches(src, norm, x_train, cfg, rng, d, device), rng, cfg,
+                   dist=d,
                    device=device, signature={"job": "distill", "backbone": backbone,
                                              "data_shape": list(shape)},
                    ema_name="generator_ema", ema_warmup=True, resume=resume,

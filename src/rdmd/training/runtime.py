@@ -49,6 +49,18 @@ def batches(data: torch.Tensor, batch: int, rng: torch.Generator, d: Dist | None
         yield data[idx.to(data.device)]
 
 
+def data_batches(dom: Any, norm: Any, data: torch.Tensor, cfg: Any, rng: torch.Generator,
+                 d: Dist, device: torch.device) -> Iterator[torch.Tensor]:
+    """Fresh draws for a built-in distribution when ``cfg.fresh_data``; else the finite
+    training set ``data`` (already encoded, on ``device``)."""
+    if getattr(cfg, "fresh_data", False) and dom.kind == "vector" and dom.sampler is not None:
+        from rdmd.data.vectors import fresh_batches
+
+        return fresh_batches(dom.sampler, norm.encode, cfg.batch_size, rng, d.rank, d.world,
+                             device)
+    return batches(data, cfg.batch_size, rng, d)
+
+
 def sharded(rng: torch.Generator, d: Dist, local_batch: int) -> Any:
     """Per-sample noise of the global batch, sliced to this rank (no-op in one process)."""
     return distributed.ShardedDraws(rng, d, local_batch) if d.active else nullcontext()

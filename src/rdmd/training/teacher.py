@@ -25,7 +25,7 @@ from rdmd.training.rundir import (
     prepare_run,
     start_run,
 )
-from rdmd.training.runtime import batches, setup_dist
+from rdmd.training.runtime import data_batches, setup_dist
 
 
 def _kind(data: dict[str, Any]) -> str:
@@ -76,7 +76,7 @@ def _train_teacher(target: str | None, out: Path, layers: list[dict[str, Any] | 
     backbone = {"name": backbone["name"], **net.backbone.config}
     method = DSM(net, EDMLoss(LogNormalSigma(cfg.p_mean, cfg.p_std)), cfg.lr, cfg.grad_clip)
     rng = torch.Generator().manual_seed(cfg.seed)
-    run_loop(out, method, batches(data, cfg.batch_size, rng, d), rng, cfg, dist=d,
+    run_loop(out, method, data_batches(dom, norm, data, cfg, rng, d, device), rng, cfg, dist=d,
                    device=device, signature={"job": "teacher", "backbone": backbone,
                                              "data_shape": list(dom.shape)},
                    ema_name="ema", ema_warmup=cfg.ema_warmup, resume=resume, progress=progress,

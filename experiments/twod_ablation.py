@@ -1,0 +1,258 @@
+"""What limits the teacher and the generator on Gaussian -> 8 Gaussians: one row per setting.
+
+Each row is a teacher (config keys) and optionally an RDMD run from N(0, I) on that teacher
+(config keys); rows that share a teacher share its run directory. Every row is also printed
+as the ``rdmd`` commands that reproduce it. Finished runs are reused (an interrupted
+ablation continues with the same command); results are rewritten after every row.
+
+    python experiments/twod_ablation.py --rows t_old,t_fresh,g_old,g_new
+    python experiments/twod_ablation.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdmd.training import distill, train_teacher
+
+# teacher settings: config keys of train-teacher (all others the package defaults)
+TEACHERS: dict[str, dict[str, Any]] = {
+    "old": {"fresh_data": False, "steps": 10_000, "lr_schedule": "cosine"},
+    "fresh": {"fresh_data": True, "steps": 10_000},
+    "fresh4k": {"fresh_data": True, "steps": 4000},
+    "fixed4k": {"fresh_data": False, "steps": 4000},
+    "fresh4k_lr2e-3": {"fresh_data": True, "steps": 4000, "lr": 2e-3},
+    "fresh2k": {"fresh_data": True, "steps": 2000},
+}
+
+# rows: (teacher, distill keys or None for a teacher-only row)
+ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "t_old": ("old", None),
+    "t_fresh": ("fresh", None),
+    "t_fresh4k": ("fresh4k", None),
+    "t_fixed4k": ("fixed4k", None),
+    "t_fresh4k_lr2e-3": ("fresh4k_lr2e-3", None),
+    "t_fresh2k": ("fresh2k", None),
+    # generator rows, all on the 4k fresh teacher, lambda 0.02
+    "g_old": ("fresh4k", {"fresh_data": False, "steps": 10_000}),
+    "g_old4k": ("fresh4k", {"fresh_data": False, "steps": 4000}),
+    "g_fresh4k": ("fresh4k", {"steps": 4000}),
+    "g_lr1e-4cos": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine"}),
+    "g_lr3e-4cos": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_f2e-3": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_fake": 2e-3,
+                                      "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_k2": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "fake_steps": 2,
+                                   "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_sg0.5": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "sigma_g": 0.5,
+                                      "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_sg3": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "sigma_g": 3.0,
+                                    "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_ema0": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "ema_decay": 0.0,
+                                     "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_dmmax10": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4,
+                                        "dm_sigma_max": 10.0, "lr_schedule": "cosine"}),
+    "g_lr3e-4cos_k2": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "fake_steps": 2,
+                                   "lr_schedule": "cosine"}),
+    "g_lr3e-4cos_sg3": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "sigma_g": 3.0,
+                                    "lr_schedule": "cosine"}),
+    "g_lr3e-4cos_sg0.5": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "sigma_g": 0.5,
+                                      "lr_schedule": "cosine"}),
+    "g_nonorm": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "normalize": False,
+                             "lr_schedule": "cosine"}),
+    "g_k4_f1e-3": ("fresh4k", {"steps": 2000, "lr_generator": 1e-4, "fake_steps": 4,
+                               "lr_fake": 1e-3, "lr_schedule": "cosine"}),
+    "g_defaults": ("fresh", {}),  # this branch's defaults end to end (10k + 10k, fresh)
+    "g_combo": ("fresh4k", {"steps": 4000, "lr_generator": 3e-4, "sigma_g": 3.0,
+                            "dm_sigma_max": 10.0, "fake_steps": 2, "lr_schedule": "cosine"}),
+    "g_lr1e-3cos": ("fresh4k", {"steps": 4000, "lr_generator": 1e-3, "lr_schedule": "cosine"}),
+    "g_lr1e-4cos_lam0": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lam": 0.0,
+                                     "lr_schedule": "cosine"}),
+}
+
+SOURCE, TARGET = "gaussian", "8gaussians"
+
+
+def _done(d: Path) -> bool:
+    return (d / "model.json").is_file() and (d / "metrics.json").is_file()
+
+
+def _timed(fn: Any, out: Path) -> float:
+    stamp = out / "wall_time.json"
+    if not _done(out):
+        t0 = time.perf_counter()
+        fn()
+        stamp.write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}))
+    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else float("nan")
+
+
+def _wall(d: Path) -> float | None:
+    """Wall time of the call that finished a run (contended: compare within one session)."""
+    stamp = d / "wall_time.json"
+    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else None
+
+
+def _sets(keys: dict[str, Any]) -> str:
+    return " ".join(f"--set {k}={json.dumps(v)}" for k, v in keys.items())
+
+
+def commands(row: str, runs: Path) -> list[str]:
+    """The rdmd command lines that reproduce a row (the package defaults plus its keys)."""
+    t, g = ROWS[row]
+    tdir = runs / f"teacher_{t}"
+    out = [f"rdmd train-teacher --target {TARGET} --out {tdir} {_sets(TEACHERS[t])}".strip()]
+    if g is not None:
+        out.append(f"rdmd distill --source {SOURCE} --teacher {tdir} --out {runs / row} "
+                   f"{_sets(g)}".strip())
+    return out
+
+
+def run_row(row: str, runs: Path, prog: bool) -> dict[str, Any]:
+    t, g = ROWS[row]
+    tdir = runs / f"teacher_{t}"
+    tw = _timed(lambda: train_teacher(TARGET, tdir, dict(TEACHERS[t]),
+                                      resume=(tdir / "config.json").is_file(), progress=prog),
+                tdir)
+    rec: dict[str, Any] = {"row": row, "commands": commands(row, runs), "teacher_dir": str(tdir),
+                           "teacher_wall_s": tw,
+                           "teacher": json.loads((tdir / "metrics.json").read_text())}
+    if g is not None:
+        out = runs / row
+        gw = _timed(lambda: distill(SOURCE, tdir, out, dict(g),
+                                    resume=(out / "config.json").is_file(), progress=prog), out)
+        rec.update(rdmd_dir=str(out), rdmd_wall_s=gw,
+                   rdmd=json.loads((out / "metrics.json").read_text()),
+                   config=json.loads((out / "config.json").read_text())["config"])
+    return rec
+
+
+def rescore(rec: dict[str, Any], pairs: int) -> dict[str, Any]:
+    """Re-evaluate a row's teacher and generator with the current measures (the stable W2 on
+    ``pairs`` fresh set pairs of ``evaluation.STABLE_N`` points)."""
+    from rdmd import evaluation
+    from rdmd.config import DistillConfig
+    from rdmd.data import load_domain
+    from rdmd.models import load_model
+    from rdmd.training.rundir import load_run_config
+
+    evaluation.STABLE_PAIRS = pairs
+    tdir = Path(rec["teacher_dir"])
+    tcfg = json.loads((tdir / "config.json").read_text())["config"]
+    dom = load_domain(TARGET, tcfg["n_train"], tcfg["n_test"], tcfg["seed"])
+    rec["teacher"] = evaluation.evaluate_teacher(tdir, dom, n_steps=tcfg["sample_steps"])
+    if "rdmd_dir" in rec:
+        out = Path(rec["rdmd_dir"])
+        cfg = load_run_config(DistillConfig, out)
+        model = load_model(out)
+        src = load_domain(SOURCE, cfg.n_train, cfg.n_test, cfg.seed)
+        tgt = load_domain(TARGET, cfg.n_test, cfg.n_test, cfg.seed)
+        res = evaluation.write_translation_report(out, model.net, model.normalizer, src, tgt,
+                                                  cfg)
+        rec["rdmd"] = res
+    return rec
+
+
+COLS = ("mode_outliers", "log_density", "w2_over_floor_stable", "crossings")
+
+
+def _f(v: Any, k: str) -> str:
+    if not isinstance(v, float):
+        return ""
+    return f"{100 * v:.1f}%" if k == "mode_outliers" else f"{v:.3g}"
+
+
+def _w(m: dict[str, Any]) -> str:
+    if "w2_over_floor_stable" not in m:
+        return ""
+    return f"{m['w2_over_floor_stable']:.2f} +- {m['w2_over_floor_stable_se']:.2f}"
+
+
+def table(res: dict[str, Any]) -> str:
+    """The docs' ablation table: one row per setting, its commands below the table."""
+    lines = ["| row | teacher off-mode | teacher log p | teacher W2/floor | RDMD off-mode | "
+             "RDMD log p | RDMD W2/floor | crossings | teacher s | RDMD s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in res["rows"].items():
+        t, g = r["teacher"], r.get("rdmd", {})
+        lines.append(f"| {name} | {_f(t.get('mode_outliers'), 'mode_outliers')} | "
+                     f"{_f(t.get('log_density'), '')} | {_w(t)} | "
+                     f"{_f(g.get('mode_outliers'), 'mode_outliers')} | "
+                     f"{_f(g.get('log_density'), '')} | {_w(g)} | "
+                     f"{_f(g.get('crossings'), '')} | {r.get('teacher_wall_s', '')} | "
+                     f"{r.get('rdmd_wall_s') or ''} |")
+    lines += ["", "Commands (package defaults of this branch plus the keys shown):", ""]
+    for name, r in res["rows"].items():
+        lines += [f"- {name}:"] + [f"  `{c}`" for c in r["commands"]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--runs", default="runs/twod_ablation")
+    ap.add_argument("--results", default="experiments/results/twod_ablation.json")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--collect", action="store_true",
+                    help="rebuild the results from the run folders (rows run by several "
+                         "processes), train none")
+    ap.add_argument("--rescore", type=int, default=0, metavar="PAIRS",
+                    help="re-evaluate finished rows (stable W2 on PAIRS set pairs), train none")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    runs = Path(a.runs)
+    rows = a.rows.split(",")
+    if a.list:
+        for r in rows:
+            print(r, *commands(r, runs), sep="\n  ")
+        return
+    path = Path(a.results)
+    res = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    res.update(threads=1, omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+               torch=torch.__version__)
+    if a.collect:
+        res["rows"] = {}
+        for r in rows:
+            t, g = ROWS[r]
+            tdir = runs / f"teacher_{t}"
+            if not _done(tdir) or (g is not None and not _done(runs / r)):
+                continue
+            rec = {"row": r, "commands": commands(r, runs), "teacher_dir": str(tdir),
+                   "teacher_wall_s": _wall(tdir),
+                   "teacher": json.loads((tdir / "metrics.json").read_text())}
+            if g is not None:
+                rec.update(rdmd_dir=str(runs / r), rdmd_wall_s=_wall(runs / r),
+                           rdmd=json.loads((runs / r / "metrics.json").read_text()))
+            res["rows"][r] = rec
+        path.write_text(json.dumps(res, indent=2))
+        path.with_suffix(".md").write_text(table(res))
+        print(table(res))
+        return
+    if a.rescore:
+        for r in rows:
+            if r in res["rows"]:
+                res["rows"][r] = rescore(res["rows"][r], a.rescore)
+                path.write_text(json.dumps(res, indent=2))
+        path.with_suffix(".md").write_text(table(res))
+        print(table(res))
+        return
+    for r in rows:
+        res["rows"][r] = run_row(r, runs, not a.no_progress)
+        res["rows"][r]["command"] = "python " + " ".join(sys.argv)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=2))
+        path.with_suffix(".md").write_text(table(res))
+        print(r, json.dumps({k: res["rows"][r].get(k) for k in ("teacher_wall_s",
+                                                                "rdmd_wall_s")}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
