@@ -223,6 +223,13 @@ def test_distill_from_diffusers_folder_then_export(tmp_path: Path) -> None:
                           str(tmp_path / "pipe"), "--out", str(tmp_path / "g2"), "--steps", "1",
                           *DEV])
     assert rc == 2 and "pass --target" in err
+    # one generator for every lambda needs a backbone with a conditioning input: refused in
+    # one line, and nothing is left that blocks a retry
+    rc, _, err = run_cli(["distill", "--source", "digits:class=1", "--target", "digits:class=7",
+                          "--teacher", str(tmp_path / "pipe"), "--out", str(tmp_path / "g3"),
+                          "--lam-range", "0.05:1", "--steps", "1", *DEV])
+    assert rc == 2 and err.count("\n") == 1 and "lambda-conditioned RDMD needs" in err
+    assert not (tmp_path / "g3" / "config.json").exists()
 
     rc, out, err = run_cli(["export", "--model", str(gen_dir), "--out", str(exp)])
     assert rc == 0, err
