@@ -1,0 +1,126 @@
+"""Colored MNIST 2 -> 3: the FD-L2 front of ONE lambda-conditioned generator against the
+fixed-lambda generators, on one plot, with the seed noise of a fixed run (issue 13).
+
+Every model is scored here with one protocol (held-out 2s, rdmd's colored-MNIST classifier,
+``rdmd.evaluation.evaluate_translation``), so the points are comparable:
+
+* ``--cond``: the conditioned run (``rdmd distill ... --lam-range 0.05:1``), at each lambda;
+* the shipped fixed generators ``src/rdmd/pretrained/cmnist/rdmd_lam*`` (800 iterations each,
+  trained before ``fake_sigma = "shared"`` became the default: their recipe differs);
+* ``--fixed``: fixed runs with the current recipe (e.g. lambda 0.25, seeds 0 and 1): the
+  spread of two seeds is the noise a front must be compared with.
+
+    python experiments/cmnist_lambda_front.py --cond runs/cmnist/cond_lam0.05-1 \\
+        --fixed runs/cmnist/fixed_lam0.25_s0,runs/cmnist/fixed_lam0.25_s1 [--ship]
+
+``--ship`` copies the conditioned run into ``src/rdmd/pretrained/cmnist/rdmd_cond``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from rdmd.config import DistillConfig, config_from_saved  # noqa: E402
+from rdmd.data import load_domain  # noqa: E402
+from rdmd.evaluation import evaluate_translation  # noqa: E402
+from rdmd.models import load_model  # noqa: E402
+from rdmd.training.rundir import read_run  # noqa: E402
+from rdmd.translators import OneStep  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cmnist_models import SHIP, ship  # noqa: E402
+
+COLUMNS = ("lam", "l2", "ssim", "hue_difference", "target_accuracy", "fd_cnn_cmnist",
+           "fd_cnn_cmnist_floor")
+
+
+def score(model_dir: Path, lam: float | None) -> dict[str, Any]:
+    """One model at one lambda, scored with its run's held-out split and the shipped
+    classifier (the shipped generators' folders hold no config.json: their card's)."""
+    model = load_model(model_dir)
+    cfg = DistillConfig(classifier=str(SHIP / "classifier"), target_class=3)
+    if (model_dir / "config.json").is_file():
+        run = read_run(model_dir)
+        cfg = config_from_saved(DistillConfig, run["config"], model_dir / "config.json")
+        cfg.classifier, cfg.target_class = str(SHIP / "classifier"), 3
+    src, tgt = load_domain("cmnist2"), load_domain("cmnist3")
+    net = OneStep(model, lam if model.lam_range is not None else None).net
+    res = evaluate_translation(net, model.normalizer, src, tgt, cfg)
+    return {"lam": lam if lam is not None else model.meta["lam"],
+            **{k: v for k, v in res.items() if isinstance(v, (int, float))}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cond", required=True, help="the lambda-conditioned run")
+    ap.add_argument("--fixed", default="", help="comma-separated fixed runs, current recipe")
+    ap.add_argument("--lams", default="0.05,0.1,0.25,0.35,0.5,1")
+    ap.add_argument("--results", default="experiments/results/cmnist_lambda_front")
+    ap.add_argument("--figure", default="docs/figures/cmnist_lambda_front.png")
+    ap.add_argument("--ship", action="store_true")
+    a = ap.parse_args()
+    lams = [float(v) for v in a.lams.split(",")]
+    cond = Path(a.cond)
+    rows: dict[str, list[dict[str, Any]]] = {
+        "conditioned": [score(cond, lam) for lam in lams],
+        "shipped_fixed": [score(p.parent, None)
+                          for p in sorted(SHIP.glob("rdmd_lam*/model.json"))],
+        "fixed_current_recipe": [{**score(Path(p), None), "run": p}
+                                 for p in a.fixed.split(",") if p],
+    }
+    for rs in rows.values():
+        rs.sort(key=lambda r: r["lam"])
+    cond_run = read_run(cond)
+    out = {"cond_run": str(cond), "cond_config": cond_run["config"], "rows": rows,
+           "command": " ".join(sys.argv)}
+    res = Path(a.results)
+    res.parent.mkdir(parents=True, exist_ok=True)
+    res.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    md = []
+    for name, rs in rows.items():
+        md += [f"### {name}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        md += ["| " + " | ".join(f"{r.get(c, float('nan')):.4g}" for c in COLUMNS) + " |"
+               for r in rs] + [""]
+    res.with_suffix(".md").write_text("\n".join(md))
+    print("\n".join(md))
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    styles = {"conditioned": ("o-", "one conditioned generator (--lam-range 0.05:1)"),
+              "shipped_fixed": ("s--", "fixed-lambda generators (shipped, older recipe)"),
+              "fixed_current_recipe": ("^", "fixed lambda, current recipe (seeds)")}
+    for name, rs in rows.items():
+        if not rs:
+            continue
+        fmt, label = styles[name]
+        ax.plot([r["l2"] for r in rs], [r["fd_cnn_cmnist"] for r in rs], fmt, label=label)
+        for r in rs:
+            ax.annotate(f"{r['lam']:g}", (r["l2"], r["fd_cnn_cmnist"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+    floor = rows["conditioned"][0].get("fd_cnn_cmnist_floor")
+    if floor:
+        ax.axhline(floor, color="grey", lw=0.8, ls=":", label="FD floor (real vs real)")
+    ax.set_xlabel("L2 to the input (transport cost)")
+    ax.set_ylabel("fd_cnn_cmnist (Frechet distance, rdmd's classifier)")
+    ax.set_title("Colored MNIST 2 -> 3: fronts (labels: lambda)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(a.figure).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(a.figure, dpi=120)
+    print(f"wrote {res.with_suffix('.json')}, {res.with_suffix('.md')}, {a.figure}")
+
+    if a.ship:
+        ship(cond, SHIP / "rdmd_cond")  # the files cmnist_models.py ships, paths made relative
+        print(f"shipped {cond} -> {SHIP / 'rdmd_cond'}")
+
+
+if __name__ == "__main__":
+    main()
