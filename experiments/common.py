@@ -224,3 +224,18 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def finished(d: Path) -> bool:
+    """A run folder whose model and metrics are both written."""
+    return (d / "model.json").is_file() and (d / "metrics.json").is_file()
+
+
+def timed(fn: Callable[[], Any], out: Path) -> float:
+    """Run ``fn`` unless ``out`` is finished; the wall time of the call that finished it."""
+    stamp = out / "wall_time.json"
+    if not finished(out):
+        t0 = time.perf_counter()
+        fn()
+        stamp.write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}))
+    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else float("nan")

@@ -24,13 +24,13 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import timed  # noqa: E402
 from thm31_gaussian_ot import target_spec  # noqa: E402
 
 from rdmd.config import read_config_file  # noqa: E402
@@ -48,19 +48,6 @@ COLUMNS = {
 }
 
 
-def _done(d: Path) -> bool:
-    return (d / "model.json").is_file() and (d / "metrics.json").is_file()
-
-
-def _timed(fn: Any, out: Path) -> float:
-    """Run ``fn`` unless ``out`` is finished; the wall time of the call that finished it."""
-    stamp = out / "wall_time.json"
-    if not _done(out):
-        t0 = time.perf_counter()
-        fn()
-        stamp.write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}))
-    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else float("nan")
-
 
 def _record(out: Path, wall_s: float) -> dict[str, Any]:
     """What the run directory says it did: its whole resolved config and its metrics."""
@@ -71,14 +58,14 @@ def _record(out: Path, wall_s: float) -> dict[str, Any]:
 
 def teacher(target: str, out: Path, steps: int, prog: bool) -> dict[str, Any]:
     cfg = {"steps": steps}
-    wall = _timed(lambda: train_teacher(target, out, cfg, resume=(out / "config.json").is_file(),
+    wall = timed(lambda: train_teacher(target, out, cfg, resume=(out / "config.json").is_file(),
                                         progress=prog), out)
     return _record(out, wall)
 
 
 def rdmd_run(source: str, teacher_dir: Path, out: Path, layers: list[dict[str, Any]],
              prog: bool) -> dict[str, Any]:
-    wall = _timed(lambda: distill(source, teacher_dir, out, layers,
+    wall = timed(lambda: distill(source, teacher_dir, out, layers,
                                   resume=(out / "config.json").is_file(), progress=prog), out)
     return _record(out, wall)
 

@@ -15,13 +15,15 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rdmd.training import distill, train_teacher
+sys.path.insert(0, str(Path(__file__).parent))
+from common import finished, timed  # noqa: E402
+
+from rdmd.training import distill, train_teacher  # noqa: E402
 
 # teacher settings: config keys of train-teacher (all others the package defaults)
 TEACHERS: dict[str, dict[str, Any]] = {
@@ -80,18 +82,6 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
 SOURCE, TARGET = "gaussian", "8gaussians"
 
 
-def _done(d: Path) -> bool:
-    return (d / "model.json").is_file() and (d / "metrics.json").is_file()
-
-
-def _timed(fn: Any, out: Path) -> float:
-    stamp = out / "wall_time.json"
-    if not _done(out):
-        t0 = time.perf_counter()
-        fn()
-        stamp.write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}))
-    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else float("nan")
-
 
 def _wall(d: Path) -> float | None:
     """Wall time of the call that finished a run (contended: compare within one session)."""
@@ -117,7 +107,7 @@ def commands(row: str, runs: Path) -> list[str]:
 def run_row(row: str, runs: Path, prog: bool) -> dict[str, Any]:
     t, g = ROWS[row]
     tdir = runs / f"teacher_{t}"
-    tw = _timed(lambda: train_teacher(TARGET, tdir, dict(TEACHERS[t]),
+    tw = timed(lambda: train_teacher(TARGET, tdir, dict(TEACHERS[t]),
                                       resume=(tdir / "config.json").is_file(), progress=prog),
                 tdir)
     rec: dict[str, Any] = {"row": row, "commands": commands(row, runs), "teacher_dir": str(tdir),
@@ -125,7 +115,7 @@ def run_row(row: str, runs: Path, prog: bool) -> dict[str, Any]:
                            "teacher": json.loads((tdir / "metrics.json").read_text())}
     if g is not None:
         out = runs / row
-        gw = _timed(lambda: distill(SOURCE, tdir, out, dict(g),
+        gw = timed(lambda: distill(SOURCE, tdir, out, dict(g),
                                     resume=(out / "config.json").is_file(), progress=prog), out)
         rec.update(rdmd_dir=str(out), rdmd_wall_s=gw,
                    rdmd=json.loads((out / "metrics.json").read_text()),
@@ -222,7 +212,7 @@ def main() -> None:
         for r in rows:
             t, g = ROWS[r]
             tdir = runs / f"teacher_{t}"
-            if not _done(tdir) or (g is not None and not _done(runs / r)):
+            if not finished(tdir) or (g is not None and not finished(runs / r)):
                 continue
             rec = {"row": r, "commands": commands(r, runs), "teacher_dir": str(tdir),
                    "teacher_wall_s": _wall(tdir),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rdmd_subprocess import child_env, wait_for
 
 import rdmd
 from rdmd import checkpoint as ckpt
@@ -53,27 +54,9 @@ def _args(job: str, teacher: Path, out: Path) -> list[str]:
     return [*JOBS[job], *extra, "--out", str(out)]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    src = str(Path(rdmd.__file__).resolve().parents[1])
-    return {**os.environ, "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), **extra}
-
-
 def _start(args: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rdmd.cli", *args], env=_env(**env),
+    return subprocess.Popen([sys.executable, "-m", "rdmd.cli", *args], env=child_env(**env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(cond: object, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
-    t0 = time.monotonic()
-    while not cond():  # type: ignore[operator]
-        if proc.poll() is not None:
-            pytest.fail(f"rdmd ended (exit {proc.returncode}) before {what}: "
-                        f"{proc.stderr.read() if proc.stderr else ''}")
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -126,7 +109,7 @@ def test_sigkill_at_a_random_step_then_resume(job: str, teacher: Path,
     note = f"{job}, kill requested after step {kill_after}"
     run = tmp_path / "run"
     proc = _start(_args(job, teacher, run))
-    _wait_for(lambda: _logged_steps(run) >= kill_after, proc, f"step {kill_after}")
+    wait_for(lambda: _logged_steps(run) >= kill_after, proc, f"step {kill_after}", poll=0.002)
     _kill(proc)
     killed_at = _logged_steps(run)
     note += f", log held {killed_at} steps"
@@ -146,7 +129,7 @@ def test_sigkill_inside_a_checkpoint_write(teacher: Path, reference: dict[str, P
     run, flag = tmp_path / "run", tmp_path / "in_save.flag"
     proc = _start(_args("distill", teacher, run), RDMD_TEST_PAUSE_IN_SAVE=str(save_step),
                   RDMD_TEST_PAUSE_FLAG=str(flag), RDMD_TEST_PAUSE_S="120")
-    _wait_for(flag.exists, proc, f"the save of step {save_step}")
+    wait_for(flag.exists, proc, f"the save of step {save_step}", poll=0.002)
     root = run / "checkpoints"
     half = [p for p in root.iterdir() if p.name.startswith(".tmp_step_")]
     assert half and (half[0] / ckpt.TENSORS).is_file(), note  # the write is under way

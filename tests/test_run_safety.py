@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rdmd_subprocess import child_env, wait_for
 
 import rdmd
 from rdmd.cli import main
@@ -46,33 +47,15 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
                               n_test=100, sample_steps=2, device="cpu", progress=False)
 
 
-def _env(**extra: str) -> dict[str, str]:
-    src = str(Path(rdmd.__file__).resolve().parents[1])
-    return {**os.environ, "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), **extra}
-
-
 def _default_sigint() -> None:
     """A child of a background job inherits SIGINT ignored (and rdmd keeps it ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _start(args: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rdmd.cli", *args], env=_env(**env),
+    return subprocess.Popen([sys.executable, "-m", "rdmd.cli", *args], env=child_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_sigint)
-
-
-def _wait_for(cond: object, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
-    t0 = time.monotonic()
-    while not cond():  # type: ignore[operator]
-        if proc.poll() is not None:
-            pytest.fail(f"rdmd ended (exit {proc.returncode}) before {what}: "
-                        f"{proc.stderr.read() if proc.stderr else ''}")
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -123,7 +106,7 @@ def test_two_processes_into_one_out(teacher: Path, tmp_path: Path,
                 "--set", "ckpt_every=2", "--set", "log_every=1", "--out", str(out)],
                RDMD_TEST_PAUSE_IN_SAVE="2", RDMD_TEST_PAUSE_FLAG=str(flag),
                RDMD_TEST_PAUSE_S="2")
-    _wait_for(flag.exists, a, "the first run's checkpoint at step 2")
+    wait_for(flag.exists, a, "the first run's checkpoint at step 2")
     for extra in ([], ["--resume"]):
         rc, _, err = _cli([*DISTILL, "--teacher", str(teacher), "--lam", "0.25", "--steps", "6",
                            "--out", str(out), *extra], capsys)
@@ -148,7 +131,7 @@ def test_a_killed_holder_leaves_no_stale_lock(teacher: Path, tmp_path: Path,
     a = _start([*DISTILL, "--teacher", str(teacher), "--steps", "6", "--set", "ckpt_every=2",
                 "--set", "log_every=1", "--out", str(out)], RDMD_TEST_PAUSE_IN_SAVE="4",
                RDMD_TEST_PAUSE_FLAG=str(flag), RDMD_TEST_PAUSE_S="60")
-    _wait_for(flag.exists, a, "the checkpoint at step 4")
+    wait_for(flag.exists, a, "the checkpoint at step 4")
     a.send_signal(signal.SIGKILL)
     a.wait(timeout=30)
     assert (out / LOCK_FILE).is_file()  # the file stays; the lock died with its process
@@ -173,7 +156,7 @@ def test_signal_writes_a_checkpoint_and_resume_loses_no_step(
     common = ["--set", "ckpt_every=100000", "--set", "log_every=1", "--seed", "3"]
     a = _start([*args, *common, "--steps", "100000", "--out", str(out)])
     log = out / "log.csv"
-    _wait_for(lambda: log.is_file() and log.read_text().count("\n") > 10, a, "10 logged steps")
+    wait_for(lambda: log.is_file() and log.read_text().count("\n") > 10, a, "10 logged steps")
     a.send_signal(sig)
     _, err = a.communicate(timeout=120)
     assert a.returncode == 128 + sig, err
