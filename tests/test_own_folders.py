@@ -422,3 +422,22 @@ def test_evaluate_refuses_a_classifier_of_another_shape(chain: dict[str, Any],
     rgb = save_classifier(SmallConvNet(3, 2, 28), tmp_path / "rgb", {"name": "cnn_rgb"})
     user_error(["evaluate", "--model", str(chain["rdmd"]), "--classifier", str(rgb)],
                "3x28x28", "1x28x28")
+
+
+def test_run_files_get_the_umask_mode(tmp_path: Path) -> None:
+    """model.json, config.json and weights are the user's files too: not mkstemp's 0600."""
+    import os
+    import stat
+
+    import torch
+
+    from rdmd.checkpoint import atomic_save_tensors, atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "m.json", {"a": 1})
+        atomic_save_tensors(tmp_path / "w.safetensors", {"w": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    for name in ("m.json", "w.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
