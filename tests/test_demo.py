@@ -56,3 +56,16 @@ def test_shipped_cmnist_generators_translate_2s_into_3s(tmp_path: Path,
     assert spearmanr(lams, acc).statistic <= -0.8
     # the recommended (smallest) lambda: at least 90% of outputs are 3s for the classifier
     assert acc[0] >= 0.9
+
+
+@pytest.mark.skipif(not (demo.pretrained_dir("cmnist") / demo.CONDITIONED / "model.json").is_file(),
+                    reason="no shipped lambda-conditioned generator in this checkout")
+def test_demo_lambda_row_from_one_conditioned_generator(tmp_path: Path) -> None:
+    """The demo's lambda row comes from ONE model: turning the knob from 0.1 to 1 moves the
+    outputs towards the inputs (lower L2) and away from the target class (MODEL_CARD.md)."""
+    sec = demo.section_cmnist_conditioned(tmp_path, lams=(0.1, 1.0))
+    assert sec is not None and [r["lam"] for r in sec.rows] == [0.1, 1.0]
+    low, high = sec.rows
+    assert high["l2"] < 0.6 * low["l2"]
+    assert high["target_accuracy"] < low["target_accuracy"] - 0.5
+    assert (tmp_path / sec.images[0]).stat().st_size > 1000
