@@ -44,7 +44,6 @@ import gzip
 import importlib.util
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rdmd.checkpoint import file_mode
 from rdmd.data.domain import Domain
 from rdmd.data.folders import (  # noqa: F401  (re-exported: the folder API lives there)
     GREY_MODES,
@@ -356,21 +354,14 @@ def save_pil(im: Image.Image, path: str | Path) -> None:
     """Write a PIL image as PNG atomically: a temp file in the same folder, then
     ``os.replace``, so a crash never leaves a half-written image under the final name; the
     file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
+    from rdmd.checkpoint import atomic_path
+
     p = Path(path)
-    tmp = None
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
             im.save(f, format="PNG")
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; a written image gets the umask's
-        os.replace(tmp, p)
-        tmp = None
     except OSError as e:
         raise RdmdError(f"cannot write image {p}: {e.strerror or e}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def image_grid(x: torch.Tensor, nrow: int = 8, padding: int = 2,
