@@ -47,7 +47,8 @@ def test_kind_defaults_fill_only_what_is_unset(cls: type) -> None:
     assert [getattr(vec, k) for k in keys] != [getattr(img, k) for k in keys]
     assert all(getattr(vec, k) == getattr(img, k) for k in
                (f.name for f in dataclasses.fields(cls)) if k not in keys)
-    explicit = {k: 7 if k == "batch_size" else 3e-4 for k in keys}
+    special = {"batch_size": 7, "precision": "fp32"}  # fp32: not the image default
+    explicit = {k: special.get(k, 3e-4) for k in keys}
     for kind in ("vector", "image"):
         cfg = fill_kind_defaults(build_config(cls, explicit), kind)
         assert {k: getattr(cfg, k) for k in keys} == explicit

@@ -1,0 +1,155 @@
+"""DMD2's improvements as RDMD options, ablated on an image pair at equal compute (issue 14).
+
+Each variant is the pair's RDMD recipe (``configs/<pair>_rdmd.toml``) plus config overrides.
+Equal compute: the base recipe trains ``--base-steps`` iterations; every other variant trains
+``base_steps * t_base / t_variant``, where the per-iteration times come from a pilot of every
+variant run back to back in this process (``--pilot-steps`` iterations each, the first three
+not timed), so machine load hits all of them alike and only ratios are used.
+
+    python experiments/image_ablation.py --pair cmnist --lam 0.1 --base-steps 360 \\
+        --variants base,fake5,cosine,lognormal,gan_teacher,gan_fake
+
+Runs go to ``runs/<pair>/ablation/<variant>_s<seed>`` (reused when finished, resumed when
+interrupted: :mod:`common`); the table to ``experiments/results/<pair>_ablation.{md,json}``.
+Protocol: the final weights (no checkpoint selection), every held-out source image, the
+pair's classifier for the Frechet distance (``fd_cnn_<pair>``, not FID) with its floor from
+two disjoint real target sets of the same size, and the classifier's target rate on the
+real held-out target images beside the outputs' rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdmd.config import read_config_file
+from rdmd.data import load_domain
+from rdmd.training import distill
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import ensure_rdmd, markdown_table, requested_rdmd, run_main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS: dict[str, dict[str, Any]] = {
+    "cmnist": {"source": "cmnist2", "target": "cmnist3", "target_class": 3,
+               "teacher": ROOT / "src/rdmd/pretrained/cmnist/teacher",
+               "classifier": ROOT / "src/rdmd/pretrained/cmnist/classifier"},
+    "fmnist": {"source": "fmnist-sneaker", "target": "fmnist-boot", "target_class": 9,
+               "teacher": ROOT / "runs/fmnist/teacher",
+               "classifier": ROOT / "runs/fmnist/classifier"},
+}
+#: variant -> config overrides on the pair's recipe
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "fake5": {"fake_steps": 5},  # DMD2's two-time-scale update
+    "cosine": {"lr_schedule": "cosine"},
+    "lognormal": {"fake_sigma": "lognormal"},  # EDM's levels instead of the DM term's draw
+    "gan_teacher": {"method": "rdmd_gan", "gan_features": "teacher"},
+    "gan_fake": {"method": "rdmd_gan", "gan_features": "fake"},
+    "fake5_gan_teacher": {"method": "rdmd_gan", "gan_features": "teacher", "fake_steps": 5},
+}
+COLUMNS = ["variant", "steps", "wall_s", "s_per_it", "fd", "fd_floor", "fd_over_floor", "l2",
+           "hue_difference", "hue_degrees", "target_accuracy", "real_target_accuracy"]
+
+
+def recipe(pair: str, lam: float, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    p = PAIRS[pair]
+    cfg = read_config_file(ROOT / "configs" / f"{pair}_rdmd.toml")
+    cfg.update(lam=lam, seed=seed, classifier=str(p["classifier"]),
+               target_class=p["target_class"], **overrides)
+    return cfg
+
+
+def pilot(pair: str, lam: float, names: list[str], steps: int) -> dict[str, float]:
+    """Seconds per iteration of each variant, timed back to back (iterations 4..steps)."""
+    p = PAIRS[pair]
+    out: dict[str, float] = {}
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = recipe(pair, lam, 0, VARIANTS[name]) | {"steps": steps, "log_every": 1,
+                                                          "ckpt_every": 10 ** 6}
+            _, c = requested_rdmd(p["source"], p["teacher"], **cfg)
+            c.classifier, c.target_class = None, None  # the pilot times training only
+            distill(p["source"], p["teacher"], Path(tmp) / "run", c, progress=False)
+            rows = (Path(tmp) / "run" / "log.csv").read_text().splitlines()[1:]
+            t = {int(r.split(",")[0]): float(r.split(",")[-1]) for r in rows}
+            out[name] = (t[steps] - t[3]) / (steps - 3)
+        print(f"pilot {name}: {out[name]:.3f} s/it", flush=True)
+    return out
+
+
+@torch.no_grad()
+def real_target_rate(pair: str) -> float:
+    from rdmd.classifier import load_classifier
+
+    p = PAIRS[pair]
+    net, _ = load_classifier(p["classifier"])
+    y = load_domain(p["target"]).test
+    return float((net(y).argmax(1) == p["target_class"]).float().mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", choices=sorted(PAIRS), default="cmnist")
+    ap.add_argument("--lam", type=float, default=0.1)
+    ap.add_argument("--base-steps", type=int, default=360)
+    ap.add_argument("--pilot-steps", type=int, default=10)
+    ap.add_argument("--variants", default="base,fake5,cosine,lognormal,gan_teacher,gan_fake")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runs", type=Path, default=None)
+    a = ap.parse_args()
+    names = a.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    runs = a.runs or ROOT / "runs" / a.pair / "ablation"
+    results = ROOT / "experiments" / "results"
+    steps_file = runs / f"steps_lam{a.lam}.json"
+    if steps_file.is_file():  # the pilot's plan, kept so a rerun trains the same runs
+        plan = json.loads(steps_file.read_text())
+    else:
+        plan = {"pilot_s_per_it": {}, "steps": {}}
+    todo = [n for n in ["base", *names] if n not in plan["steps"]]
+    if todo:
+        times = pilot(a.pair, a.lam, list(dict.fromkeys(["base", *todo])), a.pilot_steps)
+        for n in todo:  # ratios within this pilot; absolute times move with the load
+            plan["pilot_s_per_it"][n] = times[n]
+            plan["steps"][n] = max(1, round(a.base_steps * times["base"] / times[n]))
+        runs.mkdir(parents=True, exist_ok=True)
+        steps_file.write_text(json.dumps(plan, indent=2))
+    p = PAIRS[a.pair]
+    real_rate = real_target_rate(a.pair)
+    fd_key = f"fd_cnn_{a.pair}"
+    rows = []
+    for n in names:
+        out = runs / f"{n}_lam{a.lam}_s{a.seed}"
+        cfg = recipe(a.pair, a.lam, a.seed, VARIANTS[n]) | {"steps": plan["steps"][n]}
+        res = ensure_rdmd(p["source"], p["teacher"], out, progress=False, **cfg)
+        fd, floor = res.get(fd_key), res.get(f"{fd_key}_floor")
+        rows.append({"variant": n, "steps": plan["steps"][n], "wall_s": res["wall_s"],
+                     "s_per_it": plan["pilot_s_per_it"][n], "fd": fd, "fd_floor": floor,
+                     "fd_over_floor": fd / floor if fd and floor else None,
+                     "l2": res.get("l2"), "hue_difference": res.get("hue_difference"),
+                     "hue_degrees": 360 * res["hue_difference"]
+                     if res.get("hue_difference") is not None else None,
+                     "target_accuracy": res.get("target_accuracy"),
+                     "real_target_accuracy": real_rate, "fd_n": res.get("fd_n"),
+                     "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)})
+        print(markdown_table(rows[-1:], COLUMNS), flush=True)
+    stem = results / f"{a.pair}_ablation_lam{a.lam}_s{a.seed}"
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"pair": a.pair, "lam": a.lam, "seed": a.seed, "base_steps": a.base_steps,
+         "plan": plan, "rows": rows, "command": " ".join(sys.argv)}, indent=2))
+    stem.with_suffix(".md").write_text(
+        f"`{' '.join(['python', *sys.argv])}`\n\n" + markdown_table(rows, COLUMNS) + "\n")
+    print(markdown_table(rows, COLUMNS))
+
+
+if __name__ == "__main__":
+    run_main(main)
