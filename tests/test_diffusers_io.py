@@ -476,6 +476,14 @@ def test_export_of_lambda_conditioned_generator_round_trips(tmp_path: Path) -> N
     assert float((outs[0.05] - outs[0.3]).abs().max()) > 1e-2
     assert _max_diff(pils[0.05], pils[0.3]) > 2
 
+    # half precision (as on a GPU): the embedding follows the pipeline's dtype; the output
+    # moves by rounding only, far less than one lambda step moves it
+    half = rdmd.RDMDPipeline.from_pretrained(exp).to(torch.bfloat16)
+    gap = float((half(x, lam=0.3, output_type="pt").images - outs[0.3]).abs().max())
+    print(f"bf16 vs float32: {gap:.4f}; lambda 0.05 vs 0.3: "
+          f"{float((outs[0.05] - outs[0.3]).abs().max()):.4f}")
+    assert gap < 0.25 * float((outs[0.05] - outs[0.3]).abs().max())
+
     for lam, msg in ((None, "lambda-conditioned: pass lam"), (2.0, "outside"),
                      (0.01, "outside")):
         with pytest.raises(PipelineInputError, match=msg) as e:

@@ -64,7 +64,12 @@ class LamEmbedding(ModelMixin, ConfigMixin):
         return emb
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        return self.embed(code)
+        if self.dtype == torch.float32:
+            return self.embed(code)
+        # a pipeline moved to half precision: the sinusoid is computed in float32 (as rdmd
+        # does), then fed to the layers in their own dtype
+        e = self.embed
+        return e.net(e.pos(code.reshape(-1)).reshape(code.shape[0], -1).to(self.dtype))
 
 
 class RDMDPipeline(DiffusionPipeline):
