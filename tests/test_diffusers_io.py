@@ -407,3 +407,129 @@ def test_pipeline_constants_reproduce_vp_generators(tmp_path: Path, pred: str) -
     with torch.no_grad():
         ref = gen.net(x).clamp(-1, 1)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+# -- 5. a lambda-conditioned generator out in the diffusers format ------------------------------
+
+def _pil_dir(ims: list[Image.Image], d: Path) -> Path:
+    d.mkdir(parents=True)
+    for i, im in enumerate(ims):
+        im.save(d / f"{i}.png")
+    return d
+
+
+def _read_pngs(d: Path, n: int) -> list[Image.Image]:
+    return [Image.open(d / f"{i}.png") for i in range(n)]
+
+
+def test_export_of_lambda_conditioned_generator_round_trips(tmp_path: Path) -> None:
+    """A tiny conditioned run (rdmd_lam on rdmd's UNet): its UNet loads in plain diffusers,
+    its lambda embedding travels as a safetensors component, and the pipeline at any lambda
+    of the range gives ``rdmd translate --lam``'s images; lam missing or outside is refused."""
+    from rdmd.interop.pipeline import LamEmbedding, PipelineInputError
+
+    teacher = rdmd.train_teacher("digits:class=7", tmp_path / "t", progress=False, steps=2,
+                                 batch_size=8, sample_steps=2, warmup_steps=1, n_test=16,
+                                 backbone="unet:tiny8", device="cpu")
+    # a large generator rate so that a few steps move the zero-initialised lambda embedding
+    # far enough for a wrong code or embedding to show in the images
+    gen = rdmd.distill("digits:class=1", teacher, tmp_path / "g", progress=False, steps=4,
+                       batch_size=8, n_test=16, sigma_g=0.7, lam_range=(0.05, 1.0),
+                       lr_generator=0.1, device="cpu")
+    exp = tmp_path / "exp"
+    rc, _, err = run_cli(["export", "--model", str(gen), "--out", str(exp)])
+    assert rc == 0, err
+    files = sorted(p.relative_to(exp).as_posix() for p in exp.rglob("*") if p.is_file())
+    assert files == ["lam_embedding/config.json",
+                     "lam_embedding/diffusion_pytorch_model.safetensors", "model_index.json",
+                     "unet/config.json", "unet/diffusion_pytorch_model.safetensors"]
+    idx = json.loads((exp / "model_index.json").read_text())
+    assert idx["lam_range"] == [0.05, 1.0] and idx["lam"] is None and idx["lam_shift"] == 0
+    assert idx["lam_embedding"] == ["rdmd.interop.pipeline", "LamEmbedding"]
+    model = load_model(gen)
+    plain = UNet2DModel.from_pretrained(exp, subfolder="unet")
+    assert plain.config.class_embed_type == "identity"
+    for p, q in zip(plain.parameters(), model.denoiser.backbone.unet.parameters(), strict=True):
+        assert torch.equal(p, q)
+    emb = LamEmbedding.from_pretrained(exp, subfolder="lam_embedding")
+    for p, q in zip(emb.embed.parameters(), model.denoiser.backbone.c_enc.parameters(),
+                    strict=True):
+        assert torch.equal(p, q)
+
+    pipe = rdmd.RDMDPipeline.from_pretrained(exp)
+    ims = _pil_inputs()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    outs, pils = {}, {}
+    for lam in (0.05, 0.3):
+        # the CLI's images, written as PNGs, against the pipeline's PIL images
+        inp = _pil_dir(ims, tmp_path / f"in{lam}")
+        rc, _, err = run_cli(["translate", "--model", str(gen), "--lam", str(lam), "--input",
+                              str(inp), "--output", str(tmp_path / f"out{lam}")])
+        assert rc == 0, err
+        pils[lam] = pipe(ims, lam=lam).images
+        assert _max_diff(pils[lam], _read_pngs(tmp_path / f"out{lam}", len(ims))) <= 1
+        # and the tensors, to float precision
+        outs[lam] = pipe(x, lam=lam, output_type="pt").images
+        assert torch.allclose(outs[lam], rdmd.translate(gen, x, lam=lam).clamp(-1, 1),
+                              atol=1e-5)
+    # lambda reaches the images: the two lambdas differ by far more than either tolerance
+    assert float((outs[0.05] - outs[0.3]).abs().max()) > 1e-2
+    assert _max_diff(pils[0.05], pils[0.3]) > 2
+
+    # half precision (as on a GPU): the embedding follows the pipeline's dtype; the output
+    # moves by rounding only, far less than one lambda step moves it
+    half = rdmd.RDMDPipeline.from_pretrained(exp).to(torch.bfloat16)
+    gap = float((half(x, lam=0.3, output_type="pt").images - outs[0.3]).abs().max())
+    print(f"bf16 vs float32: {gap:.4f}; lambda 0.05 vs 0.3: "
+          f"{float((outs[0.05] - outs[0.3]).abs().max()):.4f}")
+    assert gap < 0.25 * float((outs[0.05] - outs[0.3]).abs().max())
+
+    for lam, msg in ((None, "lambda-conditioned: pass lam"), (2.0, "outside"),
+                     (0.01, "outside")):
+        with pytest.raises(PipelineInputError, match=msg) as e:
+            pipe(ims, lam=lam)
+        assert "\n" not in str(e.value) and isinstance(e.value, ValueError | RdmdError)
+
+
+def test_pipeline_needs_range_and_embedding_together_and_reads_old_fixed_exports(
+        tmp_path: Path) -> None:
+    """A conditioned pipeline without its embedding (or the reverse) is refused; a fixed
+    export written before conditioned exports existed (no lam_embedding/lam_shift keys)
+    loads and behaves as before."""
+    from rdmd.interop.pipeline import LamEmbedding, PipelineInputError, RDMDPipeline
+
+    unet = tiny_unet()
+    with pytest.raises(PipelineInputError, match="needs both"):
+        RDMDPipeline(unet=unet, lam_range=[0.1, 1.0])
+    with pytest.raises(PipelineInputError, match="needs both"):
+        RDMDPipeline(unet=unet, lam_embedding=LamEmbedding(out_dim=64))
+    RDMDPipeline(unet=unet, lam=0.1).save_pretrained(tmp_path / "fixed")
+    idx_path = tmp_path / "fixed" / "model_index.json"
+    idx = json.loads(idx_path.read_text())
+    assert idx["lam_embedding"] == [None, None]
+    del idx["lam_embedding"], idx["lam_shift"]
+    idx_path.write_text(json.dumps(idx))
+    pipe = RDMDPipeline.from_pretrained(tmp_path / "fixed")
+    assert pipe.lam_embedding is None and pipe.config.lam_range is None
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        ref = (x + unet(x, torch.zeros(1)).sample).clamp(-1, 1)
+    assert torch.allclose(pipe(x, lam=0.1, output_type="pt").images, ref, atol=1e-6)
+    with pytest.raises(ValueError, match="lambda=0.1 only"):
+        pipe(x, lam=0.5)
+
+
+def test_shipped_conditioned_generator_exports_and_round_trips(tmp_path: Path) -> None:
+    """The shipped colored-MNIST lambda-conditioned generator, exported: its pipeline equals
+    ``rdmd.translate`` at both ends and the middle of its range (a few seconds)."""
+    shipped = Path(rdmd.__file__).parent / "pretrained" / "cmnist" / "rdmd_cond"
+    rc, _, err = run_cli(["export", "--model", str(shipped), "--out", str(tmp_path / "exp")])
+    assert rc == 0, err
+    pipe = rdmd.RDMDPipeline.from_pretrained(tmp_path / "exp")
+    lo, hi = pipe.config.lam_range
+    assert [lo, hi] == list(load_model(shipped).lam_range)
+    rng = np.random.default_rng(0)
+    ims = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB")
+           for _ in range(4)]
+    for lam in (lo, math.sqrt(lo * hi), hi):
+        assert _max_diff(pipe(ims, lam=lam).images, rdmd.translate(shipped, ims, lam=lam)) <= 1
