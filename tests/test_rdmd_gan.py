@@ -292,3 +292,24 @@ def test_config_keys_and_method_selection() -> None:
     assert old.gan_weight_gen == 0.0 and old.gan_weight_disc == 0.0
     assert METHODS["rdmd_gan"] is RDMDGAN and METHODS["rdmd_lam_gan"] is RDMDLamGAN
     assert not RDMD.needs_target and RDMDGAN.needs_target
+
+
+# -- two processes ---------------------------------------------------------------------------
+
+def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
+    """DDP: the head (its own DDP wrapper, one forward on real+fake), the bare feature
+    networks and the joint fake-score/head update give one process's result, both features."""
+    from test_distributed import DISTILL, TEACHER, TOL, _max_diff, _single, _torchrun
+
+    t = tmp_path / "t"
+    _single(["train-teacher", "--out", str(t), *TEACHER])
+    for feats in ("teacher", "fake"):
+        run = ["--teacher", str(t), *DISTILL, "--gan", feats, "--set", "gan_weight_gen=0.1"]
+        one, two = tmp_path / f"one_{feats}", tmp_path / f"two_{feats}"
+        _single(["distill", "--out", str(one), *run])
+        _torchrun(["distill", "--out", str(two), *run])
+        a = ckpt.load_checkpoint(ckpt.latest_checkpoint(one / "checkpoints"))[0]
+        b = ckpt.load_checkpoint(ckpt.latest_checkpoint(two / "checkpoints"))[0]
+        diff = _max_diff(a, b, ("module.generator.", "module.fake.", "module.disc.", "opt."))
+        assert diff < TOL, f"{feats}: 2 processes differ from 1 by {diff:.3g}"
+        assert torch.equal(a["rng.run"], b["rng.run"])
