@@ -298,12 +298,13 @@ def test_config_keys_and_method_selection() -> None:
 
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     """DDP: the head (its own DDP wrapper, one forward on real+fake), the bare feature
-    networks and the joint fake-score/head update give one process's result, both features."""
+    networks and the joint fake-score/head update give one process's result. The fake
+    score's features only: they exercise every DDP path the teacher's do, and more."""
     from test_distributed import DISTILL, TEACHER, TOL, _max_diff, _single, _torchrun
 
     t = tmp_path / "t"
     _single(["train-teacher", "--out", str(t), *TEACHER])
-    for feats in ("teacher", "fake"):
+    for feats in ("fake",):
         run = ["--teacher", str(t), *DISTILL, "--gan", feats, "--set", "gan_weight_gen=0.1"]
         one, two = tmp_path / f"one_{feats}", tmp_path / f"two_{feats}"
         _single(["distill", "--out", str(one), *run])
