@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train one lambda-conditioned generator for every lambda in "
                         "[MIN, MAX] (method rdmd_lam; MIN 0 includes plain DMD; "
                         "docs/lambda.md)")
+    d.add_argument("--gan", choices=("teacher", "fake"),
+                   help="add DMD2's GAN term (method rdmd_gan, or rdmd_lam_gan with "
+                        "--lam-range) on the bottleneck features of the frozen teacher or of "
+                        "the fake score (docs/gan.md)")
     d.add_argument("--target", help="held-out target data for the metrics, as for --source: "
                                     "a .npy file, a folder of images or a built-in name "
                                     "(default: the teacher's target)")
@@ -227,7 +231,8 @@ def _cmd_distill(args: argparse.Namespace) -> None:
         raise RdmdError("give --lam (a fixed generator) or --lam-range (a conditioned one), "
                         "not both")
     extra = {"lam": args.lam, "lam_range": args.lam_range, "cost": args.cost,
-             "sigma_g": args.sigma_g}
+             "sigma_g": args.sigma_g, "gan_features": args.gan,
+             "method": "rdmd_gan" if args.gan else None}
     out = distill(args.source, args.teacher, args.out, _config_layers(args, extra),
                   target=args.target, resume=args.resume, progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"generator written to {out}")

@@ -80,6 +80,12 @@ class DistillConfig:
     lr_schedule: str = "constant"  # "cosine" decays both rates to 0 over `steps`
     warmup_steps: int = 0  # linear learning-rate warm-up
     fake_steps: int = 1
+    # DMD2's GAN term (methods rdmd_gan, rdmd_lam_gan; --gan; docs/gan.md): loss weights in
+    # the generator's and the discriminator's losses, and whose bottleneck features the head
+    # reads ("teacher", frozen, or "fake", the fake score)
+    gan_weight_gen: float = 3e-3
+    gan_weight_disc: float = 1e-2
+    gan_features: str = "teacher"
     dm_sigma_min: float = 0.02
     dm_sigma_max: float = 80.0
     # noise levels the fake score trains on: "lognormal" (EDM's, p_mean -1.2, p_std 1.2),
@@ -110,14 +116,20 @@ class DistillConfig:
 LEGACY: dict[str, dict[str, Any]] = {
     "TeacherConfig": {"ema_warmup": False, "fresh_data": False},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
-                      "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False},
+                      "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False,
+                      "gan_weight_gen": 0.0, "gan_weight_disc": 0.0, "gan_features": "teacher"},
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "bf16"), "teacher_dtype": ("fp32", "bf16"),
     "lr_schedule": ("cosine", "constant"),
     "fake_sigma": ("lognormal", "loguniform", "shared"),
+    "gan_features": ("teacher", "fake"),
 }
+
+#: methods with DMD2's GAN term (their keys are refused for any other method)
+GAN_METHODS = ("rdmd_gan", "rdmd_lam_gan")
+GAN_KEYS = ("gan_weight_gen", "gan_weight_disc", "gan_features")
 
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "TeacherConfig": {"vector": {"batch_size": 1024, "lr": 1e-3, "precision": "fp32"},
@@ -144,17 +156,27 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
 
 def layered_config(cls: type[C], layers: list[dict[str, Any] | None]) -> C:
     """The layers (file, ``--set``, flags, API keywords) over the defaults. A ``lam_range``
-    without an explicit ``method`` selects the conditioned method."""
+    without an explicit ``method`` selects the conditioned method; with ``rdmd_gan``, the
+    conditioned GAN method."""
     cfg = build_config(cls, *layers)
-    if getattr(cfg, "lam_range", None) and not any(
-            (layer or {}).get("method") is not None for layer in layers):
-        cfg.method = "rdmd_lam"  # type: ignore[union-attr]
+    if getattr(cfg, "lam_range", None):
+        if not any((layer or {}).get("method") is not None for layer in layers):
+            cfg.method = "rdmd_lam"  # type: ignore[union-attr]
+        elif cfg.method == "rdmd_gan":  # type: ignore[union-attr]
+            cfg.method = "rdmd_lam_gan"  # type: ignore[union-attr]
     return cfg
 
 
 def resolve_config(cls: type[C], layers: list[dict[str, Any] | None], kind: str) -> C:
-    """The one pass from layers to a run's config, with the data kind's defaults."""
-    return fill_kind_defaults(layered_config(cls, layers), kind)
+    """The one pass from layers to a new run's config, with the data kind's defaults. GAN
+    keys given for a method without the GAN term are refused (they would do nothing)."""
+    cfg = layered_config(cls, layers)
+    given = sorted({k for layer in layers for k, v in (layer or {}).items()
+                    if k in GAN_KEYS and v is not None})
+    if given and getattr(cfg, "method", None) not in GAN_METHODS:
+        raise RdmdError(f"{', '.join(given)} are for methods {' and '.join(GAN_METHODS)} "
+                        f"(--gan sets one); this run's method is {cfg.method}")  # type: ignore[union-attr]
+    return fill_kind_defaults(cfg, kind)
 
 
 def apply_resume_changes(cfg: C, layers: list[dict[str, Any] | None]) -> C:
@@ -164,7 +186,7 @@ def apply_resume_changes(cfg: C, layers: list[dict[str, Any] | None]) -> C:
     ``steps``: changing them would move the schedule under a half-trained model (extending a
     finished run would jump the rate from about 0 back to half its peak), so that is refused
     with the way forward."""
-    given = build_config(type(cfg), *layers)
+    given = layered_config(type(cfg), layers)  # a lam_range upgrades --gan's method too
     names = {k for layer in layers for k, v in (layer or {}).items() if v is not None}
     changed = sorted(k for k in names if getattr(given, k) != getattr(cfg, k))
     others = [k for k in changed if k != "steps"]
@@ -305,7 +327,8 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
 POSITIVE = ("batch_size", "lr", "lr_generator", "lr_fake", "log_every", "ckpt_every",
             "keep_checkpoints", "fake_steps", "floor_pairs", "n_train", "n_test",
             "sample_steps", "dm_sigma_min", "dm_sigma_max", "sigma_g", "image_size")
-NON_NEGATIVE = ("steps", "warmup_steps", "ema_decay", "grad_clip", "eval_every", "lam")
+NON_NEGATIVE = ("steps", "warmup_steps", "ema_decay", "grad_clip", "eval_every", "lam",
+                "gan_weight_gen", "gan_weight_disc")
 
 
 def validate(cfg: TeacherConfig | DistillConfig) -> None:
@@ -340,9 +363,9 @@ def validate(cfg: TeacherConfig | DistillConfig) -> None:
 def _validate_lam_range(cfg: Any) -> None:
     """A lambda range belongs to the conditioned method, and that method needs one."""
     rng = cfg.lam_range
-    if cfg.method == "rdmd_lam":
+    if cfg.method in ("rdmd_lam", "rdmd_lam_gan"):
         if not rng:
-            raise RdmdError("method rdmd_lam needs lam_range (--lam-range MIN:MAX)")
+            raise RdmdError(f"method {cfg.method} needs lam_range (--lam-range MIN:MAX)")
         lo, hi = rng
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
             raise RdmdError(f"config key 'lam_range' must satisfy 0 <= MIN < MAX, got "

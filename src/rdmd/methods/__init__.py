@@ -8,9 +8,11 @@ A new method is a module here plus one entry below.
 from rdmd.methods.base import Method, NonFiniteLossError
 from rdmd.methods.dsm import DSM
 from rdmd.methods.rdmd import RDMD, OneStepGenerator
+from rdmd.methods.rdmd_gan import RDMDGAN, RDMDLamGAN
 from rdmd.methods.rdmd_lam import RDMDLam
 
-METHODS: dict[str, type[Method]] = {"rdmd": RDMD, "rdmd_lam": RDMDLam}
+METHODS: dict[str, type[Method]] = {"rdmd": RDMD, "rdmd_lam": RDMDLam, "rdmd_gan": RDMDGAN,
+                                    "rdmd_lam_gan": RDMDLamGAN}
 
-__all__ = ["DSM", "METHODS", "RDMD", "Method", "NonFiniteLossError", "OneStepGenerator",
-           "RDMDLam"]
+__all__ = ["DSM", "METHODS", "RDMD", "RDMDGAN", "Method", "NonFiniteLossError",
+           "OneStepGenerator", "RDMDLam", "RDMDLamGAN"]

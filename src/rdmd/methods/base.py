@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -43,6 +43,8 @@ class Method(ABC):
     #: registry name (distillation methods are listed in :data:`rdmd.methods.METHODS`)
     name: ClassVar[str] = ""
     ema_of: ClassVar[str]
+    #: the method trains on real target samples too: the recipe calls ``attach_target``
+    needs_target: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.modules: dict[str, nn.Module] = {}
@@ -93,6 +95,10 @@ class Method(ABC):
     def from_config(cls, teacher: Any, cfg: Any, cost: Any) -> Method:
         """The method a distill run's config describes (frozen teacher, config, cost)."""
         return cls(teacher, cfg, cost)  # type: ignore[call-arg]
+
+    def attach_target(self, batches: Iterator[torch.Tensor]) -> None:
+        """Real target batches, for a method that ``needs_target`` (others draw none)."""
+        raise NotImplementedError(f"method {self.name} takes no target batches")
 
     def model_meta(self) -> dict[str, Any]:
         """Extra keys the exported ``model.json`` records about the method."""

@@ -122,6 +122,9 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
     if cfg.teacher_dtype == "bf16":
         hold_in_bf16(method.teacher)
     rng = torch.Generator().manual_seed(cfg.seed)
+    if method.needs_target:  # real target samples (rdmd_gan's discriminator), same draws
+        method.attach_target(data_batches(tgt, norm, norm.encode(tgt.train).to(device), cfg,
+                                          rng, d, device))
     backbone = teacher_model.meta["backbone"]
     meta = {"role": "generator", "method": cfg.method, "backbone": backbone,
             "sigma_data": teacher_model.meta["sigma_data"], "normalizer": norm.to_dict(),
