@@ -54,8 +54,10 @@ def check_reusable(args: list[str], out: Path) -> None:
         requested, _ = requested_teacher(opts["--target"], **cfg)
         check_reusable_run(out, requested, TeacherConfig, "image")
     else:
+        lam = ({"lam": opts["--lam"]} if "--lam" in opts
+               else {"lam_range": opts["--lam-range"]})
         requested, _ = requested_rdmd(opts["--source"], ROOT / opts["--teacher"],
-                                      **cfg, lam=opts["--lam"])
+                                      **cfg, **lam)
         check_reusable_run(out, requested, DistillConfig, "image")
 
 

@@ -2,9 +2,9 @@
 
 Each variant is the pair's RDMD recipe (``configs/<pair>_rdmd.toml``) plus config overrides.
 Equal compute: the base recipe trains ``--base-steps`` iterations; every other variant trains
-``base_steps * t_base / t_variant``, where the per-iteration times come from a pilot of every
-variant run back to back in this process (``--pilot-steps`` iterations each, the first three
-not timed), so machine load hits all of them alike and only ratios are used.
+``base_steps / r``, where ``r`` is its cost per iteration relative to base: 1 for variants
+that change no computation (a schedule, a noise distribution), else measured in process CPU
+time by a pilot (:func:`pilot`), which a shared machine's load barely moves.
 
     python experiments/image_ablation.py --pair cmnist --lam 0.1 --base-steps 360 \\
         --variants base,fake5,cosine,lognormal,gan_teacher,gan_fake
@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gan_fake": {"method": "rdmd_gan", "gan_features": "fake"},
     "fake5_gan_teacher": {"method": "rdmd_gan", "gan_features": "teacher", "fake_steps": 5},
 }
-COLUMNS = ["variant", "steps", "wall_s", "s_per_it", "fd", "fd_floor", "fd_over_floor", "l2",
+#: keys that change no computation per iteration (the variant costs what base costs)
+SAME_COST = {"lr_schedule", "fake_sigma"}
+COLUMNS = ["variant", "steps", "wall_s", "cost_ratio", "fd", "fd_floor", "fd_over_floor", "l2",
            "hue_difference", "hue_degrees", "target_accuracy", "real_target_accuracy"]
 
 
@@ -66,21 +69,39 @@ def recipe(pair: str, lam: float, seed: int, overrides: dict[str, Any]) -> dict[
     return cfg
 
 
-def pilot(pair: str, lam: float, names: list[str], steps: int) -> dict[str, float]:
-    """Seconds per iteration of each variant, timed back to back (iterations 4..steps)."""
+def _cpu_seconds(pair: str, lam: float, name: str, steps: int) -> float:
+    """Process CPU time of a whole short run (start-up and final evaluation included)."""
     p = PAIRS[pair]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = recipe(pair, lam, 0, VARIANTS[name]) | {"steps": steps, "ckpt_every": 10 ** 6}
+        _, c = requested_rdmd(p["source"], p["teacher"], **cfg)
+        c.classifier, c.target_class = None, None  # the pilot times training only
+        t0 = time.process_time()
+        distill(p["source"], p["teacher"], Path(tmp) / "run", c, progress=False)
+        return time.process_time() - t0
+
+
+def pilot(pair: str, lam: float, names: list[str], steps: int) -> dict[str, float]:
+    """Per-iteration cost of each variant relative to ``base``, in process CPU time (wall
+    time on a shared machine moved 1.8x between two pilots of the same variant; CPU time
+    barely moves with the load). Each variant is run for 3 and for ``steps`` iterations: the
+    difference is the cost of ``steps - 3`` iterations, start-up and evaluation cancel.
+    Variants that change no computation (schedules, noise levels) cost what base costs."""
+    def per_it(name: str) -> float:
+        return ((_cpu_seconds(pair, lam, name, steps) - _cpu_seconds(pair, lam, name, 3))
+                / (steps - 3))
+
     out: dict[str, float] = {}
+    base = None
     for name in names:
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = recipe(pair, lam, 0, VARIANTS[name]) | {"steps": steps, "log_every": 1,
-                                                          "ckpt_every": 10 ** 6}
-            _, c = requested_rdmd(p["source"], p["teacher"], **cfg)
-            c.classifier, c.target_class = None, None  # the pilot times training only
-            distill(p["source"], p["teacher"], Path(tmp) / "run", c, progress=False)
-            rows = (Path(tmp) / "run" / "log.csv").read_text().splitlines()[1:]
-            t = {int(r.split(",")[0]): float(r.split(",")[-1]) for r in rows}
-            out[name] = (t[steps] - t[3]) / (steps - 3)
-        print(f"pilot {name}: {out[name]:.3f} s/it", flush=True)
+        if SAME_COST.issuperset(VARIANTS[name]):
+            out[name] = 1.0
+            continue
+        base = base or per_it("base")
+        t = per_it(name)
+        out[name] = t / base
+        print(f"pilot {name}: {t:.3f} CPU s/it, base {base:.3f}: cost ratio {out[name]:.2f}",
+              flush=True)
     return out
 
 
@@ -114,13 +135,13 @@ def main() -> None:
     if steps_file.is_file():  # the pilot's plan, kept so a rerun trains the same runs
         plan = json.loads(steps_file.read_text())
     else:
-        plan = {"pilot_s_per_it": {}, "steps": {}}
+        plan = {"cost_ratio": {}, "steps": {}}
     todo = [n for n in ["base", *names] if n not in plan["steps"]]
     if todo:
-        times = pilot(a.pair, a.lam, list(dict.fromkeys(["base", *todo])), a.pilot_steps)
-        for n in todo:  # ratios within this pilot; absolute times move with the load
-            plan["pilot_s_per_it"][n] = times[n]
-            plan["steps"][n] = max(1, round(a.base_steps * times["base"] / times[n]))
+        ratios = pilot(a.pair, a.lam, todo, a.pilot_steps)
+        for n in todo:
+            plan["cost_ratio"][n] = ratios[n]
+            plan["steps"][n] = max(1, round(a.base_steps / ratios[n]))
         runs.mkdir(parents=True, exist_ok=True)
         steps_file.write_text(json.dumps(plan, indent=2))
     p = PAIRS[a.pair]
@@ -133,7 +154,7 @@ def main() -> None:
         res = ensure_rdmd(p["source"], p["teacher"], out, progress=False, **cfg)
         fd, floor = res.get(fd_key), res.get(f"{fd_key}_floor")
         rows.append({"variant": n, "steps": plan["steps"][n], "wall_s": res["wall_s"],
-                     "s_per_it": plan["pilot_s_per_it"][n], "fd": fd, "fd_floor": floor,
+                     "cost_ratio": plan["cost_ratio"][n], "fd": fd, "fd_floor": floor,
                      "fd_over_floor": fd / floor if fd and floor else None,
                      "l2": res.get("l2"), "hue_difference": res.get("hue_difference"),
                      "hue_degrees": 360 * res["hue_difference"]

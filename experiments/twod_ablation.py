@@ -77,6 +77,12 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "g_lr1e-3cos": ("fresh4k", {"steps": 4000, "lr_generator": 1e-3, "lr_schedule": "cosine"}),
     "g_lr1e-4cos_lam0": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lam": 0.0,
                                      "lr_schedule": "cosine"}),
+    # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
+    # into modes where the score difference alone leaves it smooth
+    **{f"g_gan_{f[0]}{'' if w == 3e-3 else '_w' + format(w, 'g')}": (
+        "fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine",
+                    "method": "rdmd_gan", "gan_features": f, "gan_weight_gen": w})
+       for f in ("teacher", "fake") for w in (3e-3, 3e-2, 3e-1)},
 }
 
 SOURCE, TARGET = "gaussian", "8gaussians"
