@@ -5,6 +5,7 @@ resume bit-exact, the conditioned variant starts as the teacher, and the config 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -285,6 +286,9 @@ def test_config_keys_and_method_selection() -> None:
                        "vector")
     with pytest.raises(RdmdError, match="are for methods rdmd_gan"):
         resolve_config(DistillConfig, [{"gan_features": "fake"}], "vector")
+    # a whole config passed back (the API's DistillConfig, defaults included) is not "given"
+    full = dataclasses.asdict(resolve_config(DistillConfig, [{"lam": 0.1}], "vector"))
+    assert resolve_config(DistillConfig, [full], "vector").method == "rdmd"
     with pytest.raises(RdmdError, match="rdmd_lam_gan needs lam_range"):
         resolve_config(DistillConfig, [{"method": "rdmd_lam_gan"}], "vector")
     # a run saved before the GAN keys existed loads, with no GAN term

@@ -169,10 +169,13 @@ def layered_config(cls: type[C], layers: list[dict[str, Any] | None]) -> C:
 
 def resolve_config(cls: type[C], layers: list[dict[str, Any] | None], kind: str) -> C:
     """The one pass from layers to a new run's config, with the data kind's defaults. GAN
-    keys given for a method without the GAN term are refused (they would do nothing)."""
+    keys set away from their defaults for a method without the GAN term are refused (they
+    would do nothing); a whole config passed back as a layer (the API's ``DistillConfig``)
+    carries the defaults and passes."""
     cfg = layered_config(cls, layers)
+    default = cls()
     given = sorted({k for layer in layers for k, v in (layer or {}).items()
-                    if k in GAN_KEYS and v is not None})
+                    if k in GAN_KEYS and v is not None and v != getattr(default, k)})
     if given and getattr(cfg, "method", None) not in GAN_METHODS:
         raise RdmdError(f"{', '.join(given)} are for methods {' and '.join(GAN_METHODS)} "
                         f"(--gan sets one); this run's method is {cfg.method}")  # type: ignore[union-attr]
