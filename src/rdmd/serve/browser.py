@@ -85,11 +85,19 @@ def free_port() -> int:
 
 
 def start_server(model_dirs: Sequence[str | Path] | None, port: int, log: Path,
-                 timeout: float = 600.0, threads: int = 1) -> subprocess.Popen:
-    """``rdmd serve`` in a subprocess on 127.0.0.1:``port``; returns once the page answers."""
-    cmd = [sys.executable, "-m", "rdmd.cli", "serve", "--port", str(port)]
-    if model_dirs:
-        cmd += ["--model", *map(str, model_dirs)]
+                 timeout: float = 600.0, threads: int = 1, fast: bool = True
+                 ) -> subprocess.Popen:
+    """``rdmd serve`` in a subprocess on 127.0.0.1:``port``; returns once the page answers.
+    ``fast=False`` serves the page as it was before the latency work, for the bench's
+    before/after comparison (``rdmd.serve.app.launch(fast=False)``; no CLI flag)."""
+    if fast:
+        cmd = [sys.executable, "-m", "rdmd.cli", "serve", "--port", str(port)]
+        if model_dirs:
+            cmd += ["--model", *map(str, model_dirs)]
+    else:
+        cmd = [sys.executable, "-c", "import sys; from rdmd.serve.app import launch; "
+               "launch(sys.argv[2:] or None, port=int(sys.argv[1]), fast=False)",
+               str(port), *map(str, model_dirs or [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
