@@ -102,6 +102,15 @@ def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(family: core.Fami
     assert not torch.equal(a, core.translate_images(cond, x_all, 1.0, frozen=True).outputs)
 
 
+def test_warm_graphs_traces_every_generator_of_a_family(
+        family: core.Family, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "_GRAPHS", {})
+    core.warm_graphs([family]).join()
+    graphs = core._GRAPHS
+    assert sorted(graphs) == sorted(id(m) for _, m, _ in family.models)
+    assert all(g is not None for g in graphs.values())
+
+
 def test_an_untraceable_generator_stays_eager(family: core.Family,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     def no_trace(*a: object, **k: object) -> None:

@@ -275,6 +275,8 @@ def launch(model_dirs: Sequence[str | Path] | None = None, host: str = "127.0.0.
     for m in catalog.messages:
         print(f"rdmd serve: {m}")
     demo = build_app(catalog, fast)
+    if fast:
+        core.warm_graphs(catalog.images)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=host, server_port=port, max_file_size=f"{core.MAX_UPLOAD_MB}mb",
                 prevent_thread_lock=not block, quiet=False, show_error=True, css=CSS,

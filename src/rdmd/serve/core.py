@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -407,32 +408,53 @@ class _Frozen(torch.nn.Module):
 
 
 _GRAPHS: dict[int, Any] = {}  # id(model) -> its frozen graph, or None: translate eagerly
+_GRAPHS_LOCK = threading.Lock()
 
 
-def _graph(model: Model, tr: Any, x: torch.Tensor) -> Any:
+def _graph(model: Model, tr: Any) -> Any:
     """``model``'s generator traced and frozen once (shape-generic: traced on a batch of 2),
-    kept only if it gives bit-identical outputs to the eager network on ``x``; otherwise
-    (a backbone that does not trace, a mismatch) ``None`` and the page stays eager."""
+    kept only if it gives bit-identical outputs to the eager network on a check batch;
+    otherwise (a backbone that does not trace, a mismatch) ``None`` and the page stays
+    eager. ``tr``: an ``rdmd`` translator of ``model`` (its ``net`` holds the lambda code)."""
     key = id(model)
-    if key not in _GRAPHS:
-        graph = None
-        try:
-            cond = getattr(tr.net, "cond", None)
-            ex = torch.zeros((2, *x.shape[1:]), dtype=torch.float32)
-            args = (ex,) if cond is None else (ex, cond)
-            with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer warnings about shape checks
-                cand = torch.jit.freeze(torch.jit.trace(model.net.eval(), args,
-                                                        check_trace=False))
-                z = tr.normalizer.encode(x.float())
-                eager = tr.net(z)
-                fast = cand(z) if cond is None else cand(z, cond)
-            if torch.equal(eager, fast):
-                graph = cand
-        except Exception:  # noqa: BLE001 - any failure to trace just means: stay eager
+    with _GRAPHS_LOCK:
+        if key not in _GRAPHS:
             graph = None
-        _GRAPHS[key] = graph
-    return _GRAPHS[key]
+            try:
+                cond = getattr(tr.net, "cond", None)
+                shape = tuple(int(v) for v in model.meta["data_shape"])
+                gen = torch.Generator().manual_seed(0)
+                z = tr.normalizer.encode(torch.randn((2, *shape), generator=gen).clamp(-1, 1))
+                args = (z,) if cond is None else (z, cond)
+                with torch.inference_mode(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracer warnings about shape checks
+                    cand = torch.jit.freeze(torch.jit.trace(model.net.eval(), args,
+                                                            check_trace=False))
+                    if torch.equal(tr.net(z[:1]), cand(*(z[:1], *args[1:]))):
+                        graph = cand
+            except Exception:  # noqa: BLE001 - a failure to trace just means: stay eager
+                graph = None
+            _GRAPHS[key] = graph
+        return _GRAPHS[key]
+
+
+def warm_graphs(families: Sequence[Family]) -> threading.Thread:
+    """Trace the image generators of ``families`` on a background thread (about a second
+    each), so the first upload or slider move on each model does not wait for it."""
+    from rdmd.translators import make_translator
+
+    def run() -> None:
+        for fam in families:
+            for lam, model, _ in fam.models:
+                try:
+                    _graph(model, make_translator("rdmd", model, **(
+                        {"lam": lam} if fam.conditioned is not None else {})))
+                except RdmdError:
+                    continue
+
+    t = threading.Thread(target=run, name="rdmd-serve-trace", daemon=True)
+    t.start()
+    return t
 
 
 def translate_images(family: Family, x: torch.Tensor, lam: float,
@@ -451,7 +473,7 @@ def translate_images(family: Family, x: torch.Tensor, lam: float,
     tr = None
     if frozen:  # the first call per model traces it (about a second), before the clock
         tr = make_translator("rdmd", model, **kw)
-        graph = _graph(model, tr, x)
+        graph = _graph(model, tr)
         if graph is not None:
             tr.net = _Frozen(graph, getattr(tr.net, "cond", None))
     t0 = time.perf_counter()
