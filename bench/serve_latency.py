@@ -2,7 +2,8 @@
 page running 18-step SDEdit; optionally a screenshot of each tab for the docs.
 
 Starts ``rdmd serve`` (the shipped colored-MNIST models unless ``--model``), loads 16
-held-out 32x32 images, drags the ``lambda`` slider between its ends ``--repeats`` times and
+held-out 32x32 images, drags the ``lambda`` slider ``--repeats`` times (each time to a new
+position, alternately near its right and its left end) and
 runs SDEdit (18 Heun steps, 35 network calls per image) from the Compare tab. Latencies are
 taken inside the page (``performance.now()``, pointerup/click -> the frame where the new
 image is loaded); the server's own translation time comes from the page's status line, and
@@ -42,12 +43,16 @@ def server_ms(status: str) -> float:
 
 def _drags(pages: dict[str, browser.Page], repeats: int) -> dict[str, dict[str, list]]:
     """``repeats`` slider releases on each page, interleaved (A B, then B A, ...) so that both
-    pages meet the same load; page latency and the server's own translate time per release."""
+    pages meet the same load; page latency and the server's own translate time per release.
+    Each release lands on a new position, alternately in the right and the left part of the
+    slider (0.97, 0.03, 0.91, 0.09, ... of its width): a new ``lambda``, so a new picture that
+    the browser cannot take from its cache, as when a user explores the slider."""
     out: dict[str, dict[str, list]] = {k: {"page": [], "server": []} for k in pages}
     names = list(pages)
     for i in range(repeats):
+        to = 0.97 - 0.06 * (i // 2) if i % 2 == 0 else 0.03 + 0.06 * (i // 2)
         for k in names if i % 2 == 0 else names[::-1]:
-            r = pages[k].drag("rdmd-lambda", "max" if i % 2 == 0 else "min")
+            r = pages[k].drag("rdmd-lambda", to)
             assert "16 image(s)" in r["status"], r["status"]
             out[k]["page"].append(r["latency_ms"])
             out[k]["server"].append(server_ms(r["status"]))

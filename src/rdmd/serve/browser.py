@@ -206,19 +206,21 @@ class Page:
         self.el("#rdmd-examples").click()
         return self._result("rdmd-output")
 
-    def drag(self, slider_id: str, to: str, img_id: str = "rdmd-output",
+    def drag(self, slider_id: str, to: str | float, img_id: str = "rdmd-output",
              status_id: str = "rdmd-status") -> dict[str, Any]:
-        """Drag a slider to its ``"min"`` or ``"max"`` end and release it, as a user does."""
+        """Drag a slider to its ``"min"`` or ``"max"`` end, or to a fraction ``to`` of its
+        width (0 = left end, 1 = right end), and release it, as a user does."""
         from selenium.webdriver.common.action_chains import ActionChains
 
         rng = self.el(f"#{slider_id} input[type='range']")
         self.d.execute_script("arguments[0].scrollIntoView({block: 'center'});", rng)
         half = rng.size["width"] // 2 - 1  # from the centre to the end, inside the window
+        frac = {"max": 1.0, "min": 0.0}[to] if isinstance(to, str) else float(to)
+        total = round((min(max(frac, 0.0), 1.0) - 0.5) * 2 * half)  # from the centre
         self._arm(img_id, status_id)
-        step = half // 2 if to == "max" else -(half // 2)
+        step = int(total / 2)
         (ActionChains(self.d).click_and_hold(rng).move_by_offset(step, 0)
-         .move_by_offset(step, 0).move_by_offset(half - 2 * (half // 2) if to == "max"
-                                                 else -(half - 2 * (half // 2)), 0)
+         .move_by_offset(total - 2 * step, 0).move_by_offset(step, 0)
          .release().perform())
         return self._result(img_id)
 
