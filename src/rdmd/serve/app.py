@@ -51,45 +51,15 @@ def _status(tr: core.Translation, n: int, fam: core.Family) -> str:
             f"L2 to the input {float(tr.l2.mean()):.3f}")
 
 
-def _inline(image: Any) -> Any:
-    """Make a ``gr.Image`` send its numpy output inside the event's response, as a BMP data
-    URL: no encode-and-write to Gradio's cache and no second HTTP request for the picture
-    after each slider release (issue 17). BMP is lossless and takes ~0.2 ms for the
-    16-image grid (PNG ~6 ms); the browser shows the same pixels either way.
-
-    Set on the instance: a ``gr.Image`` subclass would make Gradio write a ``.pyi`` stub
-    beside this module."""
-    import base64
-    import io
-    import types
-
-    import numpy as np
-    from gradio.data_classes import ImageData
-    from PIL import Image
-
-    plain = image.postprocess
-
-    def postprocess(self: Any, value: Any) -> Any:
-        if not (isinstance(value, np.ndarray) and value.dtype == np.uint8):
-            return plain(value)
-        buf = io.BytesIO()
-        Image.fromarray(value).save(buf, format="bmp")
-        return ImageData(url="data:image/bmp;base64," +
-                         base64.b64encode(buf.getvalue()).decode("ascii"),
-                         orig_name="rdmd.bmp", mime_type="image/bmp", size=buf.tell())
-
-    image.postprocess = types.MethodType(postprocess, image)
-    return image
-
-
 def build_app(catalog: core.Catalog, fast: bool = True) -> Any:
     """The page as a ``gradio.Blocks`` (not launched): for :func:`launch` and for tests.
 
     ``fast=False`` is the page before the latency work (issue 17), kept only so that
     ``bench/serve_latency.py --compare`` can time both in one run: every slider release goes
-    through Gradio's queue, on whatever worker thread is free, its output a PNG file fetched
-    by a second request."""
+    through Gradio's queue, on whatever worker thread is free, with a PNG-encoded output."""
     gr = _require_gradio()
+    # BMP: the same pixels as PNG, but no zlib encode on each release (~7 ms for 16 images)
+    fmt = "bmp" if fast else "png"
 
     def family(name: str | None, kind: str = "image") -> core.Family:
         if not name:
@@ -235,10 +205,8 @@ def build_app(catalog: core.Catalog, fast: bool = True) -> Any:
                                  elem_id="rdmd-status")
             with gr.Row():
                 out_img = gr.Image(label="inputs (top) and outputs (below) in blocks of "
-                                         f"{core.GRID_COLUMNS}", type="numpy", format="png",
+                                         f"{core.GRID_COLUMNS}", type="numpy", format=fmt,
                                    interactive=False, elem_id="rdmd-output", scale=3)
-                if fast:
-                    _inline(out_img)
                 l2_table = gr.Dataframe(headers=["image", "L2 to input"], label="per image",
                                         interactive=False, elem_id="rdmd-l2", scale=1)
         with gr.Tab("Compare", id="compare"):
