@@ -79,6 +79,52 @@ def test_outputs_equal_rdmd_translate_for_the_same_inputs_and_lambda(
                               core.translate_images(family, x, 1.0).outputs)
 
 
+def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(family: core.Family) -> None:
+    """The page's slider runs the generators as traced, frozen graphs on one worker thread
+    (issue 17); the pixels must stay those of ``rdmd translate`` for every batch size and
+    ``lambda``, for fixed-``lambda`` and conditioned generators."""
+    cond = core.load_catalog([SHIPPED / "rdmd_cond"]).images[0]
+    assert cond.conditioned is not None
+    x_all, _ = core.held_out_examples(cond, 5)
+    for fam, lams in ((family, (0.05, 1.0)), (cond, (cond.conditioned[0], 0.42, 1.0))):
+        for n in (1, 5):  # one graph (traced on 2 images) serves every batch size
+            x = x_all[:n]
+            for lam in lams:
+                fast = core.on_worker(core.translate_images, fam, x, lam, frozen=True)
+                slow = core.translate_images(fam, x, lam)
+                model = fam.pick(lam)[0]
+                kw = {"lam": lam} if fam.conditioned else {}
+                assert torch.equal(fast.outputs, rdmd.translate(model, x, **kw)), (fam.name, n)
+                assert torch.equal(fast.outputs, slow.outputs) and fast.label == slow.label
+                np.testing.assert_array_equal(fast.l2, slow.l2)
+            assert core._GRAPHS[id(fam.pick(lams[-1])[0])] is not None, "not traced"
+    a = core.on_worker(core.translate_images, cond, x_all, 0.05, frozen=True).outputs
+    assert not torch.equal(a, core.translate_images(cond, x_all, 1.0, frozen=True).outputs)
+
+
+def test_warm_graphs_traces_every_generator_of_a_family(
+        family: core.Family, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core, "_GRAPHS", {})
+    core.warm_graphs([family]).join()
+    graphs = core._GRAPHS
+    assert sorted(graphs) == sorted(id(m) for _, m, _ in family.models)
+    assert all(g is not None for g in graphs.values())
+
+
+def test_an_untraceable_generator_stays_eager(family: core.Family,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_trace(*a: object, **k: object) -> None:
+        raise RuntimeError("this backbone does not trace")
+
+    monkeypatch.setattr(torch.jit, "trace", no_trace)
+    monkeypatch.setattr(core, "_GRAPHS", {})
+    x, _ = core.held_out_examples(family, 2)
+    tr = core.translate_images(family, x, 1.0, frozen=True)
+    graphs = core._GRAPHS
+    assert list(graphs.items()) == [(id(family.pick(1.0)[0]), None)]
+    assert torch.equal(tr.outputs, rdmd.translate(family.pick(1.0)[0], x))
+
+
 def test_fixed_lambda_family_slider_picks_the_nearest_shipped_model(
         family: core.Family) -> None:
     assert family.lams == [0.05, 1.0] and family.conditioned is None

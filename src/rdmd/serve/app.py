@@ -51,9 +51,15 @@ def _status(tr: core.Translation, n: int, fam: core.Family) -> str:
             f"L2 to the input {float(tr.l2.mean()):.3f}")
 
 
-def build_app(catalog: core.Catalog) -> Any:
-    """The page as a ``gradio.Blocks`` (not launched): for :func:`launch` and for tests."""
+def build_app(catalog: core.Catalog, fast: bool = True) -> Any:
+    """The page as a ``gradio.Blocks`` (not launched): for :func:`launch` and for tests.
+
+    ``fast=False`` is the page before the latency work (issue 17), kept only so that
+    ``bench/serve_latency.py --compare`` can time both in one run: every slider release goes
+    through Gradio's queue, on whatever worker thread is free, with a PNG-encoded output."""
     gr = _require_gradio()
+    # BMP: the same pixels as PNG, but no zlib encode on each release (~7 ms for 16 images)
+    fmt = "bmp" if fast else "png"
 
     def family(name: str | None, kind: str = "image") -> core.Family:
         if not name:
@@ -70,12 +76,20 @@ def build_app(catalog: core.Catalog) -> Any:
         return gr.update(minimum=lo, maximum=hi if hi > lo else lo + 1, value=v, step=step,
                          info=info, interactive=hi > lo)
 
-    def translated(fam: core.Family, x: Any, names: list[str], lam: float) -> tuple:
-        tr = core.translate_images(fam, x, lam)
+    def translated(fam: core.Family, x: Any, names: list[str], lam: float,
+                   state: Any = None) -> tuple:
+        if fast:  # one long-lived thread: its torch/OpenMP state and caches stay warm
+            tr = core.on_worker(core.translate_images, fam, x, lam, frozen=True)
+        else:
+            tr = core.translate_images(fam, x, lam)
         grid = core.to_grid([x, tr.outputs])
         table = [[n, round(float(v), 3)] for n, v in zip(names, tr.l2, strict=True)]
-        state = {"x": x, "names": names, "family": fam.name}
-        return grid, table, _status(tr, len(x), fam), state, gr.update(value=tr.lam)
+        if state is None or not fast:
+            state = {"x": x, "names": names, "family": fam.name}
+        # the slider shows the lambda used; re-send it only where it moved (nearest model)
+        moved = not fast or tr.lam is None or abs(float(tr.lam) - float(lam)) > 1e-9
+        return (grid, table, _status(tr, len(x), fam), state,
+                gr.update(value=tr.lam) if moved else gr.update())
 
     def on_upload(files: Sequence[str] | None, name: str, lam: float, state: Any) -> tuple:
         try:
@@ -98,7 +112,7 @@ def build_app(catalog: core.Catalog) -> Any:
             fam = family(name)
             if not state or state.get("family") != name:
                 raise RdmdError("upload images or load held-out examples first")
-            return translated(fam, state["x"], state["names"], lam)
+            return translated(fam, state["x"], state["names"], lam, state)
         except RdmdError as e:
             return gr.update(), gr.update(), _error(e), state, gr.update()
 
@@ -129,7 +143,8 @@ def build_app(catalog: core.Catalog) -> Any:
                 raise RdmdError("upload images or load held-out examples in the Translate tab "
                                 "first")
             x = state["x"]
-            runs = [core.translate_images(fam, x, lam)]
+            runs = [core.on_worker(core.translate_images, fam, x, lam, frozen=True) if fast
+                    else core.translate_images(fam, x, lam)]  # the Translate tab's outputs
             values = {"sdedit": sdedit, "ilvr": ilvr, "egsde": egsde}
             for m in methods or []:
                 runs.append(core.run_baseline(fam, m, x, values[m], int(n_steps)))
@@ -190,7 +205,7 @@ def build_app(catalog: core.Catalog) -> Any:
                                  elem_id="rdmd-status")
             with gr.Row():
                 out_img = gr.Image(label="inputs (top) and outputs (below) in blocks of "
-                                         f"{core.GRID_COLUMNS}", type="numpy", format="png",
+                                         f"{core.GRID_COLUMNS}", type="numpy", format=fmt,
                                    interactive=False, elem_id="rdmd-output", scale=3)
                 l2_table = gr.Dataframe(headers=["image", "L2 to input"], label="per image",
                                         interactive=False, elem_id="rdmd-l2", scale=1)
@@ -229,7 +244,12 @@ def build_app(catalog: core.Catalog) -> Any:
         outs = [out_img, l2_table, status, state, lam]
         files.upload(on_upload, [files, fam_dd, lam, state], outs)
         ex_btn.click(on_examples, [fam_dd, n_ex, lam, state], outs)
-        lam.release(on_lambda, [lam, fam_dd, state], outs, show_progress="hidden")
+        if fast:  # no queue round trip (join + event stream) for the one-call translation;
+            # always_last: a release during a translation is answered after it, not dropped
+            lam.release(on_lambda, [lam, fam_dd, state], outs, show_progress="hidden",
+                        queue=False, trigger_mode="always_last")
+        else:
+            lam.release(on_lambda, [lam, fam_dd, state], outs, show_progress="hidden")
         fam_dd.change(on_family, [fam_dd], [lam, status, state])
         load_btn.click(on_load_dir, [model_dir], [fam_dd, pair_dd, status])
         cmp_btn.click(on_compare, [fam_dd, lam, state, methods, sd_sigma, ilvr_down, eg_sigma,
@@ -243,9 +263,10 @@ def build_app(catalog: core.Catalog) -> Any:
 
 
 def launch(model_dirs: Sequence[str | Path] | None = None, host: str = "127.0.0.1",
-           port: int = 7860, block: bool = True) -> Any:
+           port: int = 7860, block: bool = True, fast: bool = True) -> Any:
     """Start the page on ``host:port`` (loopback by default: nothing outside this machine can
-    reach it unless ``host`` says so). Returns the Blocks (``block=False``: for tests)."""
+    reach it unless ``host`` says so). Returns the Blocks (``block=False``: for tests;
+    ``fast=False``: the pre-issue-17 page, for the latency bench's comparison)."""
     _require_gradio()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, offline
     catalog = core.load_catalog(model_dirs)
@@ -253,7 +274,9 @@ def launch(model_dirs: Sequence[str | Path] | None = None, host: str = "127.0.0.
         raise RdmdError("no model could be loaded: " + "; ".join(catalog.messages))
     for m in catalog.messages:
         print(f"rdmd serve: {m}")
-    demo = build_app(catalog)
+    demo = build_app(catalog, fast)
+    if fast:
+        core.warm_graphs(catalog.images)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=host, server_port=port, max_file_size=f"{core.MAX_UPLOAD_MB}mb",
                 prevent_thread_lock=not block, quiet=False, show_error=True, css=CSS,

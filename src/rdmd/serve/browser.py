@@ -85,11 +85,19 @@ def free_port() -> int:
 
 
 def start_server(model_dirs: Sequence[str | Path] | None, port: int, log: Path,
-                 timeout: float = 600.0, threads: int = 1) -> subprocess.Popen:
-    """``rdmd serve`` in a subprocess on 127.0.0.1:``port``; returns once the page answers."""
-    cmd = [sys.executable, "-m", "rdmd.cli", "serve", "--port", str(port)]
-    if model_dirs:
-        cmd += ["--model", *map(str, model_dirs)]
+                 timeout: float = 600.0, threads: int = 1, fast: bool = True
+                 ) -> subprocess.Popen:
+    """``rdmd serve`` in a subprocess on 127.0.0.1:``port``; returns once the page answers.
+    ``fast=False`` serves the page as it was before the latency work, for the bench's
+    before/after comparison (``rdmd.serve.app.launch(fast=False)``; no CLI flag)."""
+    if fast:
+        cmd = [sys.executable, "-m", "rdmd.cli", "serve", "--port", str(port)]
+        if model_dirs:
+            cmd += ["--model", *map(str, model_dirs)]
+    else:
+        cmd = [sys.executable, "-c", "import sys; from rdmd.serve.app import launch; "
+               "launch(sys.argv[2:] or None, port=int(sys.argv[1]), fast=False)",
+               str(port), *map(str, model_dirs or [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
@@ -198,19 +206,21 @@ class Page:
         self.el("#rdmd-examples").click()
         return self._result("rdmd-output")
 
-    def drag(self, slider_id: str, to: str, img_id: str = "rdmd-output",
+    def drag(self, slider_id: str, to: str | float, img_id: str = "rdmd-output",
              status_id: str = "rdmd-status") -> dict[str, Any]:
-        """Drag a slider to its ``"min"`` or ``"max"`` end and release it, as a user does."""
+        """Drag a slider to its ``"min"`` or ``"max"`` end, or to a fraction ``to`` of its
+        width (0 = left end, 1 = right end), and release it, as a user does."""
         from selenium.webdriver.common.action_chains import ActionChains
 
         rng = self.el(f"#{slider_id} input[type='range']")
         self.d.execute_script("arguments[0].scrollIntoView({block: 'center'});", rng)
         half = rng.size["width"] // 2 - 1  # from the centre to the end, inside the window
+        frac = {"max": 1.0, "min": 0.0}[to] if isinstance(to, str) else float(to)
+        total = round((min(max(frac, 0.0), 1.0) - 0.5) * 2 * half)  # from the centre
         self._arm(img_id, status_id)
-        step = half // 2 if to == "max" else -(half // 2)
+        step = int(total / 2)
         (ActionChains(self.d).click_and_hold(rng).move_by_offset(step, 0)
-         .move_by_offset(step, 0).move_by_offset(half - 2 * (half // 2) if to == "max"
-                                                 else -(half - 2 * (half // 2)), 0)
+         .move_by_offset(total - 2 * step, 0).move_by_offset(step, 0)
          .release().perform())
         return self._result(img_id)
 
