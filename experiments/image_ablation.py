@@ -3,8 +3,8 @@
 Each variant is the pair's RDMD recipe (``configs/<pair>_rdmd.toml``) plus config overrides.
 Equal compute: the base recipe trains ``--base-steps`` iterations; every other variant trains
 ``base_steps / r``, where ``r`` is its cost per iteration relative to base: 1 for variants
-that change no computation (a schedule, a noise distribution), else measured in process CPU
-time by a pilot (:func:`pilot`), which a shared machine's load barely moves.
+that change no computation (a schedule, a noise distribution), else the CPU-time ratio
+measured by ``bench/gan_step_cost.py --bf16`` (:func:`cost_ratios`).
 
     python experiments/image_ablation.py --pair cmnist --lam 0.1 --base-steps 360 \\
         --variants base,fake5,cosine,lognormal,gan_teacher,gan_fake
@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +29,10 @@ import torch
 
 from rdmd.config import read_config_file
 from rdmd.data import load_domain
-from rdmd.training import distill
+from rdmd.errors import RdmdError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ensure_rdmd, markdown_table, requested_rdmd, run_main  # noqa: E402
+from common import ensure_rdmd, markdown_table, run_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS: dict[str, dict[str, Any]] = {
@@ -53,8 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lognormal": {"fake_sigma": "lognormal"},  # EDM's levels instead of the DM term's draw
     "gan_teacher": {"method": "rdmd_gan", "gan_features": "teacher"},
     "gan_fake": {"method": "rdmd_gan", "gan_features": "fake"},
-    "fake5_gan_teacher": {"method": "rdmd_gan", "gan_features": "teacher", "fake_steps": 5},
-}
+    }
 #: keys that change no computation per iteration (the variant costs what base costs)
 SAME_COST = {"lr_schedule", "fake_sigma"}
 COLUMNS = ["variant", "steps", "wall_s", "cost_ratio", "fd", "fd_floor", "fd_over_floor", "l2",
@@ -69,39 +66,23 @@ def recipe(pair: str, lam: float, seed: int, overrides: dict[str, Any]) -> dict[
     return cfg
 
 
-def _cpu_seconds(pair: str, lam: float, name: str, steps: int) -> float:
-    """Process CPU time of a whole short run (start-up and final evaluation included)."""
-    p = PAIRS[pair]
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = recipe(pair, lam, 0, VARIANTS[name]) | {"steps": steps, "ckpt_every": 10 ** 6}
-        _, c = requested_rdmd(p["source"], p["teacher"], **cfg)
-        c.classifier, c.target_class = None, None  # the pilot times training only
-        t0 = time.process_time()
-        distill(p["source"], p["teacher"], Path(tmp) / "run", c, progress=False)
-        return time.process_time() - t0
-
-
-def pilot(pair: str, lam: float, names: list[str], steps: int) -> dict[str, float]:
-    """Per-iteration cost of each variant relative to ``base``, in process CPU time (wall
-    time on a shared machine moved 1.8x between two pilots of the same variant; CPU time
-    barely moves with the load). Each variant is run for 3 and for ``steps`` iterations: the
-    difference is the cost of ``steps - 3`` iterations, start-up and evaluation cancel.
-    Variants that change no computation (schedules, noise levels) cost what base costs."""
-    def per_it(name: str) -> float:
-        return ((_cpu_seconds(pair, lam, name, steps) - _cpu_seconds(pair, lam, name, 3))
-                / (steps - 3))
-
+def cost_ratios(names: list[str], bench_json: Path) -> dict[str, float]:
+    """Per-iteration cost of each variant relative to ``base``: 1 for variants that change
+    no computation (schedules, noise levels), else the process-CPU-time ratio that
+    ``bench/gan_step_cost.py`` measured in alternating blocks (whole-run pilots on this
+    shared machine moved by 1.8x in wall time and read a GAN variant as cheaper than base in
+    CPU time: start-up noise swamps a few iterations)."""
+    res = json.loads(bench_json.read_text()) if bench_json.is_file() else {}
     out: dict[str, float] = {}
-    base = None
     for name in names:
         if SAME_COST.issuperset(VARIANTS[name]):
             out[name] = 1.0
-            continue
-        base = base or per_it("base")
-        t = per_it(name)
-        out[name] = t / base
-        print(f"pilot {name}: {t:.3f} CPU s/it, base {base:.3f}: cost ratio {out[name]:.2f}",
-              flush=True)
+        elif f"cpu_ratio_{name}" in res:
+            out[name] = float(res[f"cpu_ratio_{name}"])
+        else:
+            raise RdmdError(f"no measured cost for variant {name!r} in {bench_json}: run "
+                            "bench/gan_step_cost.py --bf16 --json that file (it times base, "
+                            "fake5, gan_teacher and gan_fake)")
     return out
 
 
@@ -120,7 +101,8 @@ def main() -> None:
     ap.add_argument("--pair", choices=sorted(PAIRS), default="cmnist")
     ap.add_argument("--lam", type=float, default=0.1)
     ap.add_argument("--base-steps", type=int, default=360)
-    ap.add_argument("--pilot-steps", type=int, default=10)
+    ap.add_argument("--costs", type=Path,
+                    default=ROOT / "bench" / "results_gan_step_cost_bf16.json")
     ap.add_argument("--variants", default="base,fake5,cosine,lognormal,gan_teacher,gan_fake")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=None)
@@ -138,7 +120,7 @@ def main() -> None:
         plan = {"cost_ratio": {}, "steps": {}}
     todo = [n for n in ["base", *names] if n not in plan["steps"]]
     if todo:
-        ratios = pilot(a.pair, a.lam, todo, a.pilot_steps)
+        ratios = cost_ratios(todo, a.costs)
         for n in todo:
             plan["cost_ratio"][n] = ratios[n]
             plan["steps"][n] = max(1, round(a.base_steps / ratios[n]))
