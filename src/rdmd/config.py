@@ -117,7 +117,10 @@ LEGACY: dict[str, dict[str, Any]] = {
     "TeacherConfig": {"ema_warmup": False, "fresh_data": False},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
                       "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False,
-                      "gan_weight_gen": 0.0, "gan_weight_disc": 0.0, "gan_features": "teacher"},
+                      # no run saved before these keys used a GAN term (its method says so):
+                      # the defaults, so a saved run and the same run asked for anew compare
+                      # equal (experiments/common.check_reusable_run)
+                      "gan_weight_gen": 3e-3, "gan_weight_disc": 1e-2, "gan_features": "teacher"},
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
