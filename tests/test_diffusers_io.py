@@ -332,10 +332,13 @@ def test_trained_ddpm_heun_through_wrapper_matches_its_own_pipeline(tmp_path: Pa
     (18 steps, 35 evaluations) through the wrapper against DDPMPipeline's 50 ancestral steps.
 
     Measured (docs/diffusers.md): Heun 1.07, DDPM-50 0.88, noise floor (training digits vs
-    held-out) 0.51; more Heun steps (32) did not help (1.10), so the gap is the deterministic
-    ODE against the stochastic sampler on an imperfect network, not the wrapper. Wrong
-    changes of variables on the same network: no input scaling 4.2, timestep linear in sigma
-    instead of log sigma 7.6.
+    held-out) 0.51; more Heun steps (32) did not help (1.10), nor did levels snapped to the
+    scheduler's integer timesteps (1.07), so the gap is the deterministic ODE against the
+    stochastic sampler on an imperfect network, not the wrapper. EDM's stochastic Heun
+    (S_churn 5, same 18 steps and 35 evaluations) closes it: 0.79 (mean of 3 sampling seeds
+    0.76 against DDPM-50's 0.94; every seed below every DDPM-50 seed,
+    experiments/results/diffusers_churn.json). Wrong changes of variables on the same
+    network: no input scaling 4.2, timestep linear in sigma instead of log sigma 7.6.
     """
     from sklearn.datasets import load_digits
 
@@ -375,13 +378,19 @@ def test_trained_ddpm_heun_through_wrapper_matches_its_own_pipeline(tmp_path: Pa
     den = load_model(tmp_path / "ddpm").denoiser
     heun = sample(den, (n, 1, 8, 8), n_steps=18, generator=torch.Generator().manual_seed(1),
                   sigma_max=80.0).clamp(-1, 1)
+    churn = sample(den, (n, 1, 8, 8), n_steps=18, generator=torch.Generator().manual_seed(1),
+                   sigma_max=80.0, churn=5.0).clamp(-1, 1)
 
     def fd(a: torch.Tensor) -> float:
         return frechet_distance(a.reshape(len(a), -1).double().numpy(),
                                 test.reshape(len(test), -1).double().numpy())
 
-    fd_heun, fd_ddpm, floor = fd(heun), fd(ddpm), fd(train[:n])
-    print(f"FD heun {fd_heun:.3f}, ddpm-50 {fd_ddpm:.3f}, floor {floor:.3f}")
+    fd_heun, fd_churn, fd_ddpm, floor = fd(heun), fd(churn), fd(ddpm), fd(train[:n])
+    print(f"FD heun {fd_heun:.3f}, heun churn 5 {fd_churn:.3f}, ddpm-50 {fd_ddpm:.3f}, "
+          f"floor {floor:.3f}")
+    # the stochastic sampler is as close to the data as the pipeline, with fewer evaluations
+    assert fd_churn < fd_ddpm
+    # the deterministic one stays near it (the ODE's gap, documented)
     assert fd_heun < 1.5 * fd_ddpm
     assert fd_heun < 3 * floor
 
