@@ -96,6 +96,35 @@ def real_target_rate(pair: str) -> float:
     return float((net(y).argmax(1) == p["target_class"]).float().mean())
 
 
+def summarize(pair: str, lam: float, seeds: list[int]) -> None:
+    """Mean and range per variant over the seeds' result files (single runs at these
+    budgets move FD by tens of percent, so a variant is only better than its spread)."""
+    results = ROOT / "experiments" / "results"
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for seed in seeds:
+        f = results / f"{pair}_ablation_lam{lam}_s{seed}.json"
+        if f.is_file():
+            for r in json.loads(f.read_text())["rows"]:
+                rows.setdefault(r["variant"], []).append(r)
+    keys = ["fd", "l2", "hue_degrees", "target_accuracy"]
+    out = []
+    for name, rs in rows.items():
+        row: dict[str, Any] = {"variant": name, "seeds": len(rs), "steps": rs[0]["steps"],
+                               "real_target_accuracy": rs[0]["real_target_accuracy"],
+                               "fd_floor": rs[0]["fd_floor"]}
+        for k in keys:
+            v = [r[k] for r in rs]
+            row[k] = (f"{sum(v) / len(v):.3g}" if len(v) == 1 else
+                      f"{sum(v) / len(v):.3g} ({min(v):.3g}-{max(v):.3g})")
+        out.append(row)
+    cols = ["variant", "seeds", "steps", "fd", "fd_floor", "l2", "hue_degrees",
+            "target_accuracy", "real_target_accuracy"]
+    text = (f"Mean (range) over seeds {seeds}; per-seed tables: "
+            f"`{pair}_ablation_lam{lam}_s<seed>.md`\n\n" + markdown_table(out, cols) + "\n")
+    (results / f"{pair}_ablation_lam{lam}.md").write_text(text)
+    print(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pair", choices=sorted(PAIRS), default="cmnist")
@@ -106,7 +135,12 @@ def main() -> None:
     ap.add_argument("--variants", default="base,fake5,cosine,lognormal,gan_teacher,gan_fake")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=None)
+    ap.add_argument("--summary", help="seeds (e.g. 0,1,2): only write the per-variant mean "
+                                      "and range over these seeds' finished result files")
     a = ap.parse_args()
+    if a.summary:
+        summarize(a.pair, a.lam, [int(s) for s in a.summary.split(",")])
+        return
     names = a.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -146,10 +180,10 @@ def main() -> None:
                      "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)})
         print(markdown_table(rows[-1:], COLUMNS), flush=True)
     stem = results / f"{a.pair}_ablation_lam{a.lam}_s{a.seed}"
-    stem.with_suffix(".json").write_text(json.dumps(
+    Path(f"{stem}.json").write_text(json.dumps(
         {"pair": a.pair, "lam": a.lam, "seed": a.seed, "base_steps": a.base_steps,
          "plan": plan, "rows": rows, "command": " ".join(sys.argv)}, indent=2))
-    stem.with_suffix(".md").write_text(
+    Path(f"{stem}.md").write_text(
         f"`{' '.join(['python', *sys.argv])}`\n\n" + markdown_table(rows, COLUMNS) + "\n")
     print(markdown_table(rows, COLUMNS))
 

@@ -33,6 +33,10 @@ TEACHERS: dict[str, dict[str, Any]] = {
     "fixed4k": {"fresh_data": False, "steps": 4000},
     "fresh4k_lr2e-3": {"fresh_data": True, "steps": 4000, "lr": 2e-3},
     "fresh2k": {"fresh_data": True, "steps": 2000},
+    # capacity: a one-step map onto eight modes needs steep boundaries that 35 sampler steps
+    # of the paper's MLP compose but one call of it may not have
+    "fresh4k_wide": {"fresh_data": True, "steps": 4000, "encoder": [64, 128, 128, 128]},
+    "fresh4k_wider": {"fresh_data": True, "steps": 4000, "encoder": [128, 256, 256, 256]},
 }
 
 # rows: (teacher, distill keys or None for a teacher-only row)
@@ -76,6 +80,15 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
                             "dm_sigma_max": 10.0, "fake_steps": 2, "lr_schedule": "cosine"}),
     "g_lr1e-3cos": ("fresh4k", {"steps": 4000, "lr_generator": 1e-3, "lr_schedule": "cosine"}),
     "g_lr1e-4cos_lam0": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lam": 0.0,
+                                     "lr_schedule": "cosine"}),
+    "t_fresh4k_wide": ("fresh4k_wide", None),
+    "g_wide": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine"}),
+    "g_wide_10k": ("fresh4k_wide", {"steps": 10_000, "lr_generator": 1e-4,
+                                    "lr_schedule": "cosine"}),
+    "g_wide_lr3e-4": ("fresh4k_wide", {"steps": 4000, "lr_generator": 3e-4,
+                                       "lr_schedule": "cosine"}),
+    "g_wider": ("fresh4k_wider", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine"}),
+    "g_wide_sg10": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4, "sigma_g": 10.0,
                                      "lr_schedule": "cosine"}),
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
     # into modes where the score difference alone leaves it smooth
