@@ -48,6 +48,7 @@ def plan(rdmd_steps: int) -> list[tuple[list[str], Path]]:
          ROOT / RUNS / "domain_classifier"),
         (["distill", "--source", "fmnist-sneaker", "--teacher", teacher, "--lam-range",
           "0.05:1", "--config", "configs/fmnist_rdmd.toml", "--set", f"steps={rdmd_steps}",
+          "--set", "fake_steps=5",  # the image recipe (docs/images.md)
           "--set", f"classifier={clf}", "--set", "target_class=9", "--out",
           f"{RUNS}/rdmd_cond"], ROOT / RUNS / "rdmd_cond"),
     ]

@@ -439,12 +439,12 @@ def test_export_of_lambda_conditioned_generator_round_trips(tmp_path: Path) -> N
 
     teacher = rdmd.train_teacher("digits:class=7", tmp_path / "t", progress=False, steps=2,
                                  batch_size=8, sample_steps=2, warmup_steps=1, n_test=16,
-                                 backbone="unet:tiny8", device="cpu")
+                                 backbone="unet:tiny8", device="cpu", precision="fp32")
     # a large generator rate so that a few steps move the zero-initialised lambda embedding
     # far enough for a wrong code or embedding to show in the images
     gen = rdmd.distill("digits:class=1", teacher, tmp_path / "g", progress=False, steps=4,
                        batch_size=8, n_test=16, sigma_g=0.7, lam_range=(0.05, 1.0),
-                       lr_generator=0.1, device="cpu")
+                       lr_generator=0.1, device="cpu", precision="fp32")
     exp = tmp_path / "exp"
     rc, _, err = run_cli(["export", "--model", str(gen), "--out", str(exp)])
     assert rc == 0, err
