@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -340,35 +341,15 @@ def test_trained_ddpm_heun_through_wrapper_matches_its_own_pipeline(tmp_path: Pa
     experiments/results/diffusers_churn.json). Wrong changes of variables on the same
     network: no input scaling 4.2, timestep linear in sigma instead of log sigma 7.6.
     """
-    from sklearn.datasets import load_digits
+    sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+    from diffusers_churn import digits, train_ddpm  # the one recipe, shared with the experiment
 
     from rdmd.metrics.image import frechet_distance
     from rdmd.sampler import sample
 
-    torch.manual_seed(0)
-    x = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 8 - 1
-    perm = torch.randperm(len(x))
-    train, test = x[perm[:1200]], x[perm[1200:]]
-    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
-                       block_out_channels=(32, 64), down_block_types=("DownBlock2D",) * 2,
-                       up_block_types=("UpBlock2D",) * 2, norm_num_groups=8,
-                       add_attention=False)
-    sched = DDPMScheduler(num_train_timesteps=1000)
-    opt = torch.optim.Adam(unet.parameters(), lr=2e-3)
-    steps, gen = 400, torch.Generator().manual_seed(0)
-    for i in range(steps):
-        b = train[torch.randint(0, len(train), (128,), generator=gen)]
-        noise = torch.randn(b.shape, generator=gen)
-        t = torch.randint(0, 1000, (128,), generator=gen)
-        loss = ((unet(sched.add_noise(b, noise, t), t).sample - noise) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        for pg in opt.param_groups:
-            pg["lr"] = 2e-3 * 0.5 * (1 + math.cos(math.pi * (i + 1) / steps))
-    unet.eval()
-    pipe = DDPMPipeline(unet=unet, scheduler=sched)
-    pipe.save_pretrained(tmp_path / "ddpm")
+    train_ddpm(tmp_path / "ddpm")
+    train, test = digits()
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "ddpm")
     pipe.set_progress_bar_config(disable=True)
     n = 500
     with torch.no_grad():

@@ -98,7 +98,7 @@ class Method(ABC):
 
     def attach_target(self, batches: Iterator[torch.Tensor]) -> None:
         """Real target batches, for a method that ``needs_target`` (others draw none)."""
-        raise NotImplementedError(f"method {self.name} takes no target batches")
+        raise TypeError(f"method {self.name} takes no target batches")
 
     def model_meta(self) -> dict[str, Any]:
         """Extra keys the exported ``model.json`` records about the method."""
