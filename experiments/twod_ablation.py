@@ -37,6 +37,9 @@ TEACHERS: dict[str, dict[str, Any]] = {
     # of the paper's MLP compose but one call of it may not have
     "fresh4k_wide": {"fresh_data": True, "steps": 4000, "encoder": [64, 128, 128, 128]},
     "fresh4k_wider": {"fresh_data": True, "steps": 4000, "encoder": [128, 256, 256, 256]},
+    # random Fourier features of the input: sharp boundaries without the width (spectral bias)
+    **{f"fresh4k_ff{sc:g}": {"fresh_data": True, "steps": 4000, "fourier": [64, sc]}
+       for sc in (0.5, 1.0, 3.0)},
 }
 
 # rows: (teacher, distill keys or None for a teacher-only row)
@@ -90,6 +93,9 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "g_wider": ("fresh4k_wider", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine"}),
     "g_wide_sg10": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4, "sigma_g": 10.0,
                                      "lr_schedule": "cosine"}),
+    **{f"g_ff{sc:g}": (f"fresh4k_ff{sc:g}", {"steps": 4000, "lr_generator": 1e-4,
+                                              "lr_schedule": "cosine"})
+       for sc in (0.5, 1.0, 3.0)},
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
     # into modes where the score difference alone leaves it smooth
     **{f"g_gan_{f[0]}{'' if w == 3e-3 else '_w' + format(w, 'g')}": (
@@ -109,7 +115,8 @@ def _wall(d: Path) -> float | None:
 
 
 def _sets(keys: dict[str, Any]) -> str:
-    return " ".join(f"--set {k}={json.dumps(v)}" for k, v in keys.items())
+    return " ".join(f"--set {k}={json.dumps(v, separators=(',', ':'))}"
+                    for k, v in keys.items())
 
 
 def commands(row: str, runs: Path) -> list[str]:

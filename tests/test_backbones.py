@@ -52,3 +52,26 @@ def test_mlp_per_sample_noise_levels_differ() -> None:
     x = torch.randn(1, 2).expand(5, 2)
     out = bb(x, torch.linspace(-1, 1, 5))
     assert torch.cdist(out, out).add(torch.eye(5)).min() > 0
+
+
+def test_fourier_features_rebuild_from_the_description() -> None:
+    """The random matrix is part of the network: the same description gives the same B, and
+    a state_dict saved with it loads into a fresh build (a model file alone suffices)."""
+    from rdmd.backbones import backbone_spec, build_backbone
+
+    spec = backbone_spec("mlp", "vector", (2,), fourier=[8, 1.5])
+    a, b = build_backbone(spec), build_backbone(spec)
+    assert a.config["fourier"] == [8, 1.5] and torch.equal(a.fourier.b, b.fourier.b)
+    assert a.fourier.b.shape == (2, 8)
+    b.load_state_dict(a.state_dict())
+    x, t = torch.randn(16, 2), torch.zeros(16)
+    assert torch.equal(a(x, t), b(x, t))
+    # without the option the paper's network and state_dict are unchanged
+    plain = build_backbone(backbone_spec("mlp", "vector", (2,)))
+    assert plain.fourier is None and not any("fourier" in k for k in plain.state_dict())
+
+
+@pytest.mark.parametrize("bad", [[0, 1.0], [4, 0.0], [2.5, 1.0]])
+def test_fourier_features_bad_values(bad: list[float]) -> None:
+    with pytest.raises(ValueError, match="fourier"):
+        MLPBackbone(2, fourier=bad)

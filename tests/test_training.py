@@ -407,3 +407,20 @@ def test_ema_off_saves_the_raw_generator(teacher: Path, tmp_path: Path) -> None:
     saved = load_model(run).denoiser.state_dict()
     head = "module.generator.denoiser."
     assert all(torch.equal(saved[k], t[head + k]) for k in saved)
+
+
+def test_fourier_teacher_distills_and_loads(tmp_path: Path) -> None:
+    """``fourier`` reaches the teacher's backbone, the generator copies it, and a saved
+    generator loads with it (the random features are in the model file)."""
+    t = rdmd.train_teacher("8gaussians", tmp_path / "t", steps=3, fourier=[4, 1.0],
+                           progress=False, **TINY_TEACHER)
+    spec = json.loads((t / "model.json").read_text())["backbone"]
+    assert spec["fourier"] == [4, 1.0]
+    g = rdmd.distill("gaussian", t, tmp_path / "g", steps=2, progress=False, **TINY)
+    model = load_model(g)
+    assert model.net.denoiser.backbone.config["fourier"] == [4, 1.0]
+    x = np.random.default_rng(0).normal(size=(8, 2))
+    assert np.isfinite(np.asarray(rdmd.translate(g, x))).all()
+    with pytest.raises(RdmdError, match="'fourier' must be"):
+        rdmd.train_teacher("8gaussians", tmp_path / "bad", steps=1, fourier=[0, 1.0],
+                           progress=False, **TINY_TEACHER)

@@ -37,6 +37,8 @@ class TeacherConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     encoder: list[int] | None = None  # MLP input-encoder widths; None: scaled with d
+    # MLP: [n, scale] random Fourier features of the input (docs/twod.md); None: plain input
+    fourier: list[float] | None = None
     backbone: str = "auto"  # "mlp", "unet:<preset>" (small32, tiny8, edm64); auto by data
     # "bf16": autocast the networks' forward passes; None: bf16 for images (2.0x faster per
     # step on CPU, same held-out loss: bench/bf16_*.py), fp32 for vectors
@@ -356,6 +358,11 @@ def validate(cfg: TeacherConfig | DistillConfig) -> None:
         if v is not None and v not in allowed:
             raise RdmdError(f"config key {key!r} must be one of {', '.join(allowed)}, "
                             f"got {v!r}")
+    fourier = getattr(cfg, "fourier", None)
+    if fourier is not None and (len(fourier) != 2 or int(fourier[0]) != fourier[0]
+                                or fourier[0] < 1 or fourier[1] <= 0):
+        raise RdmdError(f"config key 'fourier' must be [n, scale] with an integer n >= 1 and "
+                        f"a scale > 0, got {fourier}")
     method = getattr(cfg, "method", None)
     if method is not None:
         from rdmd.methods import METHODS

@@ -48,7 +48,10 @@ def _build_unet(channels: int, size: int, preset: str = "small32", cond_dim: int
 def _describe_mlp(variant: str, shape: tuple[int, ...], opts: dict[str, Any]) -> dict[str, Any]:
     if variant:
         raise RdmdError(f"the mlp backbone has no presets (got mlp:{variant})")
-    return {"dim": shape[0], "encoder": opts.get("encoder")}
+    spec = {"dim": shape[0], "encoder": opts.get("encoder")}
+    if opts.get("fourier"):
+        spec["fourier"] = list(opts["fourier"])
+    return spec
 
 
 def _describe_unet(variant: str, shape: tuple[int, ...], opts: dict[str, Any]
@@ -71,7 +74,7 @@ def default_backbone(kind: str, shape: tuple[int, ...]) -> str:
 def backbone_spec(name: str, kind: str, shape: tuple[int, ...], **opts: Any) -> dict[str, Any]:
     """The JSON description of backbone ``name`` (``auto``, ``mlp``, ``unet:<preset>``) for
     data of ``kind`` and ``shape``; ``opts`` are data-independent options (``encoder``,
-    ``cond_dim``)."""
+    ``fourier``, ``cond_dim``)."""
     if name == "auto":
         name = default_backbone(kind, shape)
     base, _, variant = name.partition(":")

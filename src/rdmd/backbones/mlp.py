@@ -75,17 +75,35 @@ class CondEmbedding(nn.Module):
         return self.net(self.pos(c.reshape(-1)).reshape(c.shape[0], -1))
 
 
+class FourierFeatures(nn.Module):
+    """``x -> [x, sin(2 pi x B), cos(2 pi x B)]`` with a fixed Gaussian ``B`` (Tancik et al.
+    2020): an MLP on a low-dimensional input learns sharp changes (the boundaries between
+    modes a one-step map must draw) slowly without them (spectral bias). ``B`` is a saved
+    buffer drawn from a fixed seed, so a model file alone rebuilds the same network."""
+
+    def __init__(self, dim: int, n: int, scale: float) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("b", scale * torch.randn(dim, n, generator=g))
+        self.out_dim = dim + 2 * n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = 2 * math.pi * x @ self.b.to(x.dtype)
+        return torch.cat([x, a.sin(), a.cos()], dim=1)
+
+
 class MLPBackbone(nn.Module):
     """Input encoder and noise encoder, concatenated, then a decoder to ``dim`` outputs.
 
     With ``dim=2`` and the default widths it has the paper's size (about 88k parameters).
     ``cond_dim > 0`` adds a conditioning input (see :class:`CondEmbedding`) beside the noise
-    level; 0 keeps the paper's network and its ``state_dict`` exactly.
+    level; 0 keeps the paper's network and its ``state_dict`` exactly. ``fourier = (n,
+    scale)`` puts :class:`FourierFeatures` before the input encoder.
     """
 
     def __init__(self, dim: int, encoder: Sequence[int] | None = None,
                  decoder: Sequence[int] = PAPER_DECODER, emb_dim: int = 16,
-                 cond_dim: int = 0) -> None:
+                 cond_dim: int = 0, fourier: Sequence[float] | None = None) -> None:
         super().__init__()
         enc = tuple(encoder) if encoder is not None else default_encoder(dim)
         self.dim = dim
@@ -93,7 +111,16 @@ class MLPBackbone(nn.Module):
                        "emb_dim": emb_dim}
         if cond_dim:
             self.config["cond_dim"] = cond_dim
-        self.x_enc = _mlp([dim, *enc], last_act=True)
+        self.fourier: FourierFeatures | None = None
+        if fourier:
+            n, scale = fourier
+            if int(n) != n or n < 1 or scale <= 0:
+                raise ValueError(f"fourier = [n, scale] needs an integer n >= 1 and a "
+                                 f"scale > 0, got {list(fourier)}")
+            self.fourier = FourierFeatures(dim, int(n), float(scale))
+            self.config["fourier"] = [int(n), float(scale)]
+        in_dim = self.fourier.out_dim if self.fourier is not None else dim
+        self.x_enc = _mlp([in_dim, *enc], last_act=True)
         self.pos = PositionalEmbedding(emb_dim)
         self.t_enc = _mlp([emb_dim, *enc], last_act=True)
         self.c_enc = CondEmbedding(cond_dim, enc[-1], emb_dim) if cond_dim else None
@@ -112,5 +139,6 @@ class MLPBackbone(nn.Module):
             raise ValueError("this network takes no conditioning input (cond_dim = 0)")
         if t.shape[0] != x.shape[0]:
             t = t.expand(x.shape[0], -1)
-        h = torch.cat([self.x_enc(x), t], dim=1)
+        xe = self.x_enc(self.fourier(x) if self.fourier is not None else x)
+        h = torch.cat([xe, t], dim=1)
         return self.dec(h)
