@@ -40,6 +40,9 @@ TEACHERS: dict[str, dict[str, Any]] = {
     # random Fourier features of the input: sharp boundaries without the width (spectral bias)
     **{f"fresh4k_ff{sc:g}": {"fresh_data": True, "steps": 4000, "fourier": [64, sc]}
        for sc in (0.5, 1.0, 3.0)},
+    **{f"fresh4k_wide_ff{sc:g}": {"fresh_data": True, "steps": 4000,
+                                  "encoder": [64, 128, 128, 128], "fourier": [64, sc]}
+       for sc in (0.5, 1.0)},
 }
 
 # rows: (teacher, distill keys or None for a teacher-only row)
@@ -96,6 +99,9 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     **{f"g_ff{sc:g}": (f"fresh4k_ff{sc:g}", {"steps": 4000, "lr_generator": 1e-4,
                                               "lr_schedule": "cosine"})
        for sc in (0.5, 1.0, 3.0)},
+    **{f"g_wide_ff{sc:g}": (f"fresh4k_wide_ff{sc:g}", {"steps": 4000, "lr_generator": 1e-4,
+                                                      "lr_schedule": "cosine"})
+       for sc in (0.5, 1.0)},
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
     # into modes where the score difference alone leaves it smooth
     **{f"g_gan_{f[0]}{'' if w == 3e-3 else '_w' + format(w, 'g')}": (
