@@ -75,3 +75,25 @@ def test_fourier_features_rebuild_from_the_description() -> None:
 def test_fourier_features_bad_values(bad: list[float]) -> None:
     with pytest.raises(ValueError, match="fourier"):
         MLPBackbone(2, fourier=bad)
+
+
+def test_generator_fourier_branch_starts_as_the_teacher() -> None:
+    """The branch's last layer is zero: the extended copy computes the teacher's function
+    (and its new parameters get gradients, so it can learn)."""
+    from rdmd.errors import RdmdError
+    from rdmd.methods.copies import extended_copy
+
+    torch.manual_seed(0)
+    teacher = EDMDenoiser(MLPBackbone(2), 1.0)
+    for p in teacher.parameters():  # non-trivial weights
+        p.data.add_(0.1 * torch.randn_like(p))
+    gen, spec = extended_copy(teacher, fourier_branch=[16, 3.0])
+    assert spec["fourier_branch"] == [16, 3.0] and "fourier_branch" not in teacher.backbone.config
+    y, s = torch.randn(32, 2), torch.full((32,), 0.7)
+    assert torch.equal(gen(y, s), teacher(y, s))
+    gen(y, s).pow(2).sum().backward()
+    last = gen.backbone.ff_branch[1][-1]
+    assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0
+    unet = EDMDenoiser(UNetBackbone(3, 8, "tiny8"), 0.5)
+    with pytest.raises(RdmdError, match="generator_fourier needs the MLP backbone"):
+        extended_copy(unet, fourier_branch=[16, 3.0])

@@ -421,6 +421,15 @@ def test_fourier_teacher_distills_and_loads(tmp_path: Path) -> None:
     assert model.net.denoiser.backbone.config["fourier"] == [4, 1.0]
     x = np.random.default_rng(0).normal(size=(8, 2))
     assert np.isfinite(np.asarray(rdmd.translate(g, x))).all()
+    # the generator-only branch: recorded in the generator's model, not in the teacher's
+    gb = rdmd.distill("gaussian", t, tmp_path / "gb", steps=2, progress=False,
+                      generator_fourier=[8, 2.0], **TINY)
+    spec = json.loads((gb / "model.json").read_text())["backbone"]
+    assert spec["fourier_branch"] == [8, 2.0] and spec["fourier"] == [4, 1.0]
+    assert np.isfinite(np.asarray(rdmd.translate(gb, x))).all()
+    with pytest.raises(RdmdError, match="'generator_fourier' must be"):
+        rdmd.distill("gaussian", t, tmp_path / "gbad", steps=1, progress=False,
+                     generator_fourier=[8, -1.0], **TINY)
     with pytest.raises(RdmdError, match="'fourier' must be"):
         rdmd.train_teacher("8gaussians", tmp_path / "bad", steps=1, fourier=[0, 1.0],
                            progress=False, **TINY_TEACHER)

@@ -75,6 +75,9 @@ class DistillConfig:
     lam_shift: float | None = None  # log(lambda + shift) is uniform; None: MAX/10 if MIN=0
     cost: str = "l2"  # l2 (squared), l1, lowpass:<factor>, feature:<classifier dir>
     sigma_g: float = 1.0
+    # MLP: [n, scale] random Fourier features as an extra, zero-initialised input path of the
+    # generator only (the teacher and fake score unchanged; docs/twod.md); None: none
+    generator_fourier: list[float] | None = None
     lr_generator: float | None = None  # None: 2e-5 for vectors, 5e-5 for images
     lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
     beta1: float = 0.9
@@ -358,11 +361,12 @@ def validate(cfg: TeacherConfig | DistillConfig) -> None:
         if v is not None and v not in allowed:
             raise RdmdError(f"config key {key!r} must be one of {', '.join(allowed)}, "
                             f"got {v!r}")
-    fourier = getattr(cfg, "fourier", None)
-    if fourier is not None and (len(fourier) != 2 or int(fourier[0]) != fourier[0]
-                                or fourier[0] < 1 or fourier[1] <= 0):
-        raise RdmdError(f"config key 'fourier' must be [n, scale] with an integer n >= 1 and "
-                        f"a scale > 0, got {fourier}")
+    for key in ("fourier", "generator_fourier"):
+        ff = getattr(cfg, key, None)
+        if ff is not None and (len(ff) != 2 or int(ff[0]) != ff[0] or ff[0] < 1
+                               or ff[1] <= 0):
+            raise RdmdError(f"config key {key!r} must be [n, scale] with an integer n >= 1 "
+                            f"and a scale > 0, got {ff}")
     method = getattr(cfg, "method", None)
     if method is not None:
         from rdmd.methods import METHODS

@@ -92,18 +92,29 @@ class FourierFeatures(nn.Module):
         return torch.cat([x, a.sin(), a.cos()], dim=1)
 
 
+def _fourier(dim: int, value: Sequence[float], key: str) -> FourierFeatures:
+    n, scale = value
+    if int(n) != n or n < 1 or scale <= 0:
+        raise ValueError(f"{key} = [n, scale] needs an integer n >= 1 and a scale > 0, "
+                         f"got {list(value)}")
+    return FourierFeatures(dim, int(n), float(scale))
+
+
 class MLPBackbone(nn.Module):
     """Input encoder and noise encoder, concatenated, then a decoder to ``dim`` outputs.
 
     With ``dim=2`` and the default widths it has the paper's size (about 88k parameters).
     ``cond_dim > 0`` adds a conditioning input (see :class:`CondEmbedding`) beside the noise
     level; 0 keeps the paper's network and its ``state_dict`` exactly. ``fourier = (n,
-    scale)`` puts :class:`FourierFeatures` before the input encoder.
+    scale)`` puts :class:`FourierFeatures` before the input encoder; ``fourier_branch = (n,
+    scale)`` adds them as a second input path whose last layer starts at zero (a generator
+    gains them on top of its teacher's weights and starts as the teacher).
     """
 
     def __init__(self, dim: int, encoder: Sequence[int] | None = None,
                  decoder: Sequence[int] = PAPER_DECODER, emb_dim: int = 16,
-                 cond_dim: int = 0, fourier: Sequence[float] | None = None) -> None:
+                 cond_dim: int = 0, fourier: Sequence[float] | None = None,
+                 fourier_branch: Sequence[float] | None = None) -> None:
         super().__init__()
         enc = tuple(encoder) if encoder is not None else default_encoder(dim)
         self.dim = dim
@@ -113,14 +124,18 @@ class MLPBackbone(nn.Module):
             self.config["cond_dim"] = cond_dim
         self.fourier: FourierFeatures | None = None
         if fourier:
-            n, scale = fourier
-            if int(n) != n or n < 1 or scale <= 0:
-                raise ValueError(f"fourier = [n, scale] needs an integer n >= 1 and a "
-                                 f"scale > 0, got {list(fourier)}")
-            self.fourier = FourierFeatures(dim, int(n), float(scale))
-            self.config["fourier"] = [int(n), float(scale)]
+            self.fourier = _fourier(dim, fourier, "fourier")
+            self.config["fourier"] = [self.fourier.b.shape[1], float(fourier[1])]
         in_dim = self.fourier.out_dim if self.fourier is not None else dim
         self.x_enc = _mlp([in_dim, *enc], last_act=True)
+        self.ff_branch: nn.Sequential | None = None
+        if fourier_branch:
+            ff = _fourier(dim, fourier_branch, "fourier_branch")
+            head = _mlp([ff.out_dim, enc[-1], enc[-1]], last_act=False)
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
+            self.ff_branch = nn.Sequential(ff, head)
+            self.config["fourier_branch"] = [ff.b.shape[1], float(fourier_branch[1])]
         self.pos = PositionalEmbedding(emb_dim)
         self.t_enc = _mlp([emb_dim, *enc], last_act=True)
         self.c_enc = CondEmbedding(cond_dim, enc[-1], emb_dim) if cond_dim else None
@@ -140,5 +155,7 @@ class MLPBackbone(nn.Module):
         if t.shape[0] != x.shape[0]:
             t = t.expand(x.shape[0], -1)
         xe = self.x_enc(self.fourier(x) if self.fourier is not None else x)
+        if self.ff_branch is not None:
+            xe = xe + self.ff_branch(x)
         h = torch.cat([xe, t], dim=1)
         return self.dec(h)

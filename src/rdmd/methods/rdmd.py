@@ -43,6 +43,12 @@ class OneStepGenerator(nn.Module):
 FAKE_SIGMAS = ("lognormal", "loguniform", "shared")
 
 
+def generator_extras(cfg: Any) -> dict[str, Any]:
+    """The generator's extra inputs a run's config asks for (none by default)."""
+    ff = getattr(cfg, "generator_fourier", None)
+    return {"fourier_branch": list(ff)} if ff else {}
+
+
 def fake_sigma_dist(name: str, lo: float, hi: float) -> LogNormalSigma | LogUniformSigma:
     """The fake score's training noise levels: EDM's log-normal, or the DM term's log-uniform
     range (``shared`` also reuses the DM term's own draw; see :class:`RDMD`)."""
@@ -82,6 +88,7 @@ class RDMD(Method):
         self.normalize = normalize
         self.share_sigma = share_sigma
         self.fake_steps = int(fake_steps)
+        self.generator_backbone: dict[str, Any] | None = None  # set with extra inputs
 
     @property
     def generator(self) -> nn.Module:
@@ -93,17 +100,32 @@ class RDMD(Method):
 
     @classmethod
     def from_teacher(cls, teacher: EDMDenoiser, lam: float, sigma_g: float = 1.0,
-                     **kwargs: Any) -> RDMD:
-        """Generator and fake score both start as copies of the teacher (paper §5)."""
-        generator = OneStepGenerator(copy.deepcopy(teacher).requires_grad_(True), sigma_g)
+                     generator_extras: dict | None = None, **kwargs: Any) -> RDMD:
+        """Generator and fake score both start as copies of the teacher (paper §5).
+        ``generator_extras`` (e.g. ``{"fourier_branch": [n, scale]}``) gives the generator
+        zero-initialised extra inputs (:func:`rdmd.methods.copies.extended_copy`)."""
+        if generator_extras:
+            from rdmd.methods.copies import extended_copy
+
+            gen_den, spec = extended_copy(teacher, **generator_extras)
+        else:
+            gen_den, spec = copy.deepcopy(teacher).requires_grad_(True), None
         fake = copy.deepcopy(teacher).requires_grad_(True).train()
-        return cls(teacher, generator, fake, lam, **kwargs)
+        m = cls(teacher, OneStepGenerator(gen_den, sigma_g), fake, lam, **kwargs)
+        m.generator_backbone = spec
+        return m
 
     @classmethod
     def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:  # type: ignore[override]
         """The method a run's config describes, with its optimisers."""
-        m = cls.from_teacher(teacher, cfg.lam, cfg.sigma_g, **cls.config_kwargs(cfg, cost))
+        m = cls.from_teacher(teacher, cfg.lam, cfg.sigma_g, generator_extras(cfg),
+                             **cls.config_kwargs(cfg, cost))
         return m.configure_training(cfg)
+
+    def model_meta(self) -> dict[str, Any]:
+        # a generator with extra inputs is not the teacher's network: record its own
+        spec = self.generator_backbone
+        return {"backbone": spec} if spec is not None else {}
 
     @staticmethod
     def config_kwargs(cfg: Any, cost: Cost) -> dict[str, Any]:

@@ -21,7 +21,6 @@ defaults to ``hi / 10`` (small lambdas are dense but 0 is reachable) and a share
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,8 @@ from torch import nn
 from rdmd.costs import Cost
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
-from rdmd.methods.rdmd import RDMD, OneStepGenerator
+from rdmd.methods.copies import conditioned_copy
+from rdmd.methods.rdmd import RDMD, OneStepGenerator, generator_extras
 
 #: default share of exact ``lambda = lo`` draws when the range starts at 0
 ZERO_PROB_DEFAULT = 0.1
@@ -133,35 +133,6 @@ class AtLambda(nn.Module):
         return self.generator(x, self.cond.to(x.device))
 
 
-_BACKBONE_NAMES = {"MLPBackbone": "mlp", "UNetBackbone": "unet"}
-
-
-def backbone_spec_of(backbone: nn.Module) -> dict[str, Any]:
-    """The registry description of a built backbone (its ``config`` plus its name)."""
-    name = _BACKBONE_NAMES.get(type(backbone).__name__)
-    if name is None or not hasattr(backbone, "config"):
-        raise RdmdError(f"lambda-conditioned RDMD needs a backbone with a conditioning input "
-                        f"({', '.join(_BACKBONE_NAMES.values())}); the teacher's is "
-                        f"{type(backbone).__name__}")
-    return {"name": name, **copy.deepcopy(backbone.config)}
-
-
-def conditioned_copy(teacher: EDMDenoiser, cond_dim: int = 1) -> tuple[EDMDenoiser, dict]:
-    """The teacher rebuilt with a conditioning input and loaded with the teacher's weights;
-    only the zero-initialised ``c_enc.*`` layers are new, so it computes the teacher's
-    function for every ``cond``. Returns the network and its backbone description."""
-    from rdmd.backbones import build_backbone
-
-    spec = {**backbone_spec_of(teacher.backbone), "cond_dim": cond_dim}
-    backbone = build_backbone(spec)
-    res = backbone.load_state_dict(teacher.backbone.state_dict(), strict=False)
-    if res.unexpected_keys or not all(k.startswith("c_enc.") for k in res.missing_keys):
-        raise RuntimeError(f"conditioned copy does not match the teacher: {res}")
-    device = next(teacher.parameters()).device
-    den = EDMDenoiser(backbone, teacher.sigma_data).to(device)
-    return den.requires_grad_(True).train(), spec
-
-
 class RDMDLam(RDMD):
     """RDMD with ``lambda`` drawn per sample and fed to the generator and the fake score.
 
@@ -185,10 +156,11 @@ class RDMDLam(RDMD):
 
     @classmethod
     def from_teacher_lam(cls, teacher: EDMDenoiser, code: LamCode, sigma_g: float = 1.0,
-                         zero_prob: float = 0.0, **kwargs: Any) -> RDMDLam:
+                         zero_prob: float = 0.0, generator_extras: dict | None = None,
+                         **kwargs: Any) -> RDMDLam:
         """Generator and fake score: conditioned copies of the teacher (the teacher at every
-        ``lambda`` at step 0)."""
-        gen_den, spec = conditioned_copy(teacher)
+        ``lambda`` at step 0); ``generator_extras`` as :meth:`RDMD.from_teacher`'s."""
+        gen_den, spec = conditioned_copy(teacher, **(generator_extras or {}))
         fake, _ = conditioned_copy(teacher)
         return cls(teacher, OneStepGenerator(gen_den, sigma_g), fake, code, zero_prob,
                    backbone=spec, **kwargs)
@@ -197,7 +169,7 @@ class RDMDLam(RDMD):
     def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMDLam:  # type: ignore[override]
         code, zero_prob = lam_settings(cfg)
         m = cls.from_teacher_lam(teacher, code, cfg.sigma_g, zero_prob,
-                                 **cls.config_kwargs(cfg, cost))
+                                 generator_extras(cfg), **cls.config_kwargs(cfg, cost))
         m.configure_training(cfg)
         return m
 
