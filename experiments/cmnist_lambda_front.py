@@ -61,7 +61,9 @@ def score(model_dir: Path, lam: float | None) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cond", required=True, help="the lambda-conditioned run")
+    ap.add_argument("--cond", required=True,
+                    help="the lambda-conditioned run (comma-separated: several, the first "
+                         "is the one --ship ships)")
     ap.add_argument("--fixed", default="", help="comma-separated fixed runs, current recipe")
     ap.add_argument("--lams", default="0.05,0.1,0.25,0.35,0.5,1")
     ap.add_argument("--results", default="experiments/results/cmnist_lambda_front")
@@ -69,9 +71,11 @@ def main() -> None:
     ap.add_argument("--ship", action="store_true")
     a = ap.parse_args()
     lams = [float(v) for v in a.lams.split(",")]
-    cond = Path(a.cond)
+    conds = [Path(c) for c in a.cond.split(",")]
+    cond = conds[0]
     rows: dict[str, list[dict[str, Any]]] = {
         "conditioned": [score(cond, lam) for lam in lams],
+        **{f"conditioned:{c.name}": [score(c, lam) for lam in lams] for c in conds[1:]},
         "shipped_fixed": [score(p.parent, None)
                           for p in sorted(SHIP.glob("rdmd_lam*/model.json"))],
         "fixed_current_recipe": [{**score(Path(p), None), "run": p}
@@ -96,14 +100,17 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     styles = {"conditioned": ("o-", "one conditioned generator (--lam-range 0.05:1)"),
               "shipped_fixed": ("s--", "fixed-lambda generators (shipped, older recipe)"),
-              "fixed_current_recipe": ("^", "fixed lambda, current recipe (seeds)")}
+              "fixed_current_recipe": ("^", "fixed lambda, named runs (seeds)")}
     for name, rs in rows.items():
         if not rs:
             continue
-        fmt, label = styles[name]
+        fmt, label = styles.get(name, ("x:", f"conditioned, {name.partition(':')[2]}"))
+        if name == "conditioned" and len(conds) > 1:
+            label = f"{label}, {cond.name}"
         ax.plot([r["l2"] for r in rs], [r["fd_cnn_cmnist"] for r in rs], fmt, label=label)
         for r in rs:
-            ax.annotate(f"{r['lam']:g}", (r["l2"], r["fd_cnn_cmnist"]), fontsize=7,
+            text = Path(r["run"]).name if "run" in r else f"{r['lam']:g}"  # a fixed run's recipe
+            ax.annotate(text, (r["l2"], r["fd_cnn_cmnist"]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
     floor = rows["conditioned"][0].get("fd_cnn_cmnist_floor")
     if floor:

@@ -102,6 +102,12 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     **{f"g_wide_ff{sc:g}": (f"fresh4k_wide_ff{sc:g}", {"steps": 4000, "lr_generator": 1e-4,
                                                       "lr_schedule": "cosine"})
        for sc in (0.5, 1.0)},
+    # the features in the generator only (a zero-initialised branch): the teacher keeps its
+    # samples, the one-step map gains the high frequencies
+    **{f"g_wide_gff{sc:g}": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
+                                             "lr_schedule": "cosine",
+                                             "generator_fourier": [64, sc]})
+       for sc in (1.0, 3.0)},
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
     # into modes where the score difference alone leaves it smooth
     **{f"g_gan_{f[0]}{'' if w == 3e-3 else '_w' + format(w, 'g')}": (
