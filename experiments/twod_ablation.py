@@ -107,7 +107,9 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     **{f"g_wide_gff{sc:g}": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
                                              "lr_schedule": "cosine",
                                              "generator_fourier": [64, sc]})
-       for sc in (1.0, 3.0)},
+       for sc in (1.0, 2.0, 3.0)},
+    "g_wide_gff3_10k": ("fresh4k_wide", {"steps": 10_000, "lr_generator": 1e-4,
+                                         "lr_schedule": "cosine", "generator_fourier": [64, 3.0]}),
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
     # into modes where the score difference alone leaves it smooth
     **{f"g_gan_{f[0]}{'' if w == 3e-3 else '_w' + format(w, 'g')}": (
