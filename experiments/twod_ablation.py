@@ -108,6 +108,10 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
                                              "lr_schedule": "cosine",
                                              "generator_fourier": [64, sc]})
        for sc in (1.0, 2.0, 3.0)},
+    **{f"g_wide_gff3_lam{lam:g}": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
+                                                   "lr_schedule": "cosine", "lam": lam,
+                                                   "generator_fourier": [64, 3.0]})
+       for lam in (0.0, 0.1)},
     "g_wide_gff3_10k": ("fresh4k_wide", {"steps": 10_000, "lr_generator": 1e-4,
                                          "lr_schedule": "cosine", "generator_fourier": [64, 3.0]}),
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
