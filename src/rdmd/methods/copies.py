@@ -17,13 +17,18 @@ _BACKBONE_NAMES = {"MLPBackbone": "mlp", "UNetBackbone": "unet"}
 EXTRAS = {"cond_dim": ("c_enc.", ("mlp", "unet")), "fourier_branch": ("ff_branch.", ("mlp",))}
 
 
-def backbone_spec_of(backbone: nn.Module) -> dict[str, Any]:
+#: what asks for each extra, for the one-line error when the teacher's network cannot
+PURPOSE = {"cond_dim": "lambda-conditioned RDMD needs a backbone with a conditioning input",
+           "fourier_branch": "generator_fourier needs the MLP backbone (vector data)"}
+
+
+def backbone_spec_of(backbone: nn.Module, purpose: str = "this needs an rdmd backbone"
+                     ) -> dict[str, Any]:
     """The registry description of a built backbone (its ``config`` plus its name)."""
     name = _BACKBONE_NAMES.get(type(backbone).__name__)
     if name is None or not hasattr(backbone, "config"):
-        raise RdmdError(f"this needs a backbone with extra inputs "
-                        f"({', '.join(_BACKBONE_NAMES.values())}); the teacher's is "
-                        f"{type(backbone).__name__}")
+        raise RdmdError(f"{purpose} ({', '.join(_BACKBONE_NAMES.values())}); the teacher's "
+                        f"is {type(backbone).__name__}")
     return {"name": name, **copy.deepcopy(backbone.config)}
 
 
@@ -33,12 +38,10 @@ def extended_copy(teacher: EDMDenoiser, **extras: Any) -> tuple[EDMDenoiser, dic
     description (what a saved model rebuilds from)."""
     from rdmd.backbones import build_backbone
 
-    spec = backbone_spec_of(teacher.backbone)
+    spec = backbone_spec_of(teacher.backbone, PURPOSE[next(iter(extras))])
     for key, value in extras.items():
         if spec["name"] not in EXTRAS[key][1]:
-            raise RdmdError(f"{'generator_fourier' if key == 'fourier_branch' else key} needs "
-                            f"the MLP backbone (vector data); this teacher's is "
-                            f"{spec['name']}")
+            raise RdmdError(f"{PURPOSE[key]}; this teacher's is {spec['name']}")
         spec[key] = value
     backbone = build_backbone(spec)
     res = backbone.load_state_dict(teacher.backbone.state_dict(), strict=False)
