@@ -22,8 +22,7 @@ PURPOSE = {"cond_dim": "lambda-conditioned RDMD needs a backbone with a conditio
            "fourier_branch": "generator_fourier needs the MLP backbone (vector data)"}
 
 
-def backbone_spec_of(backbone: nn.Module, purpose: str = "this needs an rdmd backbone"
-                     ) -> dict[str, Any]:
+def backbone_spec_of(backbone: nn.Module, purpose: str) -> dict[str, Any]:
     """The registry description of a built backbone (its ``config`` plus its name)."""
     name = _BACKBONE_NAMES.get(type(backbone).__name__)
     if name is None or not hasattr(backbone, "config"):

@@ -152,7 +152,7 @@ class RDMDLam(RDMD):
             raise RdmdError(f"lam_zero_prob must be in [0, 1), got {zero_prob:g}")
         self.code = code
         self.zero_prob = float(zero_prob)
-        self.backbone = backbone
+        self.generator_backbone = backbone  # the conditioned generator's own description
 
     @classmethod
     def from_teacher_lam(cls, teacher: EDMDenoiser, code: LamCode, sigma_g: float = 1.0,
@@ -180,11 +180,8 @@ class RDMDLam(RDMD):
 
     def model_meta(self) -> dict[str, Any]:
         # "lam": None drops the fixed run's key: a conditioned model has a range instead
-        meta: dict[str, Any] = {"lam": None, **self.code.to_meta(),
-                                "lam_zero_prob": self.zero_prob}
-        if self.backbone is not None:
-            meta["backbone"] = self.backbone
-        return meta
+        return {**super().model_meta(), "lam": None, **self.code.to_meta(),
+                "lam_zero_prob": self.zero_prob}
 
 
 def lam_settings(cfg: Any) -> tuple[LamCode, float]:
