@@ -168,6 +168,17 @@ def test_wrong_types_from_set(item: str) -> None:
         build_config(DistillConfig, parse_overrides([item]))
 
 
+def test_number_pairs_from_set() -> None:
+    """``--set`` gives a pair as ``[a, b]`` (fourier) or ``a:b`` (a lambda range); both
+    parse, and anything else is the key's one-line error."""
+    cfg = build_config(DistillConfig, parse_overrides(["generator_fourier=[64, 3]",
+                                                       "lam_range=0.05:1"]))
+    assert cfg.generator_fourier == [64.0, 3.0] and cfg.lam_range == [0.05, 1.0]
+    assert build_config(TeacherConfig, parse_overrides(["fourier=[16,1]"])).fourier == [16, 1]
+    with pytest.raises(RdmdError, match="'fourier' must be two numbers"):
+        build_config(TeacherConfig, parse_overrides(["fourier=[16,1,2]"]))
+
+
 @pytest.mark.parametrize(("cls", "layer"), [
     (DistillConfig, {"cost": 3}),          # a number for a string field
     (TeacherConfig, {"device": ["cpu"]}),  # a list for a string field

@@ -232,16 +232,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def _float_range(key: str, value: Any) -> list[float]:
-    """``"MIN:MAX"`` or ``[MIN, MAX]`` -> ``[MIN, MAX]`` (a lambda range)."""
+    """``"A:B"``, ``"[A, B]"`` (as ``--set`` gives it) or ``[A, B]`` -> ``[A, B]``: a lambda
+    range, or a ``[n, scale]`` pair (``fourier``)."""
+    given = value
     if isinstance(value, str):
-        parts = value.split(":")
         try:
-            value = [float(p) for p in parts]
-        except ValueError:
+            value = (json.loads(value) if value.lstrip().startswith("[")
+                     else [float(p) for p in value.split(":")])
+        except ValueError:  # json.JSONDecodeError is a ValueError
             value = None
     if (not isinstance(value, list | tuple) or len(value) != 2 or not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
-        raise RdmdError(f"config key {key!r} must be MIN:MAX (two numbers), got {value!r}")
+        form = "MIN:MAX or [MIN, MAX]" if key == "lam_range" else "[n, scale]"
+        raise RdmdError(f"config key {key!r} must be two numbers ({form}), got {given!r}")
     return [float(v) for v in value]
 
 

@@ -50,7 +50,8 @@ def _describe_mlp(variant: str, shape: tuple[int, ...], opts: dict[str, Any]) ->
         raise RdmdError(f"the mlp backbone has no presets (got mlp:{variant})")
     spec = {"dim": shape[0], "encoder": opts.get("encoder")}
     if opts.get("fourier"):
-        spec["fourier"] = list(opts["fourier"])
+        n, scale = opts["fourier"]
+        spec["fourier"] = [int(n), float(scale)]
     return spec
 
 

@@ -46,7 +46,7 @@ FAKE_SIGMAS = ("lognormal", "loguniform", "shared")
 def generator_extras(cfg: Any) -> dict[str, Any]:
     """The generator's extra inputs a run's config asks for (none by default)."""
     ff = getattr(cfg, "generator_fourier", None)
-    return {"fourier_branch": list(ff)} if ff else {}
+    return {"fourier_branch": [int(ff[0]), float(ff[1])]} if ff else {}
 
 
 def fake_sigma_dist(name: str, lo: float, hi: float) -> LogNormalSigma | LogUniformSigma:
