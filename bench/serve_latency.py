@@ -13,6 +13,8 @@ comparison.
     python bench/serve_latency.py [--threads 2] [--repeats 9] [--json bench/results_serve.json]
     python bench/serve_latency.py --compare ...   # also the page before issue 17's latency
                                                   # work, releases interleaved with the new
+    python bench/serve_latency.py --compare-precision ...   # also the page in fp32
+                                                  # (rdmd serve --precision fp32), interleaved
     python bench/serve_latency.py --screenshots docs/figures   # also one PNG per tab
 
 Needs the ``ui`` extra and the Debian packages chromium and chromium-driver.
@@ -68,6 +70,9 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="also serve the page as it was before issue 17's latency work and "
                          "time both, releases interleaved, in this one run")
+    ap.add_argument("--compare-precision", action="store_true",
+                    help="also serve the page with --precision fp32 (the default is bf16 for "
+                         "images) and time both, releases interleaved, in this one run")
     ap.add_argument("--screenshots", help="folder for serve_<tab>.png (docs/figures)")
     ap.add_argument("--json")
     a = ap.parse_args()
@@ -76,14 +81,15 @@ def main() -> None:
         sys.exit(f"serve_latency: {why}")
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="rdmd-serve-bench-"))
-    variants = {"after": True, **({"before": False} if a.compare else {})}
+    variants = {"after": (True, None), **({"before": (False, None)} if a.compare else {}),
+                **({"fp32": (True, "fp32")} if a.compare_precision else {})}
     procs, drivers, pages = {}, {}, {}
     shots = Path(a.screenshots) if a.screenshots else None
     try:
-        for k, fast in variants.items():
+        for k, (fast, precision) in variants.items():
             port = browser.free_port()
             procs[k] = browser.start_server(a.model, port, work / f"server_{k}.log",
-                                            threads=a.threads, fast=fast)
+                                            threads=a.threads, fast=fast, precision=precision)
             drivers[k] = browser.chrome(1300, 1500)
             pages[k] = browser.Page(drivers[k], port)
             ex = pages[k].examples()
@@ -93,6 +99,7 @@ def main() -> None:
             shots.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(shots / "serve_translate.png"))
         if a.compare:  # the two pages show the same pixels at both ends of the slider
+            # (with --compare-precision: the fp32 page's differ by a few levels; not compared)
             for end in ("max", "min"):
                 shown = [(p.drag("rdmd-lambda", end), p.image())[1] for p in pages.values()]
                 assert all(np.array_equal(shown[0], im) for im in shown[1:]), end
@@ -161,6 +168,16 @@ def main() -> None:
             "page_after_over_before_paired": median([n / o for n, o in zip(page_ms, old_page,
                                                                           strict=True)]),
             "server_after_over_before": median(srv_ms) / median(old_srv),
+        })
+    if a.compare_precision:
+        fp_page, fp_srv = times["fp32"]["page"], times["fp32"]["server"]
+        result.update({
+            "precision": "default (bf16 for images)",
+            "fp32_page_release_to_image_ms": fp_page, "fp32_page_median_ms": median(fp_page),
+            "fp32_server_translate_ms": fp_srv, "fp32_server_translate_median_ms": median(fp_srv),
+            "page_default_over_fp32": median(page_ms) / median(fp_page),
+            "page_default_over_fp32_paired": median([n / o for n, o in zip(page_ms, fp_page,
+                                                                           strict=True)]),
         })
     result.update({"loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                    "command": "python " + " ".join(sys.argv)})

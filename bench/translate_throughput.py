@@ -54,7 +54,7 @@ def main() -> None:
             unet(part, c[: len(part)])
 
     def rdmd_translate() -> None:
-        translate(model, x, chunk=a.chunk)
+        translate(model, x, chunk=a.chunk, precision="bf16" if a.bf16 else "fp32")
 
     def timedian(fn) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):

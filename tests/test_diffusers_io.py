@@ -245,7 +245,10 @@ def test_distill_from_diffusers_folder_then_export(tmp_path: Path) -> None:
         assert torch.equal(p, q)
     ims = _pil_inputs()
     pipe = rdmd.RDMDPipeline.from_pretrained(exp)
-    assert _max_diff(pipe(ims, lam=0.02).images, rdmd.translate(gen_dir, ims)) <= 1
+    # the pipeline runs in its torch dtype (float32 as loaded): rdmd's fp32 path, not the
+    # bf16 autocast rdmd translate uses for images by default
+    fp32 = rdmd.translate(gen_dir, ims, precision="fp32")
+    assert _max_diff(pipe(ims, lam=0.02).images, fp32) <= 1
     with pytest.raises(ValueError, match="lambda=0.02 only"):
         pipe(ims, lam=0.5)
     # an exported folder is not a teacher, and export does not overwrite
@@ -295,7 +298,7 @@ def test_export_of_rdmd_edm_generator_round_trips(tmp_path: Path) -> None:
     UNet2DModel.from_pretrained(tmp_path / "exp", subfolder="unet")
     ims = _pil_inputs()
     pipe = rdmd.RDMDPipeline.from_pretrained(tmp_path / "exp")
-    assert _max_diff(pipe(ims, lam=0.1).images, rdmd.translate(gen, ims)) <= 1
+    assert _max_diff(pipe(ims, lam=0.1).images, rdmd.translate(gen, ims, precision="fp32")) <= 1
     out = pipe(ims, output_type="pt").images
     assert out.shape == (6, 1, 8, 8) and float(out.abs().max()) <= 1
 
@@ -454,14 +457,15 @@ def test_export_of_lambda_conditioned_generator_round_trips(tmp_path: Path) -> N
         # the CLI's images, written as PNGs, against the pipeline's PIL images
         inp = _pil_dir(ims, tmp_path / f"in{lam}")
         rc, _, err = run_cli(["translate", "--model", str(gen), "--lam", str(lam), "--input",
-                              str(inp), "--output", str(tmp_path / f"out{lam}")])
+                              str(inp), "--output", str(tmp_path / f"out{lam}"),
+                              "--precision", "fp32"])
         assert rc == 0, err
         pils[lam] = pipe(ims, lam=lam).images
         assert _max_diff(pils[lam], _read_pngs(tmp_path / f"out{lam}", len(ims))) <= 1
         # and the tensors, to float precision
         outs[lam] = pipe(x, lam=lam, output_type="pt").images
-        assert torch.allclose(outs[lam], rdmd.translate(gen, x, lam=lam).clamp(-1, 1),
-                              atol=1e-5)
+        ref = rdmd.translate(gen, x, lam=lam, precision="fp32")
+        assert torch.allclose(outs[lam], ref.clamp(-1, 1), atol=1e-5)
     # lambda reaches the images: the two lambdas differ by far more than either tolerance
     assert float((outs[0.05] - outs[0.3]).abs().max()) > 1e-2
     assert _max_diff(pils[0.05], pils[0.3]) > 2
@@ -522,4 +526,5 @@ def test_shipped_conditioned_generator_exports_and_round_trips(tmp_path: Path) -
     ims = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB")
            for _ in range(4)]
     for lam in (lo, math.sqrt(lo * hi), hi):
-        assert _max_diff(pipe(ims, lam=lam).images, rdmd.translate(shipped, ims, lam=lam)) <= 1
+        ref = rdmd.translate(shipped, ims, lam=lam, precision="fp32")  # the pipeline's dtype
+        assert _max_diff(pipe(ims, lam=lam).images, ref) <= 1

@@ -79,12 +79,17 @@ def test_outputs_equal_rdmd_translate_for_the_same_inputs_and_lambda(
                               core.translate_images(family, x, 1.0).outputs)
 
 
-def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(family: core.Family) -> None:
-    """The page's slider runs the generators as traced, frozen graphs on one worker thread
-    (issue 17); the pixels must stay those of ``rdmd translate`` for every batch size and
-    ``lambda``, for fixed-``lambda`` and conditioned generators."""
-    cond = core.load_catalog([SHIPPED / "rdmd_cond"]).images[0]
-    assert cond.conditioned is not None
+@pytest.mark.parametrize("precision", [None, "fp32"])
+def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(runs: Path,
+                                                                precision: str | None) -> None:
+    """The page's slider runs the generators on one worker thread, in fp32 as traced, frozen
+    graphs (issue 17); in bf16 (images' default) eagerly, as a graph traced under autocast
+    does not reproduce eager numbers. Either way the pixels must stay those of ``rdmd
+    translate`` at the same precision, for every batch size and ``lambda``, for
+    fixed-``lambda`` and conditioned generators."""
+    family = core.load_catalog([runs], precision).images[0]
+    cond = core.load_catalog([SHIPPED / "rdmd_cond"], precision).images[0]
+    assert cond.conditioned is not None and cond.precision == family.precision == precision
     x_all, _ = core.held_out_examples(cond, 5)
     for fam, lams in ((family, (0.05, 1.0)), (cond, (cond.conditioned[0], 0.42, 1.0))):
         for n in (1, 5):  # one graph (traced on 2 images) serves every batch size
@@ -93,36 +98,42 @@ def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(family: core.Fami
                 fast = core.on_worker(core.translate_images, fam, x, lam, frozen=True)
                 slow = core.translate_images(fam, x, lam)
                 model = fam.pick(lam)[0]
-                kw = {"lam": lam} if fam.conditioned else {}
+                kw = ({"lam": lam} if fam.conditioned else {}) | (
+                    {"precision": precision} if precision else {})
                 assert torch.equal(fast.outputs, rdmd.translate(model, x, **kw)), (fam.name, n)
                 assert torch.equal(fast.outputs, slow.outputs) and fast.label == slow.label
                 np.testing.assert_array_equal(fast.l2, slow.l2)
-            assert core._GRAPHS[id(fam.pick(lams[-1])[0])] is not None, "not traced"
+            traced = core._GRAPHS.get(id(fam.pick(lams[-1])[0]))
+            assert (traced is not None) == (precision == "fp32"), "traced iff fp32"
     a = core.on_worker(core.translate_images, cond, x_all, 0.05, frozen=True).outputs
     assert not torch.equal(a, core.translate_images(cond, x_all, 1.0, frozen=True).outputs)
 
 
-def test_warm_graphs_traces_every_generator_of_a_family(
-        family: core.Family, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warm_graphs_traces_every_fp32_generator_of_a_family(
+        runs: Path, family: core.Family, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core, "_GRAPHS", {})
-    core.warm_graphs([family]).join()
+    core.warm_graphs([family]).join()  # images default to bf16: eager, nothing to trace
+    assert core._GRAPHS == {}
+    fp32 = core.load_catalog([runs], "fp32").images[0]
+    core.warm_graphs([fp32]).join()
     graphs = core._GRAPHS
-    assert sorted(graphs) == sorted(id(m) for _, m, _ in family.models)
+    assert sorted(graphs) == sorted(id(m) for _, m, _ in fp32.models)
     assert all(g is not None for g in graphs.values())
 
 
-def test_an_untraceable_generator_stays_eager(family: core.Family,
+def test_an_untraceable_generator_stays_eager(runs: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     def no_trace(*a: object, **k: object) -> None:
         raise RuntimeError("this backbone does not trace")
 
+    family = core.load_catalog([runs], "fp32").images[0]
     monkeypatch.setattr(torch.jit, "trace", no_trace)
     monkeypatch.setattr(core, "_GRAPHS", {})
     x, _ = core.held_out_examples(family, 2)
     tr = core.translate_images(family, x, 1.0, frozen=True)
     graphs = core._GRAPHS
     assert list(graphs.items()) == [(id(family.pick(1.0)[0]), None)]
-    assert torch.equal(tr.outputs, rdmd.translate(family.pick(1.0)[0], x))
+    assert torch.equal(tr.outputs, rdmd.translate(family.pick(1.0)[0], x, precision="fp32"))
 
 
 def test_fixed_lambda_family_slider_picks_the_nearest_shipped_model(

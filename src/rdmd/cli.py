@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lam", type=float,
                     help="rdmd: the lambda to translate at (required for a lambda-conditioned "
                          "generator, within its trained range)")
+    tr.add_argument("--precision", choices=("bf16", "fp32"),
+                    help="the networks' precision (default: bf16 for images, the precision "
+                         "they train in, about 2x faster on CPU; fp32 for vectors)")
     tr.add_argument("--input", required=True,
                     help=".npy of source vectors (data units), or a folder of images")
     tr.add_argument("--output", required=True,
@@ -192,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1",
                     help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--precision", choices=("bf16", "fp32"),
+                    help="the networks' precision, as in translate (default: bf16 for images)")
     return ap
 
 
@@ -292,8 +297,8 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     from rdmd.translators import PARAMS
 
     given = {k: getattr(args, k) for k in ("sigma_start", "n_steps", "down", "lam_s", "lam_i",
-                                           "domain_classifier", "lam")
-             if getattr(args, k) is not None}
+                                           "domain_classifier", "lam", "precision")
+             if getattr(args, k, None) is not None}
     wrong = [k for k in given if k not in PARAMS[args.method]]
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
@@ -462,7 +467,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_serve(args: argparse.Namespace) -> None:
     from rdmd.serve.app import launch
 
-    launch(args.model, args.host, args.port)
+    launch(args.model, args.host, args.port, precision=args.precision)
 
 
 COMMANDS = {"train-teacher": _cmd_train_teacher, "distill": _cmd_distill,

@@ -109,7 +109,10 @@ REGISTRY: dict[str, MethodSpec] = {
                                  "domain_classifier"), "teacher"),
 }
 METHODS = tuple(REGISTRY)
-PARAMS = {name: spec.params for name, spec in REGISTRY.items()}
+# parameters every method takes: the networks' precision (Translator.precision)
+COMMON_PARAMS = ("precision",)
+PRECISIONS = ("bf16", "fp32")
+PARAMS = {name: spec.params + COMMON_PARAMS for name, spec in REGISTRY.items()}
 BASELINES = tuple(name for name, spec in REGISTRY.items() if spec.role == "teacher")
 
 
@@ -124,15 +127,18 @@ def make_translator(method: str, model: str | Path | Model, **params: Any) -> Tr
     spec = REGISTRY.get(method)
     if spec is None:
         raise RdmdError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    unknown = sorted(set(params) - set(spec.params))
+    unknown = sorted(set(params) - set(PARAMS[method]))
     if unknown:
         raise RdmdError(f"{method} has no parameter(s) {', '.join(unknown)}; it takes "
-                        f"{', '.join(spec.params) or 'none'}")
+                        f"{', '.join(PARAMS[method])}")
+    precision = params.pop("precision", None)
+    if precision is not None and precision not in PRECISIONS:
+        raise RdmdError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     m = _as_model(model)
     if m.role != spec.role:
         hint = ("pass a distilled run" if spec.role == "generator"
                 else "pass the teacher run (train-teacher's --out)")
         raise RdmdError(f"{method} needs a {spec.role} model, got a {m.role}: {hint}")
     tr = spec.build(m, dict(params))
-    tr.meta = m.meta
+    tr.meta, tr.precision = m.meta, precision
     return tr

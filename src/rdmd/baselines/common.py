@@ -60,6 +60,10 @@ class Translator(ABC):
     """
 
     method: str = ""
+    # "bf16": the networks run under bf16 autocast; "fp32"; None: bf16 for images (the
+    # precision image models train in; 2x faster on CPU, outputs within 2/255 of fp32:
+    # bench/bf16_translate.py), fp32 for vectors. Set by the factory (``precision=``).
+    precision: str | None = None
 
     def __init__(self, normalizer: Normalizer, device: torch.device,
                  shape: tuple[int, ...]) -> None:
@@ -90,6 +94,10 @@ class Translator(ABC):
         any device."""
         return torch.randn(like.shape, generator=gen).to(like.device, like.dtype)
 
+    @property
+    def resolved_precision(self) -> str:
+        return self.precision or ("bf16" if len(self.shape) == 3 else "fp32")
+
     def translate(self, x: torch.Tensor, seed: int = 0, chunk: int = 256,
                   progress: bool = False) -> torch.Tensor:
         """Outputs for ``x`` (N samples of ``self.shape``) in data units on the CPU; the same
@@ -100,9 +108,12 @@ class Translator(ABC):
                             f"model takes {_fmt(self.shape)}")
         gen = torch.Generator().manual_seed(seed)
         outs = []
+        bf16 = self.resolved_precision == "bf16"
         for part in tqdm(torch.split(x, chunk), desc=self.method, disable=not progress):
             z = self.normalizer.encode(part.to(self.device).float())
-            outs.append(self.normalizer.decode(self._map(z, gen)).float().cpu())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = self._map(z, gen).float()
+            outs.append(self.normalizer.decode(out).float().cpu())
         y = torch.cat(outs) if outs else x.new_zeros((0, *x.shape[1:])).float()
         return y.clamp(-1, 1) if len(self.shape) == 3 else y
 

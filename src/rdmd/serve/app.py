@@ -263,13 +263,15 @@ def build_app(catalog: core.Catalog, fast: bool = True) -> Any:
 
 
 def launch(model_dirs: Sequence[str | Path] | None = None, host: str = "127.0.0.1",
-           port: int = 7860, block: bool = True, fast: bool = True) -> Any:
+           port: int = 7860, block: bool = True, fast: bool = True,
+           precision: str | None = None) -> Any:
     """Start the page on ``host:port`` (loopback by default: nothing outside this machine can
     reach it unless ``host`` says so). Returns the Blocks (``block=False``: for tests;
-    ``fast=False``: the pre-issue-17 page, for the latency bench's comparison)."""
+    ``fast=False``: the pre-issue-17 page, for the latency bench's comparison; ``precision``:
+    as ``rdmd translate --precision``, None for its default)."""
     _require_gradio()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, offline
-    catalog = core.load_catalog(model_dirs)
+    catalog = core.load_catalog(model_dirs, precision)
     if not catalog.images and not catalog.vectors:
         raise RdmdError("no model could be loaded: " + "; ".join(catalog.messages))
     for m in catalog.messages:

@@ -85,15 +85,18 @@ def free_port() -> int:
 
 
 def start_server(model_dirs: Sequence[str | Path] | None, port: int, log: Path,
-                 timeout: float = 600.0, threads: int = 1, fast: bool = True
-                 ) -> subprocess.Popen:
+                 timeout: float = 600.0, threads: int = 1, fast: bool = True,
+                 precision: str | None = None) -> subprocess.Popen:
     """``rdmd serve`` in a subprocess on 127.0.0.1:``port``; returns once the page answers.
     ``fast=False`` serves the page as it was before the latency work, for the bench's
-    before/after comparison (``rdmd.serve.app.launch(fast=False)``; no CLI flag)."""
+    before/after comparison (``rdmd.serve.app.launch(fast=False)``; no CLI flag);
+    ``precision``: ``rdmd serve --precision`` (None: its default)."""
     if fast:
         cmd = [sys.executable, "-m", "rdmd.cli", "serve", "--port", str(port)]
         if model_dirs:
             cmd += ["--model", *map(str, model_dirs)]
+        if precision:
+            cmd += ["--precision", precision]
     else:
         cmd = [sys.executable, "-c", "import sys; from rdmd.serve.app import launch; "
                "launch(sys.argv[2:] or None, port=int(sys.argv[1]), fast=False)",

@@ -87,6 +87,7 @@ class Family:
     conditioned: tuple[float, float] | None = None  # lam_range of a conditioned model
     teacher_dir: Path | None = None
     domain_classifier_dir: Path | None = None
+    precision: str | None = None  # the networks' precision (None: rdmd translate's default)
     _teacher: Model | None = field(default=None, repr=False)
     _domain_classifier: Any = field(default=None, repr=False)
 
@@ -183,6 +184,7 @@ class Catalog:
     images: list[Family] = field(default_factory=list)
     vectors: list[Family] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    precision: str | None = None  # given to every family it loads
 
     def names(self, kind: str = "image") -> list[str]:
         return [f.name for f in (self.images if kind == "image" else self.vectors)]
@@ -265,15 +267,18 @@ class Catalog:
         while name in taken:
             name, k = f"{base} #{k}", k + 1
         teacher = _find_teacher(d0, m0.meta.get("teacher"))
-        return Family(name, models, rng, teacher, _find_domain_classifier(d0, teacher))
+        return Family(name, models, rng, teacher, _find_domain_classifier(d0, teacher),
+                      self.precision)
 
 
-def load_catalog(dirs: Sequence[str | Path] | None = None) -> Catalog:
+def load_catalog(dirs: Sequence[str | Path] | None = None,
+                 precision: str | None = None) -> Catalog:
     """The families to serve: the given folders (each a generator run or a folder of runs),
     or the shipped models when none is given. Without a 2-D model among the given folders,
     the 2-D tab shows the shipped 2-D models. A folder that does not load becomes a message,
-    not an exception: the page still starts and shows it."""
-    cat = Catalog()
+    not an exception: the page still starts and shows it. ``precision``: as ``rdmd translate
+    --precision`` (None: its default)."""
+    cat = Catalog(precision=precision)
     for d in (dirs or shipped_dirs()):
         try:
             cat.add_dir(d)
@@ -447,14 +452,21 @@ def warm_graphs(families: Sequence[Family]) -> threading.Thread:
         for fam in families:
             for lam, model, _ in fam.models:
                 try:
-                    _graph(model, make_translator("rdmd", model, **(
-                        {"lam": lam} if fam.conditioned is not None else {})))
+                    tr = make_translator("rdmd", model, **_params(fam, lam))
+                    if tr.resolved_precision == "fp32":
+                        _graph(model, tr)
                 except RdmdError:
                     continue
 
     t = threading.Thread(target=run, name="rdmd-serve-trace", daemon=True)
     t.start()
     return t
+
+
+def _params(family: Family, lam: float) -> dict[str, Any]:
+    """The translator's keywords for ``family`` at ``lam`` (already picked)."""
+    kw: dict[str, Any] = {"lam": lam} if family.conditioned is not None else {}
+    return kw | ({"precision": family.precision} if family.precision else {})
 
 
 def translate_images(family: Family, x: torch.Tensor, lam: float,
@@ -469,11 +481,13 @@ def translate_images(family: Family, x: torch.Tensor, lam: float,
     from rdmd.translators import make_translator
 
     model, used, d = family.pick(lam)
-    kw = {"lam": used} if family.conditioned is not None else {}
+    kw = _params(family, used)
     tr = None
     if frozen:  # the first call per model traces it (about a second), before the clock
         tr = make_translator("rdmd", model, **kw)
-        graph = _graph(model, tr)
+        # a graph traced under bf16 autocast does not reproduce the eager numbers: images
+        # (bf16 by default) run eagerly, which in bf16 is faster than the fp32 graph anyway
+        graph = _graph(model, tr) if tr.resolved_precision == "fp32" else None
         if graph is not None:
             tr.net = _Frozen(graph, getattr(tr.net, "cond", None))
     t0 = time.perf_counter()
@@ -483,7 +497,8 @@ def translate_images(family: Family, x: torch.Tensor, lam: float,
         with torch.inference_mode():  # no autograd bookkeeping at all; the same numbers
             y = tr.translate(x, 0, 512)  # rdmd.translate's call, with its chunk
     dt = time.perf_counter() - t0
-    label = f"RDMD (lambda {_fmt_lam(used)}" + ("" if kw else f", {d.name}") + ")"
+    label = (f"RDMD (lambda {_fmt_lam(used)}"
+             + ("" if family.conditioned is not None else f", {d.name}") + ")")
     return Translation(label, y, _l2(x, y), dt, 1, 0, used)
 
 
@@ -502,6 +517,8 @@ def run_baseline(family: Family, method: str, x: torch.Tensor, value: float | No
                               "n_steps": int(n_steps)}
     if method == "egsde":
         params["domain_classifier"] = family.domain_classifier()
+    if family.precision:
+        params["precision"] = family.precision
     tr = make_translator(method, family.teacher(), **params)
     t0 = time.perf_counter()
     y = tr.translate(x, seed, 512)

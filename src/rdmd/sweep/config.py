@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rdmd.errors import RdmdError
-from rdmd.translators import BASELINES, METHODS, PARAMS
+from rdmd.translators import BASELINES, METHODS, REGISTRY
 
 METHOD_ORDER = METHODS  # the table's order: RDMD first, then the baselines
 TOP_KEYS = {"source", "target", "teacher", "classifier", "target_class", "n_eval", "seed",
@@ -21,10 +21,11 @@ TOP_KEYS = {"source", "target", "teacher", "classifier", "target_class", "n_eval
 # "model": one lambda-conditioned generator (distill --lam-range) that serves every lambda
 RDMD_KEYS = {"lams", "config", "runs", "steps", "model"}
 # methods that take EGSDE's domain classifier, and the sweep's keys that are not grid axes
-NEEDS_DOMAIN_CLASSIFIER = tuple(m for m in BASELINES if "domain_classifier" in PARAMS[m])
+NEEDS_DOMAIN_CLASSIFIER = tuple(m for m in BASELINES
+                                if "domain_classifier" in REGISTRY[m].params)
 GRID_FIXED = {"domain_classifier", "classifier_steps"}
-GRID_KEYS = {m: set(PARAMS[m]) | ({"classifier_steps"} if m in NEEDS_DOMAIN_CLASSIFIER
-                                  else set())
+GRID_KEYS = {m: set(REGISTRY[m].params) | ({"classifier_steps"}
+                                           if m in NEEDS_DOMAIN_CLASSIFIER else set())
              for m in BASELINES}
 
 
