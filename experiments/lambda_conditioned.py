@@ -99,6 +99,10 @@ def part_runs(part: str, d: int, a: argparse.Namespace, prog: bool) -> list[dict
         lams = [float(v) for v in a.lams_8g.split(",")]
         root = Path(a.runs) / "8g"
     lam_range = [min(lams), max(lams)]
+    cond_name = "cond_s{seed}_n{steps}"
+    if a.cond_range:  # a range wider than the grid: its ends are no longer at the edge
+        lam_range = [float(v) for v in a.cond_range.split(":")]
+        cond_name += f"_r{lam_range[0]:g}-{lam_range[1]:g}"
     teacher = ensure_teacher(target, root / "teacher", prog, steps=a.teacher_steps,
                              batch_size=a.batch_size)
     common = {"batch_size": a.batch_size, "lr_generator": a.lr_generator, "sigma_g": a.sigma_g,
@@ -107,7 +111,8 @@ def part_runs(part: str, d: int, a: argparse.Namespace, prog: bool) -> list[dict
     rows = []
     for seed in (int(s) for s in a.seeds.split(",")):
         cond_steps = a.cond_factor * a.fixed_steps
-        cres = ensure_conditioned(source, teacher, root / f"cond_s{seed}_n{cond_steps}", lams,
+        cres = ensure_conditioned(source, teacher,
+                                  root / cond_name.format(seed=seed, steps=cond_steps), lams,
                                   prog, lam_range=lam_range, steps=cond_steps, seed=seed,
                                   **common)
         wall = cres["run"]["wall_s"]
@@ -208,6 +213,9 @@ def main() -> None:
                     help="teacher and RDMD batch (default: the package's, 1024)")
     ap.add_argument("--lr-generator", type=float, default=None,
                     help="RDMD generator learning rate, both models (default: the package's)")
+    ap.add_argument("--cond-range", metavar="MIN:MAX",
+                    help="the conditioned model's training range (default: the grid's span; "
+                         "wider puts the grid's ends inside it, docs/lambda.md)")
     ap.add_argument("--sigma-g", type=float, default=None,
                     help="the generator's noise level sigma_g, both models (default: the "
                          "package's, 1; d = 8 Gaussians converge far faster at 0.3, "
