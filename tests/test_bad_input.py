@@ -279,3 +279,20 @@ def test_npy_of_the_wrong_shape_or_with_nan(vec: dict[str, Path], tmp_path: Path
                str(out), *TINY])
     print(_error_line(capsys, rc, "x.npy", *needles))
     assert not out.exists() and _snapshot(tmp_path, vec["teacher"]) == before
+
+
+def test_translate_precision_is_checked_and_defaults_by_data_kind(capsys) -> None:
+    """``precision``: bf16 for images unless told; a bad value is one line
+    from the API and a usage error (exit 2) from the CLI, before anything is written."""
+    from rdmd.errors import RdmdError
+    from rdmd.translators import make_translator
+
+    gen = Path(rdmd.__file__).parent / "pretrained" / "cmnist" / "rdmd_lam1"
+    assert make_translator("rdmd", gen).resolved_precision == "bf16"
+    assert make_translator("rdmd", gen, precision="fp32").resolved_precision == "fp32"
+    with pytest.raises(RdmdError, match="precision must be one of"):
+        make_translator("rdmd", gen, precision="fp16")
+    with pytest.raises(SystemExit) as e:
+        main(["translate", "--model", str(gen), "--input", "in", "--output", "out",
+              "--precision", "fp16"])
+    assert e.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rdmd.errors import RdmdError, RunInterrupted
-from rdmd.translators import METHODS
+from rdmd.translators import METHODS, PRECISIONS
 
 DATA_HELP = ("a .npy file (N x d floats), a folder of images, or a built-in name: gaussian, "
              "8gaussians, swissroll, moons (vectors; parameters after a colon, e.g. "
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lam", type=float,
                     help="rdmd: the lambda to translate at (required for a lambda-conditioned "
                          "generator, within its trained range)")
-    tr.add_argument("--precision", choices=("bf16", "fp32"),
+    tr.add_argument("--precision", choices=PRECISIONS,
                     help="the networks' precision (default: bf16 for images, the precision "
                          "they train in, about 2x faster on CPU; fp32 for vectors)")
     tr.add_argument("--input", required=True,
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1",
                     help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=7860)
-    sv.add_argument("--precision", choices=("bf16", "fp32"),
+    sv.add_argument("--precision", choices=PRECISIONS,
                     help="the networks' precision, as in translate (default: bf16 for images)")
     return ap
 
@@ -298,7 +298,7 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
 
     given = {k: getattr(args, k) for k in ("sigma_start", "n_steps", "down", "lam_s", "lam_i",
                                            "domain_classifier", "lam", "precision")
-             if getattr(args, k, None) is not None}
+             if getattr(args, k) is not None}
     wrong = [k for k in given if k not in PARAMS[args.method]]
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)

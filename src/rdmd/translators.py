@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from rdmd.baselines import EGSDE, ILVR, SDEdit, Translator
+from rdmd.config import CHOICES
 from rdmd.edm import SIGMA_MAX
 from rdmd.errors import RdmdError
 from rdmd.models import Model, load_model
@@ -111,7 +112,7 @@ REGISTRY: dict[str, MethodSpec] = {
 METHODS = tuple(REGISTRY)
 # parameters every method takes: the networks' precision (Translator.precision)
 COMMON_PARAMS = ("precision",)
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = CHOICES["precision"]  # the same choices as the training key
 PARAMS = {name: spec.params + COMMON_PARAMS for name, spec in REGISTRY.items()}
 BASELINES = tuple(name for name, spec in REGISTRY.items() if spec.role == "teacher")
 

@@ -61,7 +61,7 @@ class Translator(ABC):
 
     method: str = ""
     # "bf16": the networks run under bf16 autocast; "fp32"; None: bf16 for images (the
-    # precision image models train in; 2x faster on CPU, outputs within 2/255 of fp32:
+    # precision image models train in; 1.6-2.2x faster on CPU, outputs within 3/255 of fp32:
     # bench/bf16_translate.py), fp32 for vectors. Set by the factory (``precision=``).
     precision: str | None = None
 
