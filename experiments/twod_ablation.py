@@ -114,6 +114,13 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
        for lam in (0.0, 0.1)},
     "g_wide_gff3_10k": ("fresh4k_wide", {"steps": 10_000, "lr_generator": 1e-4,
                                          "lr_schedule": "cosine", "generator_fourier": [64, 3.0]}),
+    # lambda continuation (docs/twod.md): lambda from lam_start down to 0.02 over 80% of the
+    # steps, so a large lambda orders the map before the small one sharpens it
+    **{f"g_wide_gff3_cont{ls:g}": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
+                                                   "lr_schedule": "cosine", "lam_start": ls,
+                                                   "lam_anneal": 0.8,
+                                                   "generator_fourier": [64, 3.0]})
+       for ls in (0.3, 1.0)},
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
     # into modes where the score difference alone leaves it smooth
     **{f"g_gan_{f[0]}{'' if w == 3e-3 else '_w' + format(w, 'g')}": (

@@ -63,6 +63,11 @@ def test_kind_defaults_fill_only_what_is_unset(cls: type) -> None:
     (DistillConfig, {"floor_pairs": 0}, "floor_pairs"),
     (DistillConfig, {"sigma_g": 0.0}, "sigma_g"),
     (DistillConfig, {"teacher_dtype": "int8"}, "teacher_dtype"),
+    (DistillConfig, {"lam": 0.1, "lam_start": 0.1}, "lam_start"),
+    (DistillConfig, {"lam": 0.0, "lam_start": 1.0}, "lam_start"),
+    (DistillConfig, {"lam_anneal": 0.0}, "lam_anneal"),
+    (DistillConfig, {"method": "rdmd_lam", "lam_range": [0, 1], "lam_start": 1.0},
+     "lam_start"),
 ])
 def test_validation_refuses_bad_values(cls: type, layer: dict, key: str) -> None:
     cfg = build_config(cls, layer)  # the type is right: only the range is wrong

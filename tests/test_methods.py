@@ -156,3 +156,25 @@ def test_a_bug_inside_a_cost_is_not_called_the_users(teacher: Path, tmp_path: Pa
         rdmd.distill("gaussian", teacher, tmp_path / "r", steps=2, cost="buggy", **TINY)
     with pytest.raises(RdmdError, match="lowpass cost needs images"):
         rdmd.distill("gaussian", teacher, tmp_path / "l", steps=2, cost="lowpass:2", **TINY)
+
+
+def test_lambda_continuation_is_geometric_then_constant() -> None:
+    """``lam_start`` 1 -> ``lam`` 0.01 over half the steps: the midpoint is the geometric
+    mean, the second half is ``lam``; the loss really uses the step's lambda."""
+    torch.manual_seed(0)
+    teacher = EDMDenoiser(MLPBackbone(2), 1.0)
+    m = RDMD.from_teacher(teacher, 0.01, lam_start=1.0, lam_anneal=0.5)
+    assert m.lam_at(0, 100) == pytest.approx(1.0)
+    assert m.lam_at(25, 100) == pytest.approx(0.1)
+    assert m.lam_at(50, 100) == pytest.approx(0.01)
+    assert m.lam_at(99, 100) == pytest.approx(0.01)
+    assert RDMD.from_teacher(teacher, 0.01).lam_at(0, 100) == 0.01  # no continuation
+    x, sigma, eps = torch.randn(16, 2), torch.rand(16) + 0.1, torch.randn(16, 2)
+    losses = []
+    for step in (0, 50):
+        m.begin_step(step, 100)
+        loss, _, parts = m.generator_loss(x, sigma=sigma, eps=eps)
+        losses.append(float((loss - parts["loss_dm"]).detach() / parts["loss_cost"]))
+    assert losses == pytest.approx([1.0, 0.01], rel=1e-4)
+    with pytest.raises(RdmdError, match="lam_start must exceed"):
+        RDMD.from_teacher(teacher, 0.0, lam_start=1.0)

@@ -128,6 +128,39 @@ def test_distill_resume_is_exact(teacher: Path, tmp_path: Path) -> None:
     assert saved["config"]["steps"] == 10
 
 
+def test_lambda_continuation_resumes_exactly(teacher: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped inside the continuation picks it up at the same lambda (the loop tells
+    the method its step), and the continuation changes the run."""
+    kw = {**TINY, "lam": 0.02, "lam_start": 2.0, "ckpt_every": 4, "log_every": 1,
+          "progress": False}
+    full = rdmd.distill("gaussian", teacher, tmp_path / "full", steps=8, **kw)
+    orig = RDMD.train_step
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 6:  # after the checkpoint at step 4
+            raise _Boom("simulated crash")
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDMD, "train_step", flaky)
+    run = tmp_path / "crash"
+    with pytest.raises(_Boom):
+        rdmd.distill("gaussian", teacher, run, steps=8, **kw)
+    monkeypatch.setattr(RDMD, "train_step", orig)
+    rdmd.distill("gaussian", teacher, run, steps=8, resume=True, progress=False)
+    assert (full / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
+    rows = _rows(full / "log.csv")
+    assert rows == _rows(run / "log.csv")
+    lams = [float(r["lam"]) for r in rows]
+    assert lams[0] == pytest.approx(2.0) and lams[-1] == pytest.approx(0.02)
+    assert all(a > b for a, b in zip(lams[:4], lams[1:5], strict=True))
+    plain = {k: v for k, v in kw.items() if k != "lam_start"}
+    const = rdmd.distill("gaussian", teacher, tmp_path / "const", steps=8, **plain)
+    assert (const / "model.safetensors").read_bytes() != (full / "model.safetensors").read_bytes()
+
+
 def test_teacher_resume_is_exact(tmp_path: Path) -> None:
     kw = {**TINY_TEACHER, "ckpt_every": 4, "log_every": 1, "lr_schedule": "constant",
           "progress": False}

@@ -73,6 +73,10 @@ class DistillConfig:
     lam_range: list[float] | None = None
     lam_zero_prob: float | None = None  # share of exact lambda = MIN draws; None: 0.1 if MIN=0
     lam_shift: float | None = None  # log(lambda + shift) is uniform; None: MAX/10 if MIN=0
+    # lambda continuation (fixed-lambda methods; docs/twod.md): lambda decays geometrically
+    # from lam_start to lam over the first lam_anneal share of the steps; None: constant lam
+    lam_start: float | None = None
+    lam_anneal: float = 0.5
     cost: str = "l2"  # l2 (squared), l1, lowpass:<factor>, feature:<classifier dir>
     sigma_g: float = 1.0
     # MLP: [n, scale] random Fourier features as an extra, zero-initialised input path of the
@@ -396,9 +400,18 @@ def _validate_lam_range(cfg: Any) -> None:
         if cfg.lam_shift is not None and (cfg.lam_shift < 0 or lo + cfg.lam_shift <= 0):
             raise RdmdError("config key 'lam_shift' must be >= 0, and > 0 when lam_range "
                             f"starts at 0 (got {cfg.lam_shift:g})")
+        if cfg.lam_start is not None:
+            raise RdmdError(f"lam_start (a lambda continuation) is for a fixed lambda; method "
+                            f"{cfg.method} trains every lambda of lam_range at once")
     elif rng or cfg.lam_zero_prob is not None or cfg.lam_shift is not None:
         raise RdmdError(f"lam_range, lam_zero_prob and lam_shift are for method rdmd_lam "
                         f"(--lam-range sets it); this run's method is {cfg.method}")
+    elif cfg.lam_start is not None and not (cfg.lam_start > cfg.lam > 0):
+        raise RdmdError(f"config key 'lam_start' must exceed lam, and lam must be > 0 (a "
+                        f"geometric continuation), got lam_start {cfg.lam_start:g}, "
+                        f"lam {cfg.lam:g}")
+    if not 0 < cfg.lam_anneal <= 1:
+        raise RdmdError(f"config key 'lam_anneal' must be in (0, 1], got {cfg.lam_anneal:g}")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

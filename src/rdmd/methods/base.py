@@ -104,6 +104,12 @@ class Method(ABC):
         """Extra keys the exported ``model.json`` records about the method."""
         return {}
 
+    def begin_step(self, step: int, total: int) -> None:
+        """Called by the loop before each ``train_step`` (0-based ``step`` of ``total``), so a
+        method can follow a schedule of its own that a resumed run picks up at the same
+        point; the default follows none."""
+        return None
+
     @abstractmethod
     def train_step(self, batch: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
         """One iteration on a (local) batch; noise from ``rng``; returns the losses."""

@@ -8,6 +8,12 @@ Coordinate descent on two objectives:
 
 Both generator terms are means over elements, so ``lambda`` keeps its meaning across
 dimensions and resolutions. ``lambda = 0`` is plain DMD applied to translation.
+
+Optionally ``lambda`` follows a continuation (``lam_start``): it decays geometrically from
+``lam_start`` to ``lam`` over the first ``lam_anneal`` share of the steps, then stays. A large
+``lambda`` picks the coupling fast; lowering it slowly keeps the map on the path of the
+regularised solutions, where a small ``lambda`` alone selects among the maps that push the
+source onto the target only slowly (docs/twod.md, "Lambda continuation").
 """
 
 from __future__ import annotations
@@ -74,14 +80,25 @@ class RDMD(Method):
                  lam: float, cost: Cost = squared_l2,
                  dm_sigma: LogUniformSigma | None = None, fake_loss: EDMLoss | None = None,
                  normalize: bool = True, share_sigma: bool = False,
-                 fake_steps: int = 1) -> None:
+                 fake_steps: int = 1, lam_start: float | None = None,
+                 lam_anneal: float = 0.5) -> None:
         super().__init__()
         if lam < 0:
             raise ValueError(f"lambda must be >= 0, got {lam}")
+        if lam_start is not None and not (lam_start > lam > 0):
+            raise RdmdError(f"lam_start must exceed lambda, and lambda must be > 0, for a "
+                            f"geometric continuation (got lam_start {lam_start:g}, "
+                            f"lambda {lam:g})")
+        if not 0 < lam_anneal <= 1:
+            raise RdmdError(f"lam_anneal must be in (0, 1], got {lam_anneal:g}")
         self.teacher = teacher.eval().requires_grad_(False)
         self.declare("generator", generator)
         self.declare("fake", fake)
         self.lam = float(lam)
+        self.lam_start = None if lam_start is None else float(lam_start)
+        self.lam_anneal = float(lam_anneal)
+        #: the lambda of the current step (``lam`` unless a continuation is under way)
+        self.lam_now = self.lam
         self.cost = cost
         self.dm_sigma = dm_sigma or LogUniformSigma()
         self.fake_loss_fn = fake_loss or EDMLoss()
@@ -119,7 +136,7 @@ class RDMD(Method):
     def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:  # type: ignore[override]
         """The method a run's config describes, with its optimisers."""
         m = cls.from_teacher(teacher, cfg.lam, cfg.sigma_g, generator_extras(cfg),
-                             **cls.config_kwargs(cfg, cost))
+                             **cls.config_kwargs(cfg, cost), **cls.continuation_kwargs(cfg))
         return m.configure_training(cfg)
 
     def model_meta(self) -> dict[str, Any]:
@@ -136,6 +153,23 @@ class RDMD(Method):
                                                       cfg.dm_sigma_max)),
                     normalize=cfg.normalize, share_sigma=cfg.fake_sigma == "shared",
                     fake_steps=cfg.fake_steps)
+
+    @staticmethod
+    def continuation_kwargs(cfg: Any) -> dict[str, Any]:
+        """The lambda continuation's keywords (fixed-lambda RDMD only)."""
+        return dict(lam_start=cfg.lam_start, lam_anneal=cfg.lam_anneal)
+
+    def lam_at(self, step: int, total: int) -> float:
+        """``lambda`` at 0-based ``step`` of ``total``: geometric from ``lam_start`` to
+        ``lam`` over ``lam_anneal * total`` steps, then ``lam``."""
+        if self.lam_start is None:
+            return self.lam
+        n = max(1, round(self.lam_anneal * total))
+        t = min(step / n, 1.0)
+        return self.lam_start * (self.lam / self.lam_start) ** t
+
+    def begin_step(self, step: int, total: int) -> None:
+        self.lam_now = self.lam_at(step, total)
 
     def configure_training(self, cfg: Any) -> RDMD:
         """Optimisers and clipping from a run's config."""
@@ -191,7 +225,7 @@ class RDMD(Method):
             loss = loss_dm + loss_cost
         else:
             loss_cost = self.cost(x.float(), yf).mean()
-            loss = loss_dm + self.lam * loss_cost if self.lam else loss_dm
+            loss = loss_dm + self.lam_now * loss_cost if self.lam_now else loss_dm
         return loss, y, {"loss_dm": loss_dm.detach(), "loss_cost": loss_cost.detach()}
 
     def fake_loss(self, y: torch.Tensor, generator: torch.Generator | None = None,
@@ -227,5 +261,8 @@ class RDMD(Method):
             fake_val = lf.item()
             self.check_finite("fake score", fake_val)
             self.update("fake", lf)
-        return {"loss_dm": vals[1], "loss_cost": vals[2], "loss_gen": vals[0],
-                "loss_fake": fake_val}
+        stats = {"loss_dm": vals[1], "loss_cost": vals[2], "loss_gen": vals[0],
+                 "loss_fake": fake_val}
+        if self.lam_start is not None:
+            stats["lam"] = self.lam_now
+        return stats

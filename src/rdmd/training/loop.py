@@ -150,6 +150,7 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
         for name, opt in method.optimizers.items():
             for g, lr in zip(opt.param_groups, base_lr[name], strict=True):
                 g["lr"] = lr * factor
+        method.begin_step(step, total)
         try:
             with autocast(device, cfg.precision), sharded(rng, d, cfg.batch_size // d.world):
                 stats = method.train_step(next(batches), rng)
