@@ -7,7 +7,9 @@ selects) and the gap of that map to ``T`` (the distribution: what the DM term fi
 the eigenvalues of the output and target covariances. For a teacher run (``--teacher DIR``):
 the relative error of its denoiser against the exact Gaussian denoiser
 ``m + C (C + sigma^2 I)^-1 (y - m)`` at each noise level (``|D - D*| / |D* - y|``, on
-``y ~ N(m, C + sigma^2 I)``, in the network's units).
+``y ~ N(m, C + sigma^2 I)``, in the network's units), and the gap to ``T`` of the OT map onto
+the Gaussian fit of its own samples (``samples_map_to_T``: the floor a generator that matches
+the teacher's law sits on).
 
     python experiments/gauss_d8_diagnosis.py --gen runs/d8_diag/e1_fresh_8k --teacher \\
         runs/lambda_conditioned_full/gauss_d8/teacher runs/d8_diag/teacher_5k
@@ -78,7 +80,21 @@ def teacher_report(run: Path, n: int) -> dict[str, object]:
         exact = mz + (y - mz) @ np.linalg.solve(cz + s * s * np.eye(d), cz).T
         errs[f"{s:g}"] = float(np.sqrt(((den - exact) ** 2).sum(1).mean()
                                        / ((exact - y) ** 2).sum(1).mean()))
-    return {"run": str(run), "denoiser_rel_error": errs}
+    # the teacher's own samples (32 Heun steps, as its evaluation): a generator matches their
+    # law, so the OT map onto their Gaussian fit is as close to T as distillation can get
+    from rdmd.sampler import sample
+
+    with torch.no_grad():
+        z = sample(m.denoiser, (n, d), n_steps=32, generator=torch.Generator().manual_seed(0))
+    ys = m.normalizer.decode(z).numpy().astype(float)
+    x = np.random.default_rng(5).standard_normal((n, d))
+    t = x @ np.real(sqrtm(cov)).T + mean
+    own = x @ np.real(sqrtm(np.cov(ys.T))).T + ys.mean(0)
+    return {"run": str(run), "denoiser_rel_error": errs,
+            "samples_map_to_T": float(((own - t) ** 2).sum(1).mean())
+            / float(((t - x) ** 2).sum(1).mean()),
+            "eig_samples": np.round(np.linalg.eigvalsh(np.cov(ys.T)), 3).tolist(),
+            "eig_target": np.round(np.linalg.eigvalsh(cov), 3).tolist()}
 
 
 def main() -> None:

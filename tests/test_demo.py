@@ -20,7 +20,10 @@ def test_quick_demo_writes_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "Gaussian" in html and "<table" in html and "maps.png" in html
     assert (tmp_path / "maps.png").stat().st_size > 1000
     md = (tmp_path / "report.md").read_text()
-    assert "| 0.05 |" in md and "![maps.png](maps.png)" in md
+    assert "![maps.png](maps.png)" in md
+    # one conditioned run gives the three lambda rows (its range's ends and middle)
+    assert "| 0 |" in md and "| 0.3 |" in md and (tmp_path / "rdmd_cond" / "model.json").is_file()
+    assert not list(tmp_path.glob("rdmd_lam*"))
     # A second run reuses the finished runs instead of refusing the existing folders.
     assert demo.run_demo(tmp_path, quick=True, progress=False) == report
 
