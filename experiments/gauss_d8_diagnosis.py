@@ -4,7 +4,9 @@ For a generator run (``--gen DIR``, source ``gaussian:d=D``, target a built-in
 ``gaussian:mean=..;cov=..``): the relative gap to the closed-form OT map ``T`` split into the
 gap of ``G`` to the OT map onto *its own* output Gaussian (the coupling: what the cost term
 selects) and the gap of that map to ``T`` (the distribution: what the DM term fits), with
-the eigenvalues of the output and target covariances. For a teacher run (``--teacher DIR``):
+the eigenvalues of the output and target covariances; and split another way, into what
+``G``'s best affine fit misses (``nonlinear_part``) and that fit's gap to ``T``
+(``affine_fit_to_T``). For a teacher run (``--teacher DIR``):
 the relative error of its denoiser against the exact Gaussian denoiser
 ``m + C (C + sigma^2 I)^-1 (y - m)`` at each noise level (``|D - D*| / |D* - y|``, on
 ``y ~ N(m, C + sigma^2 I)``, in the network's units), and the gap to ``T`` of the OT map onto
@@ -55,7 +57,12 @@ def generator_report(run: Path, n: int, lam: float | None) -> dict[str, object]:
     t = x @ np.real(sqrtm(cov)).T + mean
     own = x @ np.real(sqrtm(cy)).T + my
     den = float(((t - x) ** 2).sum(1).mean())
+    # the other split: G's best affine fit (least squares) and what no affine map explains
+    xa = np.c_[x, np.ones(len(x))]
+    lin = xa @ np.linalg.lstsq(xa, y, rcond=None)[0]
     return {"run": str(run), "lam": lam,
+            "nonlinear_part": float(((y - lin) ** 2).sum(1).mean()) / den,
+            "affine_fit_to_T": float(((lin - t) ** 2).sum(1).mean()) / den,
             "gap_to_T": float(((y - t) ** 2).sum(1).mean()) / den,
             "gap_to_own_gaussian_ot_map": float(((y - own) ** 2).sum(1).mean()) / den,
             "own_map_to_T": float(((own - t) ** 2).sum(1).mean()) / den,

@@ -37,6 +37,7 @@ TEACHERS: dict[str, dict[str, Any]] = {
     # of the paper's MLP compose but one call of it may not have
     "fresh4k_wide": {"fresh_data": True, "steps": 4000, "encoder": [64, 128, 128, 128]},
     "fresh4k_wider": {"fresh_data": True, "steps": 4000, "encoder": [128, 256, 256, 256]},
+    "fresh_wide": {"fresh_data": True, "steps": 10_000, "encoder": [64, 128, 128, 128]},
     # random Fourier features of the input: sharp boundaries without the width (spectral bias)
     **{f"fresh4k_ff{sc:g}": {"fresh_data": True, "steps": 4000, "fourier": [64, sc]}
        for sc in (0.5, 1.0, 3.0)},
@@ -53,6 +54,7 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "t_fixed4k": ("fixed4k", None),
     "t_fresh4k_lr2e-3": ("fresh4k_lr2e-3", None),
     "t_fresh2k": ("fresh2k", None),
+    "t_fresh_wide": ("fresh_wide", None),  # the wide teacher at the default 10k steps
     # generator rows, all on the 4k fresh teacher, lambda 0.02
     "g_old": ("fresh4k", {"fresh_data": False, "steps": 10_000}),
     "g_old4k": ("fresh4k", {"fresh_data": False, "steps": 4000}),
