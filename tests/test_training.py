@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,6 +129,21 @@ def test_distill_resume_is_exact(teacher: Path, tmp_path: Path) -> None:
     assert saved["config"]["steps"] == 10
 
 
+def _crash_at_call(monkeypatch: pytest.MonkeyPatch, n: int) -> Any:
+    """Make RDMD's ``n``-th train step raise; returns the real ``train_step``."""
+    orig = RDMD.train_step
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise _Boom("simulated crash")
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDMD, "train_step", flaky)
+    return orig
+
+
 def test_lambda_continuation_resumes_exactly(teacher: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A run stopped inside the continuation picks it up at the same lambda (the loop tells
@@ -135,16 +151,7 @@ def test_lambda_continuation_resumes_exactly(teacher: Path, tmp_path: Path,
     kw = {**TINY, "lam": 0.02, "lam_start": 2.0, "ckpt_every": 4, "log_every": 1,
           "progress": False}
     full = rdmd.distill("gaussian", teacher, tmp_path / "full", steps=8, **kw)
-    orig = RDMD.train_step
-    calls = {"n": 0}
-
-    def flaky(self, *args, **kwargs):  # noqa: ANN001, ANN202
-        calls["n"] += 1
-        if calls["n"] == 6:  # after the checkpoint at step 4
-            raise _Boom("simulated crash")
-        return orig(self, *args, **kwargs)
-
-    monkeypatch.setattr(RDMD, "train_step", flaky)
+    orig = _crash_at_call(monkeypatch, 6)  # after the checkpoint at step 4
     run = tmp_path / "crash"
     with pytest.raises(_Boom):
         rdmd.distill("gaussian", teacher, run, steps=8, **kw)
@@ -182,16 +189,7 @@ def test_distill_crash_mid_step_then_resume(teacher: Path, tmp_path: Path,
     kw = {**TINY, "lam": 0.02, "ckpt_every": 3, "log_every": 1, "progress": False}
     full = rdmd.distill("gaussian", teacher, tmp_path / "full", steps=10, **kw)
 
-    orig = RDMD.train_step
-    calls = {"n": 0}
-
-    def flaky(self, *args, **kwargs):  # noqa: ANN001, ANN202
-        calls["n"] += 1
-        if calls["n"] == 8:  # step 8: after the checkpoint at 6 and a logged step 7
-            raise _Boom("simulated crash")
-        return orig(self, *args, **kwargs)
-
-    monkeypatch.setattr(RDMD, "train_step", flaky)
+    orig = _crash_at_call(monkeypatch, 8)  # step 8: after the checkpoint at 6, a logged 7
     run = tmp_path / "crash"
     with pytest.raises(_Boom):
         rdmd.distill("gaussian", teacher, run, steps=10, **kw)
