@@ -48,13 +48,17 @@ def target_of(run: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(np.asarray(params.get("mean", 0.0), float), len(cov)).copy(), cov
 
 
+def inputs_and_ot(mean: np.ndarray, cov: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed held-out inputs ``x ~ N(0, I)`` and the closed-form OT map ``T(x)``."""
+    x = np.random.default_rng(5).standard_normal((n, len(mean))).astype(np.float32)
+    return x, x @ np.real(sqrtm(cov)).T + mean
+
+
 def generator_report(run: Path, n: int, lam: float | None) -> dict[str, object]:
     mean, cov = target_of(run)
-    d = len(mean)
-    x = np.random.default_rng(5).standard_normal((n, d)).astype(np.float32)
+    x, t = inputs_and_ot(mean, cov, n)
     y = rdmd.translate(rdmd.load_model(run), x, **({"lam": lam} if lam is not None else {}))
     my, cy = y.mean(0), np.cov(y.T)
-    t = x @ np.real(sqrtm(cov)).T + mean
     own = x @ np.real(sqrtm(cy)).T + my
     den = float(((t - x) ** 2).sum(1).mean())
     # the other split: G's best affine fit (least squares) and what no affine map explains
@@ -94,8 +98,7 @@ def teacher_report(run: Path, n: int) -> dict[str, object]:
     with torch.no_grad():
         z = sample(m.denoiser, (n, d), n_steps=32, generator=torch.Generator().manual_seed(0))
     ys = m.normalizer.decode(z).numpy().astype(float)
-    x = np.random.default_rng(5).standard_normal((n, d))
-    t = x @ np.real(sqrtm(cov)).T + mean
+    x, t = inputs_and_ot(mean, cov, n)
     own = x @ np.real(sqrtm(np.cov(ys.T))).T + ys.mean(0)
     return {"run": str(run), "denoiser_rel_error": errs,
             "samples_map_to_T": float(((own - t) ** 2).sum(1).mean())

@@ -385,7 +385,8 @@ def validate(cfg: TeacherConfig | DistillConfig) -> None:
 
 
 def _validate_lam_range(cfg: Any) -> None:
-    """A lambda range belongs to the conditioned method, and that method needs one."""
+    """A lambda range belongs to the conditioned method, and that method needs one; a lambda
+    continuation belongs to a fixed lambda."""
     rng = cfg.lam_range
     if cfg.method in ("rdmd_lam", "rdmd_lam_gan"):
         if not rng:
@@ -406,12 +407,9 @@ def _validate_lam_range(cfg: Any) -> None:
     elif rng or cfg.lam_zero_prob is not None or cfg.lam_shift is not None:
         raise RdmdError(f"lam_range, lam_zero_prob and lam_shift are for method rdmd_lam "
                         f"(--lam-range sets it); this run's method is {cfg.method}")
-    elif cfg.lam_start is not None and not (cfg.lam_start > cfg.lam > 0):
-        raise RdmdError(f"config key 'lam_start' must exceed lam, and lam must be > 0 (a "
-                        f"geometric continuation), got lam_start {cfg.lam_start:g}, "
-                        f"lam {cfg.lam:g}")
-    if not 0 < cfg.lam_anneal <= 1:
-        raise RdmdError(f"config key 'lam_anneal' must be in (0, 1], got {cfg.lam_anneal:g}")
+    from rdmd.methods.rdmd import check_continuation
+
+    check_continuation(cfg.lam, cfg.lam_start, cfg.lam_anneal)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -49,6 +49,15 @@ class OneStepGenerator(nn.Module):
 FAKE_SIGMAS = ("lognormal", "loguniform", "shared")
 
 
+def check_continuation(lam: float, lam_start: float | None, lam_anneal: float) -> None:
+    """The lambda continuation's ranges (the constructor and the config both check them)."""
+    if lam_start is not None and not (lam_start > lam > 0):
+        raise RdmdError(f"lam_start must exceed lam, and lam must be > 0, for a geometric "
+                        f"continuation (got lam_start {lam_start:g}, lam {lam:g})")
+    if not 0 < lam_anneal <= 1:
+        raise RdmdError(f"lam_anneal must be in (0, 1], got {lam_anneal:g}")
+
+
 def generator_extras(cfg: Any) -> dict[str, Any]:
     """The generator's extra inputs a run's config asks for (none by default)."""
     ff = getattr(cfg, "generator_fourier", None)
@@ -85,12 +94,7 @@ class RDMD(Method):
         super().__init__()
         if lam < 0:
             raise ValueError(f"lambda must be >= 0, got {lam}")
-        if lam_start is not None and not (lam_start > lam > 0):
-            raise RdmdError(f"lam_start must exceed lambda, and lambda must be > 0, for a "
-                            f"geometric continuation (got lam_start {lam_start:g}, "
-                            f"lambda {lam:g})")
-        if not 0 < lam_anneal <= 1:
-            raise RdmdError(f"lam_anneal must be in (0, 1], got {lam_anneal:g}")
+        check_continuation(lam, lam_start, lam_anneal)
         self.teacher = teacher.eval().requires_grad_(False)
         self.declare("generator", generator)
         self.declare("fake", fake)
@@ -136,7 +140,8 @@ class RDMD(Method):
     def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:  # type: ignore[override]
         """The method a run's config describes, with its optimisers."""
         m = cls.from_teacher(teacher, cfg.lam, cfg.sigma_g, generator_extras(cfg),
-                             **cls.config_kwargs(cfg, cost), **cls.continuation_kwargs(cfg))
+                             **cls.config_kwargs(cfg, cost), lam_start=cfg.lam_start,
+                             lam_anneal=cfg.lam_anneal)
         return m.configure_training(cfg)
 
     def model_meta(self) -> dict[str, Any]:
@@ -153,11 +158,6 @@ class RDMD(Method):
                                                       cfg.dm_sigma_max)),
                     normalize=cfg.normalize, share_sigma=cfg.fake_sigma == "shared",
                     fake_steps=cfg.fake_steps)
-
-    @staticmethod
-    def continuation_kwargs(cfg: Any) -> dict[str, Any]:
-        """The lambda continuation's keywords (fixed-lambda RDMD only)."""
-        return dict(lam_start=cfg.lam_start, lam_anneal=cfg.lam_anneal)
 
     def lam_at(self, step: int, total: int) -> float:
         """``lambda`` at 0-based ``step`` of ``total``: geometric from ``lam_start`` to
