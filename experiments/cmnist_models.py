@@ -65,7 +65,8 @@ def execute(args: list[str], out: Path) -> None:
     """Run one rdmd command; a run that was interrupted is resumed instead. A folder holding
     another run than the command asks for is refused (one line), never reused."""
     check_reusable(args, out)
-    if (out / "model.json").is_file() or (out / "classifier.json").is_file():
+    if any((out / f).is_file()
+           for f in ("model.json", "classifier.json", "domain_classifier.json")):
         return
     if (out / "config.json").is_file():
         args = [args[0], "--out", str(out), "--resume"]

@@ -280,3 +280,13 @@ def test_shipped_configs_are_valid(path: Path) -> None:
 
 def test_configs_are_shipped() -> None:
     assert len(SHIPPED) >= 4
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*_sweep.toml")), ids=lambda p: p.name)
+def test_shipped_sweep_configs_are_valid(path: Path) -> None:
+    """A shipped sweep config loads (keys, exclusions) before hours of models are trained for
+    it; the runs it names need not exist yet."""
+    from rdmd.sweep import load_sweep_config
+
+    cfg = load_sweep_config(path)
+    assert cfg.source and cfg.target
