@@ -102,6 +102,10 @@ class DistillConfig:
     # default by docs/results.md "Fake-score noise levels")
     fake_sigma: str = "shared"
     normalize: bool = True
+    # how the score difference is normalised: "sample", DMD's per-sample mean|y - D_real|;
+    # "sigma", that mean's value for Gaussian data of the teacher's sigma_data, a function
+    # of the noise level alone (keeps the DM field a gradient: docs/twod.md)
+    dm_weight: str = "sample"
     grad_clip: float = 0.0  # 0 disables
     ema_decay: float | None = None  # generator EMA (warmed up); 0: off; None: by data kind
     n_train: int = 5000
@@ -137,6 +141,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule": ("cosine", "constant"),
     "fake_sigma": ("lognormal", "loguniform", "shared"),
     "gan_features": ("teacher", "fake"),
+    "dm_weight": ("sample", "sigma"),
 }
 
 #: methods with DMD2's GAN term (their keys are refused for any other method)

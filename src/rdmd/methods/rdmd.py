@@ -19,6 +19,7 @@ source onto the target only slowly (docs/twod.md, "Lambda continuation").
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -72,12 +73,23 @@ def fake_sigma_dist(name: str, lo: float, hi: float) -> LogNormalSigma | LogUnif
     return LogNormalSigma() if name == "lognormal" else LogUniformSigma(lo, hi)
 
 
+def gaussian_dm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """``E|y - D*(y + sigma*eps)|`` per element for ``y ~ N(0, sigma_data^2)`` and its exact
+    denoiser ``D*``: ``sqrt(2/pi) * sigma * sigma_data / sqrt(sigma^2 + sigma_data^2)``
+    (EDM's ``c_out`` times the mean absolute value of a unit normal)."""
+    return (2 / math.pi) ** 0.5 * sigma * sigma_data / (sigma ** 2 + sigma_data ** 2).sqrt()
+
+
 class RDMD(Method):
     """The method: a frozen teacher ``D_real``, a generator ``G_theta``, a fake score ``D_phi``.
 
     ``normalize=True`` divides the score difference by DMD's per-sample
-    ``mean |y - D_real(y_sigma)|``; ``False`` leaves the plain Eq. 11 weight (used by the
-    gradient test, where the weighted KL integral is known in closed form).
+    ``mean |y - D_real(y_sigma)|`` (``dm_weight="sample"``) or by that mean's value for
+    Gaussian data of the teacher's ``sigma_data``, a function of sigma alone
+    (``dm_weight="sigma"``: the DM field stays the gradient of a sigma-weighted KL, so the
+    directions the DM term cannot see, e.g. rotations of a Gaussian source, are left to the
+    cost term alone); ``False`` leaves the plain Eq. 11 weight (used by the gradient test,
+    where the weighted KL integral is known in closed form).
     ``share_sigma=True`` trains the fake score's first update of an iteration at the DM term's
     own noise levels (FastGen's shared draw).
     """
@@ -88,7 +100,7 @@ class RDMD(Method):
     def __init__(self, teacher: EDMDenoiser, generator: OneStepGenerator, fake: EDMDenoiser,
                  lam: float, cost: Cost = squared_l2,
                  dm_sigma: LogUniformSigma | None = None, fake_loss: EDMLoss | None = None,
-                 normalize: bool = True, share_sigma: bool = False,
+                 normalize: bool = True, dm_weight: str = "sample", share_sigma: bool = False,
                  fake_steps: int = 1, lam_start: float | None = None,
                  lam_anneal: float = 0.5) -> None:
         super().__init__()
@@ -107,6 +119,9 @@ class RDMD(Method):
         self.dm_sigma = dm_sigma or LogUniformSigma()
         self.fake_loss_fn = fake_loss or EDMLoss()
         self.normalize = normalize
+        if dm_weight not in ("sample", "sigma"):
+            raise ValueError(f"dm_weight must be 'sample' or 'sigma', got {dm_weight!r}")
+        self.dm_weight = dm_weight
         self.share_sigma = share_sigma
         self.fake_steps = int(fake_steps)
         self.generator_backbone: dict[str, Any] | None = None  # set with extra inputs
@@ -156,7 +171,8 @@ class RDMD(Method):
         return dict(cost=cost, dm_sigma=LogUniformSigma(cfg.dm_sigma_min, cfg.dm_sigma_max),
                     fake_loss=EDMLoss(fake_sigma_dist(cfg.fake_sigma, cfg.dm_sigma_min,
                                                       cfg.dm_sigma_max)),
-                    normalize=cfg.normalize, share_sigma=cfg.fake_sigma == "shared",
+                    normalize=cfg.normalize, dm_weight=cfg.dm_weight,
+                    share_sigma=cfg.fake_sigma == "shared",
                     fake_steps=cfg.fake_steps)
 
     def lam_at(self, step: int, total: int) -> float:
@@ -193,7 +209,9 @@ class RDMD(Method):
         d_real = self.teacher(y_s, sigma).float()
         d_fake = self.fake(y_s, sigma) if cond is None else self.fake(y_s, sigma, cond)
         g = d_fake.float().sub_(d_real)  # fresh outputs: in place is safe
-        if self.normalize:
+        if self.normalize and self.dm_weight == "sigma":
+            g.div_(_bcast(gaussian_dm_weight(sigma.float(), self.teacher.sigma_data), g))
+        elif self.normalize:
             w = d_real.sub_(y.float()).abs_().reshape(y.shape[0], -1).mean(dim=1)
             g.div_(_bcast(w.clamp_min_(1e-8), g))
         return g
