@@ -28,6 +28,7 @@ from rdmd.config import (  # noqa: E402
     parse_overrides,
     read_config_file,
 )
+from rdmd.models import store_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIP = ROOT / "src" / "rdmd" / "pretrained" / "cmnist"
@@ -120,11 +121,15 @@ def main() -> None:
                json.loads((CLASSIFIER / "classifier.json").read_text()))
 
 
-def ship(run_dir: Path, dest: Path) -> None:
+def ship(run_dir: Path, dest: Path, half: bool = True) -> None:
+    """Copy a finished run's model, metrics and plots; weights in float16 unless ``half`` is
+    false (the repository's model files stay under 30 MB: tests/test_pretrained.py)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in KEEP:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, dest / name)
+    if half:
+        store_half(dest)
     if (run_dir / "plots").is_dir():
         shutil.copytree(run_dir / "plots", dest / "plots", dirs_exist_ok=True)
     meta = json.loads((dest / "model.json").read_text())

@@ -123,6 +123,14 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
                                                    "lam_anneal": 0.8,
                                                    "generator_fourier": [64, 3.0]})
        for ls in (0.3, 1.0)},
+    # the DM term normalised by a weight of sigma alone (dm_weight, docs/twod.md): DMD's
+    # per-sample normaliser shrinks the push of outputs between the modes, where the
+    # teacher's denoiser is far from them
+    "g_wide_gff3_dwsigma": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
+                                             "lr_schedule": "cosine", "dm_weight": "sigma",
+                                             "generator_fourier": [64, 3.0]}),
+    "g_dwsigma": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine",
+                              "dm_weight": "sigma"}),
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
     # into modes where the score difference alone leaves it smooth
     **{f"g_gan_{f[0]}{'' if w == 3e-3 else '_w' + format(w, 'g')}": (

@@ -27,3 +27,26 @@ def test_shipped_model_files_stay_under_the_limit() -> None:
 def test_every_shipped_model_loads(model_json: Path) -> None:
     model = load_model(model_json.parent)
     assert model.role in ("teacher", "generator")
+
+
+def test_half_weights_halve_the_file_and_load_as_float32(tmp_path: Path) -> None:
+    """Shipped weights are stored in float16 (``store_half``): half the bytes, read back into
+    a float32 network whose outputs differ from the original by float16 rounding only."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from rdmd.models import store_half
+
+    src = PRETRAINED / "twod" / "8gaussians_lam0.1"
+    dst = tmp_path / "m"
+    shutil.copytree(src, dst)
+    store_half(dst)
+    full, half = load_model(src), load_model(dst)
+    size = (dst / "model.safetensors").stat().st_size / (src / "model.safetensors").stat().st_size
+    assert 0.45 < size < 0.55
+    assert all(p.dtype == torch.float32 for p in half.net.parameters())
+    x = np.random.default_rng(0).standard_normal((500, 2)).astype(np.float32)
+    a, b = rdmd.translate(full, x), rdmd.translate(half, x)
+    assert 0 < np.abs(a - b).max() < 1e-2 * np.abs(a).max()
