@@ -87,6 +87,23 @@ def test_true_samples_score_like_the_truth(spec: str, keys: set[str]) -> None:
         assert bad["off_curve"] == 1.0
 
 
+def test_stable_measures_read_the_truth_within_their_standard_error() -> None:
+    """On 20000 fresh points the off-mode share of true samples lies within a few standard
+    errors of its true value, which is a tenth of a point: fine enough for a 1.5% target."""
+    dom = builtin("8gaussians", 10, 10, 0)
+    res = evaluation.stable_measures(dom.sampler(20_000, np.random.default_rng(4)), dom)
+    p_exact = math.exp(-4.5)  # P(|z| > 3) for a 2-D standard normal
+    assert res["density_n"] == 20_000
+    assert res["mode_outliers_stable_se"] < 0.001
+    assert abs(res["mode_outliers_stable"] - p_exact) < 4 * res["mode_outliers_stable_se"]
+    assert abs(res["mode_outliers_stable_true"] - p_exact) < 4 * res["mode_outliers_stable_se"]
+    smeared = evaluation.stable_measures(0.5 * dom.sampler(2000, np.random.default_rng(5)),
+                                         dom)
+    assert smeared["mode_outliers_stable"] > 0.9
+    file_like = SimpleNamespace(sampler=None, info={"file": "x.npy"})
+    assert evaluation.stable_measures(np.zeros((5, 2)), file_like) == {}  # type: ignore[arg-type]
+
+
 def test_files_and_unknown_targets_have_no_known_measures() -> None:
     assert metrics.known_measures(np.zeros((5, 2)), {"file": "x.npy"}) == {}
     assert metrics.known_measures_with_truth(np.zeros((5, 2)), {}, None) == {}
@@ -158,8 +175,10 @@ def test_teacher_trains_on_fresh_draws_and_reports_the_measures(tmp_path: Path,
                         progress=False)
     res = json.loads((out / "metrics.json").read_text())
     for k in ("mode_outliers", "mode_outliers_true", "log_density", "log_density_true",
-              "w2_over_floor_stable", "w2_over_floor_stable_se"):
+              "w2_over_floor_stable", "w2_over_floor_stable_se", "mode_outliers_stable",
+              "mode_outliers_stable_true", "mode_outliers_stable_se", "log_density_stable"):
         assert isinstance(res[k], float), k
+    assert res["density_n"] == 300
     assert json.loads((out / "config.json").read_text())["config"]["fresh_data"] is True
     assert seen == ["generator"]
 
@@ -181,5 +200,6 @@ def test_translation_evaluation_reports_curve_measures_and_stable_w2(
     res = evaluation.evaluate_translation(Identity(), Normalizer.identity(), src, tgt,
                                           SimpleNamespace(floor_pairs=2))
     assert res["off_curve"] < 0.02 and res["off_curve_true"] < 0.02
+    assert res["off_curve_stable"] < 0.02 and res["density_n"] == 300  # 3 sets of 100
     assert res["w2_stable_n"] == 100 and res["w2_stable_pairs"] == 3
     assert abs(res["w2_over_floor_stable"] - 1) < 5 * res["w2_over_floor_stable_se"]
