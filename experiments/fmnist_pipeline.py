@@ -68,6 +68,86 @@ def sweep() -> None:
             shutil.copy(out / name, res / f"fmnist_sweep_{name}")
 
 
+def training_minutes(run: Path) -> float:
+    """Wall minutes of training summed over the sessions of a run (its log's clock restarts
+    at each resume)."""
+    import csv
+
+    total = prev = 0.0
+    with (run / "log.csv").open() as f:
+        for row in csv.DictReader(f):
+            t = float(row["time_s"])
+            if t < prev:
+                total += prev
+            prev = t
+    return (total + prev) / 60
+
+
+def write_card(steps: list[tuple[list[str], Path]]) -> None:
+    """The shipped models' card, its numbers read from the runs' own reports."""
+    clf = json.loads((SHIP / "classifier" / "classifier.json").read_text())
+    dom = json.loads((SHIP / "domain_classifier" / "domain_classifier.json").read_text())
+    teacher = json.loads((SHIP / "teacher" / "metrics.json").read_text())
+    cond = json.loads((SHIP / "rdmd_cond" / "metrics.json").read_text())
+    cols = ("l2", "psnr", "ssim", "target_accuracy", "fd_cnn_fmnist", "fd_cnn_fmnist_floor",
+            "kid_cnn_fmnist")
+    rows = ["| lambda | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for lam, m in cond["by_lam"].items():
+        rows.append(f"| {lam} | " + " | ".join(
+            f"{m[c]:.4g}" if isinstance(m.get(c), float) else "" for c in cols) + " |")
+    real_rate = next(iter(cond["by_lam"].values())).get("target_accuracy_real")
+    sweep_note = ("`experiments/results/fmnist_sweep_table.md` (RDMD against SDEdit, ILVR and "
+                  "EGSDE on this teacher, 500 held-out sneakers; docs/images.md)")
+    card = f"""# Shipped models: Fashion-MNIST sneaker -> ankle boot
+
+Trained on CPU (no GPU was lent) by `python experiments/fmnist_pipeline.py`, which runs these
+commands from the repository root and resumes any that was interrupted; `--ship` copies the
+results here, weights stored in float16 (read back into float32 networks; images translate
+under bf16 autocast):
+
+```
+{chr(10).join("rdmd " + " ".join(args) for args, _ in steps)}
+```
+
+- `classifier/`: rdmd's Fashion-MNIST classifier (all ten classes; boot = label 9), test
+  accuracy {clf["test_accuracy"]:.3f}. Its features define `fd_cnn_fmnist`, a Frechet
+  distance that is **not** FID.
+- `teacher/`: EDM teacher of ankle boots (UNet2DModel `small32`, about 1.06M parameters) on
+  the 6000 training boots: 12000 steps at batch 64, bf16 autocast, constant rate 5e-4, EMA
+  0.999; about {training_minutes(ROOT / RUNS / "teacher"):.0f} minutes of training over
+  four sessions on one (often shared) CPU core. Samples (Heun, 18 steps, 35 network calls):
+  fd_cnn_fmnist {teacher["fd_cnn_fmnist"]:.3f} against a floor of
+  {teacher["fd_cnn_fmnist_floor"]:.3f} (n = {teacher["fd_n"]} each).
+- `domain_classifier/`: EGSDE's noise-conditioned sneaker/boot classifier ({dom["steps"]}
+  steps), held-out accuracy {dom["heldout_accuracy_sigma_0.1"]:.2f} /
+  {dom["heldout_accuracy_sigma_1"]:.2f} / {dom["heldout_accuracy_sigma_5"]:.2f} at noise
+  0.1 / 1 / 5.
+- `rdmd_cond/`: **one generator for every lambda in [0.05, 1]** (method `rdmd_lam`), from
+  sneakers to boots in one network call: 1600 iterations at batch 32, five fake-score updates
+  per generator update, bf16; about {training_minutes(ROOT / RUNS / "rdmd_cond"):.0f} minutes
+  of training over two sessions on one shared CPU core. Translate with
+  `rdmd translate --model src/rdmd/pretrained/fmnist/rdmd_cond --lam L --input DIR --out OUT`.
+
+Metrics of `rdmd_cond` on the 1000 held-out sneakers at its report's lambdas (final weights;
+L2 = mean per-image Euclidean norm on [0, 1] images; Frechet distance of 1000 outputs
+against 1000 real held-out boots, its floor from two disjoint real sets of 1000; target
+rate = share of outputs the classifier calls a boot{
+    f", against {real_rate:.3f} for real held-out boots" if isinstance(real_rate, float) else ""}):
+
+{chr(10).join(rows)}
+
+The comparison with the baselines at equal protocol is {sweep_note}.
+
+Honest notes: these models are far from converged; both were trained for as long as CPU
+sessions allowed. The teacher is {teacher["fd_cnn_fmnist"] / teacher["fd_cnn_fmnist_floor"]:.1f}x
+its floor (issue 14 asks for 2x); the generator's best Frechet distance above is
+{min(m["fd_cnn_fmnist"] / m["fd_cnn_fmnist_floor"] for m in cond["by_lam"].values()):.1f}x
+its floor. The teacher's and the generator's numbers use different n (3500 and 1000): compare
+each with its own floor.
+"""
+    (SHIP / "MODEL_CARD.md").write_text(card)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stages", default="1,2,3,4,5")
@@ -82,6 +162,7 @@ def main() -> None:
                 shutil.copytree(out, dest, dirs_exist_ok=True)
             else:
                 ship(out, dest)
+        write_card(steps)
         print(json.dumps({p.name: sorted(x.name for x in p.iterdir())
                           for p in SHIP.iterdir() if p.is_dir()}, indent=1))
         return
