@@ -6,8 +6,9 @@ gap of ``G`` to the OT map onto *its own* output Gaussian (the coupling: what th
 selects) and the gap of that map to ``T`` (the distribution: what the DM term fits), with
 the eigenvalues of the output and target covariances; and split another way, into what
 ``G``'s best affine fit misses (``nonlinear_part``) and that fit's gap to ``T``
-(``affine_fit_to_T``). For a teacher run (``--teacher DIR``):
-the relative error of its denoiser against the exact Gaussian denoiser
+(``affine_fit_to_T``), itself split into the symmetric and the antisymmetric part of the
+fit's matrix minus ``T``'s (``affine_symmetric``, ``affine_rotation``; the mean offset is the
+rest). For a teacher run (``--teacher DIR``): the relative error of its denoiser against the exact Gaussian denoiser
 ``m + C (C + sigma^2 I)^-1 (y - m)`` at each noise level (``|D - D*| / |D* - y|``, on
 ``y ~ N(m, C + sigma^2 I)``, in the network's units), and the gap to ``T`` of the OT map onto
 the Gaussian fit of its own samples (``samples_map_to_T``: the floor a generator that matches
@@ -63,10 +64,16 @@ def generator_report(run: Path, n: int, lam: float | None) -> dict[str, object]:
     den = float(((t - x) ** 2).sum(1).mean())
     # the other split: G's best affine fit (least squares) and what no affine map explains
     xa = np.c_[x, np.ones(len(x))]
-    lin = xa @ np.linalg.lstsq(xa, y, rcond=None)[0]
+    coef = np.linalg.lstsq(xa, y, rcond=None)[0]
+    lin = xa @ coef
+    # and the fit's matrix against T's: a symmetric part and an antisymmetric one (a rotation
+    # of the input, which leaves G's output law unchanged); E||E x||^2 = ||E||_F^2 on N(0, I)
+    e = coef[:-1].T - np.real(sqrtm(cov))
     return {"run": str(run), "lam": lam,
             "nonlinear_part": float(((y - lin) ** 2).sum(1).mean()) / den,
             "affine_fit_to_T": float(((lin - t) ** 2).sum(1).mean()) / den,
+            "affine_symmetric": float((((e + e.T) / 2) ** 2).sum()) / den,
+            "affine_rotation": float((((e - e.T) / 2) ** 2).sum()) / den,
             "gap_to_T": float(((y - t) ** 2).sum(1).mean()) / den,
             "gap_to_own_gaussian_ot_map": float(((y - own) ** 2).sum(1).mean()) / den,
             "own_map_to_T": float(((own - t) ** 2).sum(1).mean()) / den,
