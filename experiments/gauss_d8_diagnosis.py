@@ -9,8 +9,8 @@ the eigenvalues of the output and target covariances; and split another way, int
 (``affine_fit_to_T``), itself split into the symmetric and the antisymmetric part of the
 fit's matrix minus ``T``'s (``affine_symmetric``, ``affine_rotation``; the mean offset is the
 rest). For a teacher run (``--teacher DIR``): the relative error of its denoiser against
-the exact Gaussian denoiser ``m + C (C + sigma^2 I)^-1 (y - m)`` at each noise level (``|D - D*| / |D* - y|``, on
-``y ~ N(m, C + sigma^2 I)``, in the network's units), and the gap to ``T`` of the OT map onto
+the exact Gaussian denoiser ``m + C (C + sigma^2 I)^-1 (y - m)`` at each noise level
+(``|D - D*| / |D* - y|``, on ``y ~ N(m, C + sigma^2 I)``, in the network's units), and the gap to ``T`` of the OT map onto
 the Gaussian fit of its own samples (``samples_map_to_T``: the floor a generator that matches
 the teacher's law sits on).
 
