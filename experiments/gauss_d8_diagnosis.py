@@ -10,9 +10,9 @@ the eigenvalues of the output and target covariances; and split another way, int
 fit's matrix minus ``T``'s (``affine_symmetric``, ``affine_rotation``; the mean offset is the
 rest). For a teacher run (``--teacher DIR``): the relative error of its denoiser against
 the exact Gaussian denoiser ``m + C (C + sigma^2 I)^-1 (y - m)`` at each noise level
-(``|D - D*| / |D* - y|``, on ``y ~ N(m, C + sigma^2 I)``, in the network's units), and the gap to ``T`` of the OT map onto
-the Gaussian fit of its own samples (``samples_map_to_T``: the floor a generator that matches
-the teacher's law sits on).
+(``|D - D*| / |D* - y|``, on ``y ~ N(m, C + sigma^2 I)``, in the network's units), and the
+gap to ``T`` of the OT map onto the Gaussian fit of its own samples (``samples_map_to_T``:
+the floor a generator that matches the teacher's law sits on).
 
     python experiments/gauss_d8_diagnosis.py --gen runs/d8_diag/e1_fresh_8k --teacher \\
         runs/lambda_conditioned_full/gauss_d8/teacher runs/d8_diag/teacher_5k
