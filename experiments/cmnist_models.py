@@ -7,7 +7,7 @@ run description and the metrics into ``src/rdmd/pretrained/cmnist`` and writes
     python experiments/cmnist_models.py --lams 0.05,0.25,1.0
     python experiments/cmnist_models.py --ship-only   # re-copy finished runs, rewrite card
     python experiments/cmnist_models.py --rescore-shipped --lams 0.05,0.1,0.25,0.35,0.5,1.0
-        # re-evaluate the shipped generators in place (current protocol), rewrite the card
+        # re-evaluate the shipped generators in place (current protocol); prints the card's rows
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--ship-only", action="store_true")
     ap.add_argument("--rescore-shipped", action="store_true",
                     help="re-evaluate the shipped generators in place with the current "
-                         "evaluation protocol (metrics.json, plots) and rewrite the card")
+                         "evaluation protocol (metrics.json, plots) and print the card's rows")
     a = ap.parse_args()
     clf = str(CLASSIFIER.relative_to(ROOT))
     teacher = f"{a.runs}/teacher"
@@ -101,11 +101,12 @@ def main() -> None:
     if a.rescore_shipped:
         from common import reevaluate
 
-        rows = [reevaluate(SHIP / f"rdmd_lam{lam:g}", classifier=clf, target_class=3)
-                for lam in lams]
-        write_card(["rdmd " + " ".join(args) for args, _ in plan], rows,
-                   json.loads((SHIP / "teacher" / "metrics.json").read_text()),
-                   json.loads((CLASSIFIER / "classifier.json").read_text()))
+        # the card is not rewritten: it also holds rows of generators no longer shipped and
+        # the conditioned model's section; print the new rows to paste into its table
+        for lam in lams:
+            r = reevaluate(SHIP / f"rdmd_lam{lam:g}", classifier=clf, target_class=3)
+            print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r.get(c), float) else
+                                    str(r.get(c, "")) for c in COLUMNS) + " |")
         return
     if not a.ship_only:
         for args, out in plan:
