@@ -50,11 +50,12 @@ N_STEPS = 18  # Heun steps of the baselines: 35 network calls per image
 
 
 def shipped_dirs() -> list[Path]:
-    """The model folders shipped inside the package: colored MNIST and the 2-D models."""
+    """The model folders shipped inside the package: colored MNIST, the 2-D models, then
+    Fashion-MNIST (its held-out examples need the Debian package; uploads work without)."""
     from importlib import resources
 
     root = Path(str(resources.files("rdmd") / "pretrained"))
-    return [root / "cmnist", root / "twod"]
+    return [root / "cmnist", root / "twod", root / "fmnist"]
 
 
 # -- models --------------------------------------------------------------------------------
