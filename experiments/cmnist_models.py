@@ -105,8 +105,7 @@ def main() -> None:
         # the conditioned model's section; print the new rows to paste into its table
         for lam in lams:
             r = reevaluate(SHIP / f"rdmd_lam{lam:g}", classifier=clf, target_class=3)
-            print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r.get(c), float) else
-                                    str(r.get(c, "")) for c in COLUMNS) + " |")
+            print(table_row([r.get(c, "") for c in COLUMNS]))
         return
     if not a.ship_only:
         for args, out in plan:
@@ -140,12 +139,18 @@ def ship(run_dir: Path, dest: Path, half: bool = True) -> None:
     (dest / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
-def write_card(commands: list[str], rows: list[dict], teacher: dict, clf: dict) -> None:
-    def fmt(v: object) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+def fmt(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    table += ["| " + " | ".join(fmt(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
+
+def table_row(values: list[object]) -> str:
+    """One row of a model card's markdown table."""
+    return "| " + " | ".join(fmt(v) for v in values) + " |"
+
+
+def write_card(commands: list[str], rows: list[dict], teacher: dict, clf: dict) -> None:
+    table = [table_row(list(COLUMNS)), "|" + "---|" * len(COLUMNS)]
+    table += [table_row([r.get(c, "") for c in COLUMNS]) for r in rows]
     card = f"""# Shipped models: colored MNIST 2 -> 3
 
 Trained on CPU by the project's own commands (run from the repository root; the script

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cmnist_models import execute, ship  # noqa: E402
+from cmnist_models import execute, ship, table_row  # noqa: E402
 from common import run_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,10 +104,8 @@ def write_card(steps: list[tuple[list[str], Path]]) -> None:
     cond = json.loads((SHIP / "rdmd_cond" / "metrics.json").read_text())
     cols = ("l2", "psnr", "ssim", "target_accuracy", "fd_cnn_fmnist", "fd_cnn_fmnist_floor",
             "kid_cnn_fmnist")
-    rows = ["| lambda | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for lam, m in cond["by_lam"].items():
-        rows.append(f"| {lam} | " + " | ".join(
-            f"{m[c]:.4g}" if isinstance(m.get(c), float) else "" for c in cols) + " |")
+    rows = [table_row(["lambda", *cols]), "|---" * (len(cols) + 1) + "|"]
+    rows += [table_row([lam, *(m.get(c, "") for c in cols)]) for lam, m in cond["by_lam"].items()]
     real_rate = real_target_rate()
     summary = ROOT / "experiments" / "results" / "fmnist_sweep_summary.json"
     below = json.loads(summary.read_text()).get("rdmd_below_all_baselines") \
