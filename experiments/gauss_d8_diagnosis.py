@@ -55,6 +55,13 @@ def inputs_and_ot(mean: np.ndarray, cov: np.ndarray, n: int) -> tuple[np.ndarray
     return x, x @ np.real(sqrtm(cov)).T + mean
 
 
+def target_in_units(model: rdmd.Model, mean: np.ndarray, cov: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The target Gaussian's mean and covariance in the network's normalised units."""
+    mz = model.normalizer.encode(torch.tensor(mean, dtype=torch.float32)[None])
+    return mz.numpy()[0].astype(float), cov / float(model.normalizer.scale) ** 2
+
+
 def generator_report(run: Path, n: int, lam: float | None) -> dict[str, object]:
     mean, cov = target_of(run)
     x, t = inputs_and_ot(mean, cov, n)
@@ -85,10 +92,7 @@ def teacher_report(run: Path, n: int) -> dict[str, object]:
     m = rdmd.load_model(run)
     mean, cov = target_of(run)
     d = len(mean)
-    enc = m.normalizer.encode
-    mz = enc(torch.tensor(mean, dtype=torch.float32)[None]).numpy()[0].astype(float)
-    scale = float(m.normalizer.scale)
-    cz = cov / scale ** 2
+    mz, cz = target_in_units(m, mean, cov)
     rng = np.random.default_rng(0)
     errs = {}
     for s in SIGMAS:

@@ -21,32 +21,24 @@ Results: docs/twod.md ("What bounds the d = 8 map").
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+import rdmd
 from rdmd.analytic import GaussianDenoiser
-from rdmd.data.vectors import parse_spec
 from rdmd.methods import METHODS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gauss_d8_diagnosis import target_in_units, target_of  # noqa: E402
 
 
 def exact_denoiser(teacher_dir: Path) -> GaussianDenoiser:
     """The target Gaussian's exact denoiser in the teacher's normalised units."""
-    import rdmd
-
-    model = rdmd.load_model(teacher_dir)
-    name, params = parse_spec(json.loads((teacher_dir / "config.json").read_text())["target"])
-    if name != "gaussian" or "cov" not in params:
-        raise SystemExit(f"{teacher_dir}: the target is not a gaussian with a cov")
-    cov = np.asarray(params["cov"], float)
-    mean = np.broadcast_to(np.asarray(params.get("mean", 0.0), float), len(cov))
-    mz = model.normalizer.encode(torch.tensor(mean, dtype=torch.float32)[None])[0].double()
-    scale = float(model.normalizer.scale)
-    return GaussianDenoiser(mz, torch.tensor(cov) / scale**2)
+    mz, cz = target_in_units(rdmd.load_model(teacher_dir), *target_of(teacher_dir))
+    return GaussianDenoiser(torch.tensor(mz), torch.tensor(cz))
 
 
 def main() -> None:
