@@ -48,6 +48,7 @@ class OneStepGenerator(nn.Module):
 
 
 FAKE_SIGMAS = ("lognormal", "loguniform", "shared")
+DM_WEIGHTS = ("sample", "sigma")
 
 
 def check_continuation(lam: float, lam_start: float | None, lam_anneal: float) -> None:
@@ -119,8 +120,8 @@ class RDMD(Method):
         self.dm_sigma = dm_sigma or LogUniformSigma()
         self.fake_loss_fn = fake_loss or EDMLoss()
         self.normalize = normalize
-        if dm_weight not in ("sample", "sigma"):
-            raise ValueError(f"dm_weight must be 'sample' or 'sigma', got {dm_weight!r}")
+        if dm_weight not in DM_WEIGHTS:
+            raise ValueError(f"dm_weight must be one of {DM_WEIGHTS}, got {dm_weight!r}")
         self.dm_weight = dm_weight
         self.share_sigma = share_sigma
         self.fake_steps = int(fake_steps)
@@ -209,10 +210,11 @@ class RDMD(Method):
         d_real = self.teacher(y_s, sigma).float()
         d_fake = self.fake(y_s, sigma) if cond is None else self.fake(y_s, sigma, cond)
         g = d_fake.float().sub_(d_real)  # fresh outputs: in place is safe
-        if self.normalize and self.dm_weight == "sigma":
-            g.div_(_bcast(gaussian_dm_weight(sigma.float(), self.teacher.sigma_data), g))
-        elif self.normalize:
-            w = d_real.sub_(y.float()).abs_().reshape(y.shape[0], -1).mean(dim=1)
+        if self.normalize:
+            if self.dm_weight == "sigma":
+                w = gaussian_dm_weight(sigma.float(), self.teacher.sigma_data)
+            else:
+                w = d_real.sub_(y.float()).abs_().reshape(y.shape[0], -1).mean(dim=1)
             g.div_(_bcast(w.clamp_min_(1e-8), g))
         return g
 
