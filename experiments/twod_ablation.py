@@ -133,6 +133,16 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "g_wide_gff3_b4096": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
                                            "lr_schedule": "cosine", "batch_size": 4096,
                                            "generator_fourier": [64, 3.0]}),
+    # seventh session: a higher feature scale or more features (sharper boundaries), and
+    # DMD2's five fake-score updates (a fake score that keeps up with a sharp generator)
+    "g_wide_gff5": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
+                                     "lr_schedule": "cosine", "generator_fourier": [64, 5.0]}),
+    "g_wide_gff3_n256": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
+                                          "lr_schedule": "cosine",
+                                          "generator_fourier": [256, 3.0]}),
+    "g_wide_gff3_k5": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
+                                        "lr_schedule": "cosine", "fake_steps": 5,
+                                        "generator_fourier": [64, 3.0]}),
     "g_dwsigma": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine",
                               "dm_weight": "sigma"}),
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring

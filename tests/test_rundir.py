@@ -49,7 +49,7 @@ def test_resume_without_changes_keeps_the_saved_config(tmp_path: Path) -> None:
 def test_resume_refuses_any_change_but_steps(tmp_path: Path, key: str, value: object) -> None:
     """Falsy values (seed 0, lambda 0) are changes too: once ignored by a truthiness test."""
     run = _saved_distill(tmp_path / "r", seed=3, lam=0.02)
-    with pytest.raises(RdmdError, match=f"only steps may change.*{key}="):
+    with pytest.raises(RdmdError, match=f"only steps and decay_steps may change.*{key}="):
         prepare_run(run, "distill", DistillConfig, {}, [{key: value}], _vector, resume=True)
 
 
@@ -77,6 +77,11 @@ def test_cosine_schedule_steps_cannot_change(tmp_path: Path) -> None:
     flat = _saved_teacher(tmp_path / "c", steps=100, lr_schedule="constant")
     _, cfg = prepare_run(flat, "teacher", TeacherConfig, {}, [{"steps": 200}], _vector, True)
     assert cfg.steps == 200
+    _, cfg = prepare_run(flat, "teacher", TeacherConfig, {}, [{"steps": 200, "decay_steps": 50}],
+                         _vector, True)
+    assert (cfg.steps, cfg.decay_steps) == (200, 50)
+    with pytest.raises(RdmdError, match="decay_steps' is for lr_schedule 'constant'"):
+        prepare_run(run, "teacher", TeacherConfig, {}, [{"decay_steps": 50}], _vector, True)
 
 
 def test_saved_config_is_validated(tmp_path: Path) -> None:
@@ -108,5 +113,5 @@ def test_cli_resume_refuses_falsy_changes(tmp_path: Path, capsys: pytest.Capture
     before = (run / CONFIG_FILE).read_bytes()
     assert main(["distill", "--out", str(run), "--resume", *flags]) == 2
     err = capsys.readouterr().err
-    assert "only steps may change" in err and len(err.strip().splitlines()) == 1
+    assert "only steps and decay_steps may change" in err and len(err.strip().splitlines()) == 1
     assert (run / CONFIG_FILE).read_bytes() == before

@@ -180,6 +180,37 @@ def test_teacher_resume_is_exact(tmp_path: Path) -> None:
     assert _rows(full / "log.csv") == _rows(half / "log.csv")
 
 
+def test_constant_run_extends_with_a_final_decay(tmp_path: Path) -> None:
+    """A finished constant-rate run resumed with more steps and a decay ends like the same
+    schedule run in one go, with the rate falling linearly to 0 over the decay."""
+    kw = {**TINY_TEACHER, "ckpt_every": 4, "log_every": 1, "lr_schedule": "constant",
+          "progress": False}
+    full = rdmd.train_teacher("8gaussians", tmp_path / "full", steps=10, decay_steps=6, **kw)
+    half = rdmd.train_teacher("8gaussians", tmp_path / "half", steps=4, **kw)
+    half = rdmd.train_teacher("8gaussians", half, steps=10, decay_steps=6, resume=True,
+                              progress=False)
+    assert (full / "model.safetensors").read_bytes() == (half / "model.safetensors").read_bytes()
+    rows = _rows(half / "log.csv")
+    assert rows == _rows(full / "log.csv")
+    lr = [float(r["lr"]) for r in rows]
+    base = lr[3]
+    assert lr[4:] == pytest.approx([base * k / 6 for k in range(6, 0, -1)], rel=1e-5)
+
+
+def test_decay_that_began_before_the_checkpoint_is_refused(tmp_path: Path) -> None:
+    kw = {**TINY_TEACHER, "ckpt_every": 4, "log_every": 1, "lr_schedule": "constant",
+          "progress": False}
+    run = rdmd.train_teacher("8gaussians", tmp_path / "r", steps=4, **kw)
+    before = _snapshot(run)
+    with pytest.raises(RdmdError, match=r"steps - decay_steps >= 4"):
+        rdmd.train_teacher("8gaussians", run, steps=8, decay_steps=6, resume=True,
+                           progress=False)
+    assert _snapshot(run) == before
+    with pytest.raises(RdmdError, match="decay_steps' is for lr_schedule 'constant'"):
+        rdmd.train_teacher("8gaussians", tmp_path / "c", steps=8, decay_steps=2,
+                           **{**kw, "lr_schedule": "cosine"})
+
+
 class _Boom(RuntimeError):
     pass
 

@@ -28,6 +28,9 @@ class TeacherConfig:
     batch_size: int | None = None  # None: 1024 for vectors, 128 for images
     lr: float | None = None  # None: 1e-3 for vectors, 5e-4 for images
     lr_schedule: str = "cosine"  # "cosine" decays to 0 over `steps`; "constant"
+    # "constant" only: the last decay_steps steps decay the rate linearly to 0 (a finished
+    # constant-rate run extends with --resume --steps N --set decay_steps=K; docs/images.md)
+    decay_steps: int = 0
     warmup_steps: int = 100  # linear learning-rate warm-up
     ema_decay: float = 0.999
     # warm the EMA up like the generator's (rdmd.ema.warmup_decay): without it a run shorter
@@ -87,6 +90,7 @@ class DistillConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     lr_schedule: str = "constant"  # "cosine" decays both rates to 0 over `steps`
+    decay_steps: int = 0  # "constant" only: linear decay to 0 over the last decay_steps
     warmup_steps: int = 0  # linear learning-rate warm-up
     fake_steps: int = 1
     # DMD2's GAN term (methods rdmd_gan, rdmd_lam_gan; --gan; docs/gan.md): loss weights in
@@ -201,20 +205,23 @@ def resolve_config(cls: type[C], layers: list[dict[str, Any] | None], kind: str)
 
 def apply_resume_changes(cfg: C, layers: list[dict[str, Any] | None]) -> C:
     """A resumed run keeps its saved settings. A key given again with its saved value is
-    fine; any other change is refused, except ``steps``, which may extend (or shorten) a
-    run whose learning rate does not depend on it. A cosine schedule decays over the run's
-    ``steps``: changing them would move the schedule under a half-trained model (extending a
-    finished run would jump the rate from about 0 back to half its peak), so that is refused
-    with the way forward."""
+    fine; any other change is refused, except ``steps`` and ``decay_steps``, which may
+    extend (or shorten) a constant-rate run and add a final decay to it. A cosine schedule
+    decays over the run's ``steps``: changing them would move the schedule under a
+    half-trained model (extending a finished run would jump the rate from about 0 back to
+    half its peak), so that is refused with the way forward. The loop then checks that the
+    rate the run resumes with is the rate it stopped with (:func:`check_resumed_rate`)."""
     given = layered_config(type(cfg), layers)  # a lam_range upgrades --gan's method too
     names = {k for layer in layers for k, v in (layer or {}).items() if v is not None}
     changed = sorted(k for k in names if getattr(given, k) != getattr(cfg, k))
-    others = [k for k in changed if k != "steps"]
+    others = [k for k in changed if k not in ("steps", "decay_steps")]
     if others:
         shown = ", ".join(f"{k}={getattr(given, k)!r} (saved {getattr(cfg, k)!r})"
                           for k in others)
         raise RdmdError(f"--resume continues the saved run with its saved settings; only "
-                        f"steps may change (got {shown})")
+                        f"steps and decay_steps may change (got {shown})")
+    if "decay_steps" in changed:
+        cfg.decay_steps = given.decay_steps
     if "steps" in changed:
         if cfg.lr_schedule == "cosine":
             raise RdmdError(f"this run's cosine learning-rate schedule decays over its "
@@ -223,6 +230,7 @@ def apply_resume_changes(cfg: C, layers: list[dict[str, Any] | None]) -> C:
                             "rate near half its peak). Resume without --steps, or train a new "
                             "run with the total you want")
         cfg.steps = given.steps
+    if "steps" in changed or "decay_steps" in changed:
         validate(cfg)
     return cfg
 
@@ -350,12 +358,14 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
 POSITIVE = ("batch_size", "lr", "lr_generator", "lr_fake", "log_every", "ckpt_every",
             "keep_checkpoints", "fake_steps", "floor_pairs", "n_train", "n_test",
             "sample_steps", "dm_sigma_min", "dm_sigma_max", "sigma_g", "image_size")
-NON_NEGATIVE = ("steps", "warmup_steps", "ema_decay", "grad_clip", "eval_every", "lam",
-                "gan_weight_gen", "gan_weight_disc")
+NON_NEGATIVE = ("steps", "warmup_steps", "decay_steps", "ema_decay", "grad_clip", "eval_every",
+                "lam", "gan_weight_gen", "gan_weight_disc")
 
 
-def validate(cfg: TeacherConfig | DistillConfig) -> None:
-    """Ranges the types cannot express; a zero batch or a negative rate is a typo."""
+def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
+    """Ranges the types cannot express; a zero batch or a negative rate is a typo.
+    ``whole=False`` checks keys one by one (layers before they meet the saved or default
+    config), leaving out the checks that tie keys together."""
     for key in POSITIVE:
         v = getattr(cfg, key, None)
         if v is not None and v <= 0:
@@ -365,6 +375,12 @@ def validate(cfg: TeacherConfig | DistillConfig) -> None:
         if v is not None and v < 0:
             alias = " (lambda)" if key == "lam" else ""
             raise RdmdError(f"config key {key!r}{alias} must be >= 0, got {v}")
+    if whole and cfg.decay_steps and cfg.lr_schedule != "constant":
+        raise RdmdError(f"config key 'decay_steps' is for lr_schedule 'constant' (a "
+                        f"{cfg.lr_schedule} schedule decays over all steps already)")
+    if whole and cfg.decay_steps > cfg.steps:
+        raise RdmdError(f"config key 'decay_steps' ({cfg.decay_steps}) must be at most "
+                        f"steps ({cfg.steps})")
     ema = getattr(cfg, "ema_decay", None)
     if ema is not None and ema >= 1:
         raise RdmdError(f"config key 'ema_decay' must be < 1, got {ema}")

@@ -80,7 +80,7 @@ def _rdmd_run(cfg: SweepConfig, out: Path, lam: float, progress: bool) -> Path:
              "steps": cfg.rdmd.get("steps")}
     layers.append({k: v for k, v in extra.items() if v is not None})
     # The same layers on resume: a run whose saved settings differ from the sweep's is
-    # refused (only steps may change), never silently continued with the old ones.
+    # refused (only steps and decay_steps may change), never silently continued with the old ones.
     resume = (run / "config.json").is_file()
     print(f"sweep: {'resuming' if resume else 'training'} RDMD lambda={lam:g} in {run}")
     return distill(cfg.source, cfg.teacher, run, layers, target=cfg.target, resume=resume,

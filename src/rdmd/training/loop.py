@@ -88,13 +88,37 @@ def _complete_row(row: dict[str, Any], fields: list[str]) -> bool:
     return True
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Linear warm-up, then constant or cosine decay to 0 at ``total``."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, decay: int = 0) -> float:
+    """Linear warm-up, then constant or cosine decay to 0 at ``total``. A constant rate
+    with ``decay`` steps falls linearly over the last ``decay`` of them (warm-up, stable,
+    decay): a run trained at a constant rate can be extended by a decay, which a cosine run
+    cannot."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    if decay and step >= total - decay:
+        return max(total - step, 0) / decay
     return 1.0
+
+
+def check_resumed_rate(optimizers: dict[str, torch.optim.Optimizer],
+                       base_lr: dict[str, list[float]], start: int, cfg: Any) -> None:
+    """A resumed run whose ``steps`` or ``decay_steps`` changed must go on at the rate it
+    stopped with: a decay that should have begun before the checkpoint would make the rate
+    jump under the trained model."""
+    if start == 0:
+        return
+    factor = lr_factor(start - 1, cfg.steps, cfg.warmup_steps, cfg.lr_schedule,
+                       cfg.decay_steps)
+    for name, opt in optimizers.items():
+        for g, lr in zip(opt.param_groups, base_lr[name], strict=True):
+            if not math.isclose(g["lr"], lr * factor, rel_tol=1e-6, abs_tol=1e-12):
+                begin = cfg.steps - cfg.decay_steps
+                raise RdmdError(
+                    f"the checkpoint at step {start} trained at rate {g['lr']:.3g}, but "
+                    f"these settings give {lr * factor:.3g} there (decay from step {begin} "
+                    f"of {cfg.steps}); choose steps - decay_steps >= {start}")
 
 
 def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
@@ -128,6 +152,8 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     state = RunState(modules, method.optimizers, rng, d, signature)
     root = out_dir / CHECKPOINTS
     start = _resume(state, root, d) if resume else 0
+    if resume:
+        check_resumed_rate(method.optimizers, base_lr, start, cfg)
     if d.main:
         if resume:
             print(f"resuming {out_dir} at step {start} of {total}"
@@ -140,13 +166,14 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     log = CsvLog(out_dir / LOG_FILE, start) if d.main else None
     bar = tqdm(total=total, initial=start, desc=desc, disable=not (progress and d.main),
                dynamic_ncols=True, mininterval=1.0)
-    show_lr = len(base_lr) == 1 or cfg.lr_schedule != "constant" or cfg.warmup_steps
+    show_lr = (len(base_lr) == 1 or cfg.lr_schedule != "constant" or cfg.warmup_steps
+               or cfg.decay_steps)
     eval_every = getattr(cfg, "eval_every", 0)
     t0 = time.perf_counter()
     if stop is not None:  # from here a signal stops the run after a step, with a checkpoint
         stop.__enter__()  # (restored below, or by claim_run if the loop raises)
     for step in range(start, total):
-        factor = lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule)
+        factor = lr_factor(step, total, cfg.warmup_steps, cfg.lr_schedule, cfg.decay_steps)
         for name, opt in method.optimizers.items():
             for g, lr in zip(opt.param_groups, base_lr[name], strict=True):
                 g["lr"] = lr * factor

@@ -77,7 +77,7 @@ def read_run(out_dir: Path) -> dict[str, Any]:
 def check_layers(cls: type[C], layers: list[dict[str, Any] | None]) -> None:
     """Keys, types and ranges of the given layers alone, checked before the run folder is
     touched (the full config is resolved later, once the data kind is known)."""
-    validate(layered_config(cls, layers))
+    validate(layered_config(cls, layers), whole=False)
 
 
 def load_run_config(cls: type[C], out_dir: str | Path) -> C:
