@@ -85,6 +85,11 @@ class DistillConfig:
     # MLP: [n, scale] random Fourier features as an extra, zero-initialised input path of the
     # generator only (the teacher and fake score unchanged; docs/twod.md); None: none
     generator_fourier: list[float] | None = None
+    # "denoiser": the teacher's network at sigma_g (the paper's); "potential": G(x) = x +
+    # grad s(x), a gradient field by construction, as the l2 optimum is (vectors; starts at
+    # the identity, sigma_g unused; docs/twod.md); generator_widths: its MLP's hidden widths
+    generator: str = "denoiser"
+    generator_widths: list[int] | None = None
     lr_generator: float | None = None  # None: 2e-5 for vectors, 5e-5 for images
     lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
     beta1: float = 0.9
@@ -146,6 +151,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fake_sigma": ("lognormal", "loguniform", "shared"),
     "gan_features": ("teacher", "fake"),
     "dm_weight": ("sample", "sigma"),
+    "generator": ("denoiser", "potential"),
 }
 
 #: methods with DMD2's GAN term (their keys are refused for any other method)
@@ -389,6 +395,10 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
         if v is not None and v not in allowed:
             raise RdmdError(f"config key {key!r} must be one of {', '.join(allowed)}, "
                             f"got {v!r}")
+    widths = getattr(cfg, "generator_widths", None)
+    if widths is not None and (not widths or any(int(w) != w or w < 1 for w in widths)):
+        raise RdmdError(f"config key 'generator_widths' must be a list of integers >= 1, "
+                        f"got {widths}")
     for key in ("fourier", "generator_fourier"):
         ff = getattr(cfg, key, None)
         if ff is not None and (len(ff) != 2 or int(ff[0]) != ff[0] or ff[0] < 1
@@ -425,6 +435,9 @@ def _validate_lam_range(cfg: Any) -> None:
         if cfg.lam_start is not None:
             raise RdmdError(f"lam_start (a lambda continuation) is for a fixed lambda; method "
                             f"{cfg.method} trains every lambda of lam_range at once")
+        if cfg.generator != "denoiser":
+            raise RdmdError(f"generator = {cfg.generator!r} is for a fixed lambda (it has no "
+                            f"conditioning input); method {cfg.method} needs the denoiser")
     elif rng or cfg.lam_zero_prob is not None or cfg.lam_shift is not None:
         raise RdmdError(f"lam_range, lam_zero_prob and lam_shift are for method rdmd_lam "
                         f"(--lam-range sets it); this run's method is {cfg.method}")

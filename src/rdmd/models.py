@@ -14,7 +14,8 @@ from rdmd.checkpoint import atomic_save_tensors, atomic_write_json, load_tensors
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
-from rdmd.methods.rdmd import OneStepGenerator
+from rdmd.methods.potential import build_potential
+from rdmd.methods.rdmd import POTENTIAL, OneStepGenerator
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -61,7 +62,12 @@ class Model:
     @property
     def denoiser(self) -> EDMDenoiser:
         net = self.net
-        return net.denoiser if isinstance(net, OneStepGenerator) else net  # type: ignore
+        if isinstance(net, OneStepGenerator):
+            return net.denoiser
+        if not isinstance(net, EDMDenoiser):
+            raise RdmdError(f"this {self.role} has no denoiser (a potential generator); pass "
+                            "a teacher")
+        return net
 
 
 def save_model(out_dir: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None:
@@ -100,7 +106,13 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("role", "backbone", "sigma_data", "normalizer", "data_shape"):
         if key not in meta:
             raise RdmdError(f"{d / META}: missing key {key!r}")
-    den = build_denoiser(meta["backbone"], meta["sigma_data"])
+    if meta["backbone"].get("name") == POTENTIAL:  # a gradient-field generator
+        if meta["role"] != "generator":
+            raise RdmdError(f"{d / META}: a potential network is a generator, not a "
+                            f"{meta['role']}")
+        den = build_potential(meta["backbone"])
+    else:
+        den = build_denoiser(meta["backbone"], meta["sigma_data"])
     state = load_tensors(d / WEIGHTS)
     expected = den.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -113,8 +125,8 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
     den.load_state_dict(state)
     den.to(map_location).eval().requires_grad_(False)
     net: torch.nn.Module = den
-    if meta["role"] == "generator":
+    if meta["role"] == "generator" and isinstance(den, EDMDenoiser):
         net = OneStepGenerator(den, float(meta["sigma_g"]))
-    elif meta["role"] != "teacher":
+    elif meta["role"] not in ("teacher", "generator"):
         raise RdmdError(f"{d / META}: unknown role {meta['role']!r}")
     return Model(net.eval(), meta)

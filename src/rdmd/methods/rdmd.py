@@ -48,6 +48,24 @@ class OneStepGenerator(nn.Module):
 
 
 FAKE_SIGMAS = ("lognormal", "loguniform", "shared")
+#: the backbone name a potential generator is saved under (rdmd.models rebuilds it)
+POTENTIAL = "potential"
+
+
+def potential_generator(teacher: EDMDenoiser, extras: dict | None,
+                        widths: list[int] | None) -> tuple[nn.Module, dict[str, Any]]:
+    """A :class:`~rdmd.methods.potential.PotentialGenerator` for the teacher's data (its MLP
+    gives the dimension) and its saved description."""
+    from rdmd.methods.potential import DEFAULT_WIDTHS, PotentialGenerator
+
+    dim = getattr(teacher.backbone, "dim", None)
+    if type(teacher.backbone).__name__ != "MLPBackbone" or dim is None:
+        raise RdmdError("generator = 'potential' is for vector data (a teacher with the MLP "
+                        f"backbone); this teacher's is {type(teacher.backbone).__name__}")
+    ff = (extras or {}).get("fourier_branch")
+    gen = PotentialGenerator(dim, widths or DEFAULT_WIDTHS, ff)
+    gen.to(next(teacher.parameters()).device).train()
+    return gen, {"name": POTENTIAL, **gen.config}
 DM_WEIGHTS = ("sample", "sigma")
 
 
@@ -137,18 +155,26 @@ class RDMD(Method):
 
     @classmethod
     def from_teacher(cls, teacher: EDMDenoiser, lam: float, sigma_g: float = 1.0,
-                     generator_extras: dict | None = None, **kwargs: Any) -> RDMD:
+                     generator_extras: dict | None = None, generator: str = "denoiser",
+                     generator_widths: list[int] | None = None, **kwargs: Any) -> RDMD:
         """Generator and fake score both start as copies of the teacher (paper §5).
         ``generator_extras`` (e.g. ``{"fourier_branch": [n, scale]}``) gives the generator
-        zero-initialised extra inputs (:func:`rdmd.methods.copies.extended_copy`)."""
-        if generator_extras:
+        zero-initialised extra inputs (:func:`rdmd.methods.copies.extended_copy`).
+        ``generator="potential"`` makes the generator the gradient of a scalar potential
+        instead (:mod:`rdmd.methods.potential`; vectors only, starts as the identity), with
+        the Fourier features of ``generator_extras`` on its input."""
+        if generator == "potential":
+            gen, spec = potential_generator(teacher, generator_extras, generator_widths)
+        elif generator_extras:
             from rdmd.methods.copies import extended_copy
 
             gen_den, spec = extended_copy(teacher, **generator_extras)
+            gen = OneStepGenerator(gen_den, sigma_g)
         else:
             gen_den, spec = copy.deepcopy(teacher).requires_grad_(True), None
+            gen = OneStepGenerator(gen_den, sigma_g)
         fake = copy.deepcopy(teacher).requires_grad_(True).train()
-        m = cls(teacher, OneStepGenerator(gen_den, sigma_g), fake, lam, **kwargs)
+        m = cls(teacher, gen, fake, lam, **kwargs)
         m.generator_backbone = spec
         return m
 
@@ -156,6 +182,7 @@ class RDMD(Method):
     def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:  # type: ignore[override]
         """The method a run's config describes, with its optimisers."""
         m = cls.from_teacher(teacher, cfg.lam, cfg.sigma_g, generator_extras(cfg),
+                             cfg.generator, cfg.generator_widths,
                              **cls.config_kwargs(cfg, cost), lam_start=cfg.lam_start,
                              lam_anneal=cfg.lam_anneal)
         return m.configure_training(cfg)
@@ -163,7 +190,11 @@ class RDMD(Method):
     def model_meta(self) -> dict[str, Any]:
         # a generator with extra inputs is not the teacher's network: record its own
         spec = self.generator_backbone
-        return {"backbone": spec} if spec is not None else {}
+        if spec is None:
+            return {}
+        if spec.get("name") == POTENTIAL:  # no noise level: the generator is no denoiser
+            return {"backbone": spec, "sigma_g": None}
+        return {"backbone": spec}
 
     @staticmethod
     def config_kwargs(cfg: Any, cost: Cost) -> dict[str, Any]:

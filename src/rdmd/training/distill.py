@@ -131,7 +131,7 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
             "data_shape": list(shape), "kind": teacher_model.meta["kind"],
             "source": run["source"], "target": run["target"], "teacher": run["teacher"],
             "cost": cfg.cost, "steps": cfg.steps, "ema_decay": cfg.ema_decay, "lam": cfg.lam,
-            "sigma_g": float(method.result().sigma_g)}
+            "sigma_g": getattr(method.result(), "sigma_g", None)}
     for key, value in method.model_meta().items():  # a method adds keys (None drops one)
         if value is None:
             meta.pop(key, None)
