@@ -137,12 +137,19 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     # DMD2's five fake-score updates (a fake score that keeps up with a sharp generator)
     "g_wide_gff5": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
                                      "lr_schedule": "cosine", "generator_fourier": [64, 5.0]}),
-    "g_wide_gff3_n256": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
-                                          "lr_schedule": "cosine",
-                                          "generator_fourier": [256, 3.0]}),
+    **{f"g_wide_gff3_n{n}{'' if k == 4000 else '_10k'}": (
+        "fresh4k_wide", {"steps": k, "lr_generator": 1e-4, "lr_schedule": "cosine",
+                         "generator_fourier": [n, 3.0]})
+       for n, k in ((256, 4000), (1024, 4000), (256, 10_000), (1024, 10_000))},
     "g_wide_gff3_k5": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
                                         "lr_schedule": "cosine", "fake_steps": 5,
                                         "generator_fourier": [64, 3.0]}),
+    # the generator as the gradient of a potential (generator = "potential", docs/twod.md):
+    # a gradient field cannot swirl, so fewer crossings; it starts at the identity
+    **{f"g_wide_pot_gff3{'' if lr == 1e-4 else '_lr' + format(lr, 'g')}": (
+        "fresh4k_wide", {"steps": 4000, "lr_generator": lr, "lr_schedule": "cosine",
+                         "generator": "potential", "generator_fourier": [64, 3.0]})
+       for lr in (1e-4, 1e-3)},
     "g_dwsigma": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine",
                               "dm_weight": "sigma"}),
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring
