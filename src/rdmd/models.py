@@ -14,8 +14,8 @@ from rdmd.checkpoint import atomic_save_tensors, atomic_write_json, load_tensors
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
-from rdmd.methods.potential import PotentialGenerator, build_potential
-from rdmd.methods.rdmd import POTENTIAL, OneStepGenerator
+from rdmd.methods.potential import POTENTIAL, PotentialGenerator, build_potential
+from rdmd.methods.rdmd import OneStepGenerator
 
 WEIGHTS = "model.safetensors"
 META = "model.json"

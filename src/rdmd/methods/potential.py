@@ -25,7 +25,11 @@ import torch
 from torch import nn
 
 from rdmd.backbones.mlp import FourierFeatures
+from rdmd.edm import EDMDenoiser
+from rdmd.errors import RdmdError
 
+#: the backbone name a potential generator is saved under (rdmd.models rebuilds it)
+POTENTIAL = "potential"
 #: hidden widths of the potential's MLP unless a run says otherwise
 DEFAULT_WIDTHS = (256, 256, 256)
 
@@ -71,3 +75,18 @@ def build_potential(spec: dict[str, Any]) -> PotentialGenerator:
     """A potential generator from its saved description (``model.json``'s ``generator``)."""
     return PotentialGenerator(spec["dim"], spec.get("widths", DEFAULT_WIDTHS),
                               spec.get("fourier"))
+
+
+def potential_generator(teacher: EDMDenoiser, extras: dict | None,
+                        widths: list[int] | None) -> tuple[PotentialGenerator, dict[str, Any]]:
+    """A potential generator for the teacher's data (its MLP gives the dimension), on the
+    teacher's device, and its saved description; ``extras``' Fourier branch becomes the
+    potential's input features."""
+    dim = getattr(teacher.backbone, "dim", None)
+    if type(teacher.backbone).__name__ != "MLPBackbone" or dim is None:
+        raise RdmdError("generator = 'potential' is for vector data (a teacher with the MLP "
+                        f"backbone); this teacher's is {type(teacher.backbone).__name__}")
+    ff = (extras or {}).get("fourier_branch")
+    gen = PotentialGenerator(dim, widths or DEFAULT_WIDTHS, ff)
+    gen.to(next(teacher.parameters()).device).train()
+    return gen, {"name": POTENTIAL, **gen.config}

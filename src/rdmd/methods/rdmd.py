@@ -29,6 +29,7 @@ from rdmd.costs import Cost, squared_l2
 from rdmd.edm import EDMDenoiser, EDMLoss, LogNormalSigma, LogUniformSigma, _bcast
 from rdmd.errors import RdmdError
 from rdmd.methods.base import Method
+from rdmd.methods.potential import POTENTIAL, potential_generator
 
 
 class OneStepGenerator(nn.Module):
@@ -48,24 +49,6 @@ class OneStepGenerator(nn.Module):
 
 
 FAKE_SIGMAS = ("lognormal", "loguniform", "shared")
-#: the backbone name a potential generator is saved under (rdmd.models rebuilds it)
-POTENTIAL = "potential"
-
-
-def potential_generator(teacher: EDMDenoiser, extras: dict | None,
-                        widths: list[int] | None) -> tuple[nn.Module, dict[str, Any]]:
-    """A :class:`~rdmd.methods.potential.PotentialGenerator` for the teacher's data (its MLP
-    gives the dimension) and its saved description."""
-    from rdmd.methods.potential import DEFAULT_WIDTHS, PotentialGenerator
-
-    dim = getattr(teacher.backbone, "dim", None)
-    if type(teacher.backbone).__name__ != "MLPBackbone" or dim is None:
-        raise RdmdError("generator = 'potential' is for vector data (a teacher with the MLP "
-                        f"backbone); this teacher's is {type(teacher.backbone).__name__}")
-    ff = (extras or {}).get("fourier_branch")
-    gen = PotentialGenerator(dim, widths or DEFAULT_WIDTHS, ff)
-    gen.to(next(teacher.parameters()).device).train()
-    return gen, {"name": POTENTIAL, **gen.config}
 DM_WEIGHTS = ("sample", "sigma")
 
 
@@ -163,7 +146,7 @@ class RDMD(Method):
         ``generator="potential"`` makes the generator the gradient of a scalar potential
         instead (:mod:`rdmd.methods.potential`; vectors only, starts as the identity), with
         the Fourier features of ``generator_extras`` on its input."""
-        if generator == "potential":
+        if generator == POTENTIAL:
             gen, spec = potential_generator(teacher, generator_extras, generator_widths)
         elif generator_extras:
             from rdmd.methods.copies import extended_copy
