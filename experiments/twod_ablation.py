@@ -38,6 +38,10 @@ TEACHERS: dict[str, dict[str, Any]] = {
     "fresh4k_wide": {"fresh_data": True, "steps": 4000, "encoder": [64, 128, 128, 128]},
     "fresh4k_wider": {"fresh_data": True, "steps": 4000, "encoder": [128, 256, 256, 256]},
     "fresh_wide": {"fresh_data": True, "steps": 10_000, "encoder": [64, 128, 128, 128]},
+    # eighth session: does the wide teacher keep sharpening with twice the steps?
+    "fresh_wide_20k": {"fresh_data": True, "steps": 20_000, "encoder": [64, 128, 128, 128]},
+    "fresh_wide_20k_s1": {"fresh_data": True, "steps": 20_000, "encoder": [64, 128, 128, 128],
+                          "seed": 1},
     # random Fourier features of the input: sharp boundaries without the width (spectral bias)
     **{f"fresh4k_ff{sc:g}": {"fresh_data": True, "steps": 4000, "fourier": [64, sc]}
        for sc in (0.5, 1.0, 3.0)},
@@ -55,6 +59,8 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "t_fresh4k_lr2e-3": ("fresh4k_lr2e-3", None),
     "t_fresh2k": ("fresh2k", None),
     "t_fresh_wide": ("fresh_wide", None),  # the wide teacher at the default 10k steps
+    "t_fresh_wide_20k": ("fresh_wide_20k", None),
+    "t_fresh_wide_20k_s1": ("fresh_wide_20k_s1", None),
     # generator rows, all on the 4k fresh teacher, lambda 0.02
     "g_old": ("fresh4k", {"fresh_data": False, "steps": 10_000}),
     "g_old4k": ("fresh4k", {"fresh_data": False, "steps": 4000}),
@@ -141,6 +147,11 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
         "fresh4k_wide", {"steps": k, "lr_generator": 1e-4, "lr_schedule": "cosine",
                          "generator_fourier": [n, 3.0]})
        for n, k in ((256, 4000), (1024, 4000), (256, 10_000), (1024, 10_000))},
+    # eighth session: the best row's seeds
+    **{f"g_wide_gff3_n1024_10k_s{s}": (
+        "fresh4k_wide", {"steps": 10_000, "lr_generator": 1e-4, "lr_schedule": "cosine",
+                         "generator_fourier": [1024, 3.0], "seed": s})
+       for s in (1, 2)},
     "g_wide_gff3_k5": ("fresh4k_wide", {"steps": 4000, "lr_generator": 1e-4,
                                         "lr_schedule": "cosine", "fake_steps": 5,
                                         "generator_fourier": [64, 3.0]}),
@@ -150,6 +161,19 @@ ROWS: dict[str, tuple[str, dict[str, Any] | None]] = {
         "fresh4k_wide", {"steps": 4000, "lr_generator": lr, "lr_schedule": "cosine",
                          "generator": "potential", "generator_fourier": [64, 3.0]})
        for lr in (1e-4, 1e-3)},
+    # eighth session: the gradient of a convex piecewise-quadratic potential (generator =
+    # "convex"), started at the semi-discrete OT map onto K teacher samples: a jump between
+    # modes is a change of piece, as sharp as the learned temperature
+    **{f"g_wide_cvx{k}{'' if n == 4000 else '_' + str(n // 1000) + 'k'}"
+       f"{'' if lr == 3e-3 else '_lr' + format(lr, 'g')}"
+       f"{'' if lam == 0.02 else '_lam' + format(lam, 'g')}": (
+           "fresh4k_wide", {"steps": n, "lr_generator": lr, "lr_schedule": "cosine",
+                            "generator": "convex", "lam": lam,
+                            **({} if k == 64 else {"generator_pieces": k})})
+       for k, n, lr, lam in ((64, 2000, 1e-3, 0.02), (64, 2000, 3e-4, 0.02),
+                             (64, 4000, 3e-3, 0.02), (256, 4000, 3e-3, 0.02),
+                             (64, 10_000, 3e-3, 0.02), (64, 4000, 3e-3, 0.0),
+                             (64, 4000, 3e-3, 0.005))},
     "g_dwsigma": ("fresh4k", {"steps": 4000, "lr_generator": 1e-4, "lr_schedule": "cosine",
                               "dm_weight": "sigma"}),
     # DMD2's GAN term (docs/gan.md): a discriminator on bottleneck features may cut the ring

@@ -13,7 +13,7 @@ from rdmd.backbones.mlp import MLPBackbone
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
 from rdmd.methods import RDMD
-from rdmd.methods.potential import PotentialGenerator
+from rdmd.methods.potential import ConvexGenerator, PotentialGenerator
 from rdmd.models import load_model
 
 torch.set_num_threads(1)
@@ -95,5 +95,77 @@ def test_distill_saves_and_loads_it(tmp_path: Path) -> None:
     x = torch.randn(6, 2)
     y = rdmd.translate(model, x)
     assert y.shape == x.shape and not torch.allclose(y, x)  # it trained away from identity
+    with pytest.raises(RdmdError, match="has no denoiser"):
+        _ = model.denoiser
+
+
+# --- the convex piecewise-quadratic potential (generator = "convex") ---
+
+
+def _convex_trained_like(dim: int = 3, pieces: int = 5) -> ConvexGenerator:
+    torch.manual_seed(2)
+    g = ConvexGenerator(dim, pieces)
+    with torch.no_grad():
+        g.L.add_(0.5 * torch.randn_like(g.L))
+        g.b.normal_(std=1.0)
+        g.c.normal_(std=1.0)
+    return g
+
+
+def test_convex_map_is_the_gradient_of_a_convex_potential() -> None:
+    """The closed form equals autograd's gradient of tau * logsumexp(q / tau), and the map is
+    monotone: <G(x) - G(y), x - y> >= 0 for every pair (no two segments can cross)."""
+    g = _convex_trained_like()
+    x = torch.randn(64, 3, requires_grad=True)
+    p, lx = g.weights(x)
+    q = 0.5 * lx.square().sum(-1) + x @ g.b.T + g.c
+    tau = g.log_tau.exp()
+    (grad,) = torch.autograd.grad((tau * torch.logsumexp(q / tau, 1)).sum(), x)
+    assert torch.allclose(g(x), grad, atol=1e-5)
+    y = g(x).detach()
+    i, j = torch.triu_indices(64, 64, 1)
+    assert ((y[i] - y[j]) * (x[i] - x[j]).detach()).sum(-1).min() >= -1e-5
+    assert p.max(1).values.min() < 1  # the pieces blend somewhere: not a trivial map
+
+
+def test_convex_map_starts_near_the_identity() -> None:
+    torch.manual_seed(0)
+    g = ConvexGenerator(2, 16, spread=0.1)
+    x = torch.randn(256, 2)
+    assert (g(x) - x).abs().max() < 0.5  # x plus a softmax blend of the b_k (spread 0.1)
+    with torch.no_grad():
+        g.b.zero_()
+    assert torch.allclose(g(x), x)
+
+
+def test_convex_generator_through_the_pipeline(tmp_path: Path) -> None:
+    """Built by the method (vectors only), distilled, saved, loaded and translated; its keys
+    refused where they do not apply."""
+    teacher = EDMDenoiser(MLPBackbone(2), 0.5)
+    m = RDMD.from_teacher(teacher, 0.01, generator="convex", generator_pieces=7)
+    assert isinstance(m.generator, ConvexGenerator)
+    # it starts at the semi-discrete OT map onto 7 teacher samples: equal cells of N(0, I)
+    cells = m.generator.weights(torch.randn(20000, 2))[0].argmax(1)
+    mass = torch.bincount(cells, minlength=7).float() / 20000
+    assert (mass - 1 / 7).abs().max() < 0.03, mass
+    assert m.model_meta() == {"backbone": {"name": "convex", "dim": 2, "pieces": 7},
+                              "sigma_g": None}
+    with pytest.raises(RdmdError, match="generator_pieces is for generator = 'convex'"):
+        rdmd.distill("gaussian", tmp_path / "t", tmp_path / "x", generator_pieces=4)
+    with pytest.raises(RdmdError, match="takes generator_pieces, not generator_widths"):
+        rdmd.distill("gaussian", tmp_path / "t", tmp_path / "x", generator="convex",
+                     generator_widths=[8])
+    teacher_dir = rdmd.train_teacher("gaussian", tmp_path / "t", steps=20, batch_size=64,
+                                     n_train=200, n_test=100, sample_steps=4, device="cpu",
+                                     progress=False)
+    run = rdmd.distill("gaussian", teacher_dir, tmp_path / "g", steps=10, batch_size=64,
+                       n_train=200, n_test=100, floor_pairs=1, lr_generator=1e-2,
+                       generator="convex", generator_pieces=4, device="cpu", progress=False)
+    model = load_model(run)
+    assert isinstance(model.net, ConvexGenerator) and model.net.pieces == 4
+    x = torch.randn(6, 2)
+    with torch.inference_mode():
+        y = rdmd.translate(model, x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
     with pytest.raises(RdmdError, match="has no denoiser"):
         _ = model.denoiser

@@ -90,6 +90,9 @@ class DistillConfig:
     # the identity, sigma_g unused; docs/twod.md); generator_widths: its MLP's hidden widths
     generator: str = "denoiser"
     generator_widths: list[int] | None = None
+    # "convex": G = grad of tau*logsumexp of convex quadratics, a monotone map whose jumps
+    # between modes are as sharp as tau (vectors; docs/twod.md); its number of pieces
+    generator_pieces: int | None = None
     lr_generator: float | None = None  # None: 2e-5 for vectors, 5e-5 for images
     lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
     beta1: float = 0.9
@@ -151,7 +154,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fake_sigma": ("lognormal", "loguniform", "shared"),
     "gan_features": ("teacher", "fake"),
     "dm_weight": ("sample", "sigma"),
-    "generator": ("denoiser", "potential"),
+    "generator": ("denoiser", "potential", "convex"),
 }
 
 #: methods with DMD2's GAN term (their keys are refused for any other method)
@@ -399,6 +402,16 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
     if widths is not None and (not widths or any(int(w) != w or w < 1 for w in widths)):
         raise RdmdError(f"config key 'generator_widths' must be a list of integers >= 1, "
                         f"got {widths}")
+    pieces = getattr(cfg, "generator_pieces", None)
+    if pieces is not None and (int(pieces) != pieces or pieces < 1):
+        raise RdmdError(f"config key 'generator_pieces' must be an integer >= 1, got {pieces}")
+    if getattr(cfg, "generator", None) == "convex" and (
+            widths is not None or getattr(cfg, "generator_fourier", None) is not None):
+        raise RdmdError("generator = 'convex' takes generator_pieces, not generator_widths or "
+                        "generator_fourier (its pieces are quadratics of the input)")
+    if pieces is not None and getattr(cfg, "generator", None) != "convex":
+        raise RdmdError(f"generator_pieces is for generator = 'convex'; this run's generator "
+                        f"is {getattr(cfg, 'generator', None)!r}")
     for key in ("fourier", "generator_fourier"):
         ff = getattr(cfg, key, None)
         if ff is not None and (len(ff) != 2 or int(ff[0]) != ff[0] or ff[0] < 1

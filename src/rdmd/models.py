@@ -14,7 +14,12 @@ from rdmd.checkpoint import atomic_save_tensors, atomic_write_json, load_tensors
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
-from rdmd.methods.potential import POTENTIAL, PotentialGenerator, build_potential
+from rdmd.methods.potential import (
+    GRADIENT_KINDS,
+    ConvexGenerator,
+    PotentialGenerator,
+    build_potential,
+)
 from rdmd.methods.rdmd import OneStepGenerator
 
 WEIGHTS = "model.safetensors"
@@ -64,9 +69,9 @@ class Model:
         net = self.net
         if isinstance(net, OneStepGenerator):
             return net.denoiser
-        if isinstance(net, PotentialGenerator):
-            raise RdmdError(f"this {self.role} has no denoiser (a potential generator); pass "
-                            "a teacher")
+        if isinstance(net, PotentialGenerator | ConvexGenerator):
+            raise RdmdError(f"this {self.role} has no denoiser (a gradient-field generator); "
+                            "pass a teacher")
         return net
 
 
@@ -106,7 +111,7 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("role", "backbone", "sigma_data", "normalizer", "data_shape"):
         if key not in meta:
             raise RdmdError(f"{d / META}: missing key {key!r}")
-    if meta["backbone"].get("name") == POTENTIAL:  # a gradient-field generator
+    if meta["backbone"].get("name") in GRADIENT_KINDS:  # a gradient-field generator
         if meta["role"] != "generator":
             raise RdmdError(f"{d / META}: a potential network is a generator, not a "
                             f"{meta['role']}")
@@ -125,7 +130,7 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
     den.load_state_dict(state)
     den.to(map_location).eval().requires_grad_(False)
     net: torch.nn.Module = den
-    if meta["role"] == "generator" and not isinstance(den, PotentialGenerator):
+    if meta["role"] == "generator" and not isinstance(den, PotentialGenerator | ConvexGenerator):
         net = OneStepGenerator(den, float(meta["sigma_g"]))
     elif meta["role"] not in ("teacher", "generator"):
         raise RdmdError(f"{d / META}: unknown role {meta['role']!r}")

@@ -29,7 +29,7 @@ from rdmd.costs import Cost, squared_l2
 from rdmd.edm import EDMDenoiser, EDMLoss, LogNormalSigma, LogUniformSigma, _bcast
 from rdmd.errors import RdmdError
 from rdmd.methods.base import Method
-from rdmd.methods.potential import POTENTIAL, potential_generator
+from rdmd.methods.potential import GRADIENT_KINDS, potential_generator
 
 
 class OneStepGenerator(nn.Module):
@@ -139,15 +139,19 @@ class RDMD(Method):
     @classmethod
     def from_teacher(cls, teacher: EDMDenoiser, lam: float, sigma_g: float = 1.0,
                      generator_extras: dict | None = None, generator: str = "denoiser",
-                     generator_widths: list[int] | None = None, **kwargs: Any) -> RDMD:
+                     generator_widths: list[int] | None = None,
+                     generator_pieces: int | None = None, **kwargs: Any) -> RDMD:
         """Generator and fake score both start as copies of the teacher (paper §5).
         ``generator_extras`` (e.g. ``{"fourier_branch": [n, scale]}``) gives the generator
         zero-initialised extra inputs (:func:`rdmd.methods.copies.extended_copy`).
         ``generator="potential"`` makes the generator the gradient of a scalar potential
         instead (:mod:`rdmd.methods.potential`; vectors only, starts as the identity), with
-        the Fourier features of ``generator_extras`` on its input."""
-        if generator == POTENTIAL:
-            gen, spec = potential_generator(teacher, generator_extras, generator_widths)
+        the Fourier features of ``generator_extras`` on its input; ``generator="convex"`` the
+        gradient of a convex piecewise-quadratic potential with ``generator_pieces`` pieces."""
+        gen: nn.Module
+        if generator in GRADIENT_KINDS:
+            gen, spec = potential_generator(teacher, generator_extras, generator_widths,
+                                            generator, generator_pieces)
         elif generator_extras:
             from rdmd.methods.copies import extended_copy
 
@@ -165,7 +169,7 @@ class RDMD(Method):
     def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMD:  # type: ignore[override]
         """The method a run's config describes, with its optimisers."""
         m = cls.from_teacher(teacher, cfg.lam, cfg.sigma_g, generator_extras(cfg),
-                             cfg.generator, cfg.generator_widths,
+                             cfg.generator, cfg.generator_widths, cfg.generator_pieces,
                              **cls.config_kwargs(cfg, cost), lam_start=cfg.lam_start,
                              lam_anneal=cfg.lam_anneal)
         return m.configure_training(cfg)
@@ -175,7 +179,7 @@ class RDMD(Method):
         spec = self.generator_backbone
         if spec is None:
             return {}
-        if spec.get("name") == POTENTIAL:  # no noise level: the generator is no denoiser
+        if spec.get("name") in GRADIENT_KINDS:  # no noise level: the generator is no denoiser
             return {"backbone": spec, "sigma_g": None}
         return {"backbone": spec}
 
