@@ -136,6 +136,9 @@ def test_convex_map_starts_near_the_identity() -> None:
     with torch.no_grad():
         g.b.zero_()
     assert torch.allclose(g(x), x)
+    smooth = ConvexGenerator(2, 16, widths=[8, 8])  # the smooth term starts at zero
+    smooth.load_state_dict(g.state_dict(), strict=False)
+    assert torch.allclose(smooth(x), x, atol=1e-6)
 
 
 def test_convex_generator_through_the_pipeline(tmp_path: Path) -> None:
@@ -152,17 +155,19 @@ def test_convex_generator_through_the_pipeline(tmp_path: Path) -> None:
                               "sigma_g": None}
     with pytest.raises(RdmdError, match="generator_pieces is for generator = 'convex'"):
         rdmd.distill("gaussian", tmp_path / "t", tmp_path / "x", generator_pieces=4)
-    with pytest.raises(RdmdError, match="takes generator_pieces, not generator_widths"):
+    with pytest.raises(RdmdError, match="'convex' takes no generator_fourier"):
         rdmd.distill("gaussian", tmp_path / "t", tmp_path / "x", generator="convex",
-                     generator_widths=[8])
+                     generator_fourier=[8, 1.0])
     teacher_dir = rdmd.train_teacher("gaussian", tmp_path / "t", steps=20, batch_size=64,
                                      n_train=200, n_test=100, sample_steps=4, device="cpu",
                                      progress=False)
     run = rdmd.distill("gaussian", teacher_dir, tmp_path / "g", steps=10, batch_size=64,
                        n_train=200, n_test=100, floor_pairs=1, lr_generator=1e-2,
-                       generator="convex", generator_pieces=4, device="cpu", progress=False)
+                       generator="convex", generator_pieces=4, generator_widths=[8],
+                       device="cpu", progress=False)
     model = load_model(run)
     assert isinstance(model.net, ConvexGenerator) and model.net.pieces == 4
+    assert model.net.smooth is not None  # the smooth term came back with its weights
     x = torch.randn(6, 2)
     with torch.inference_mode():
         y = rdmd.translate(model, x)

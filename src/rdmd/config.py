@@ -91,7 +91,8 @@ class DistillConfig:
     generator: str = "denoiser"
     generator_widths: list[int] | None = None
     # "convex": G = grad of tau*logsumexp of convex quadratics, a monotone map whose jumps
-    # between modes are as sharp as tau (vectors; docs/twod.md); its number of pieces
+    # between modes are as sharp as tau (vectors; docs/twod.md); its number of pieces (64);
+    # with generator_widths, plus the gradient of a smooth MLP potential of those widths
     generator_pieces: int | None = None
     lr_generator: float | None = None  # None: 2e-5 for vectors, 5e-5 for images
     lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
@@ -405,10 +406,10 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
     pieces = getattr(cfg, "generator_pieces", None)
     if pieces is not None and (int(pieces) != pieces or pieces < 1):
         raise RdmdError(f"config key 'generator_pieces' must be an integer >= 1, got {pieces}")
-    if getattr(cfg, "generator", None) == "convex" and (
-            widths is not None or getattr(cfg, "generator_fourier", None) is not None):
-        raise RdmdError("generator = 'convex' takes generator_pieces, not generator_widths or "
-                        "generator_fourier (its pieces are quadratics of the input)")
+    if (getattr(cfg, "generator", None) == "convex"
+            and getattr(cfg, "generator_fourier", None) is not None):
+        raise RdmdError("generator = 'convex' takes no generator_fourier (its pieces are "
+                        "quadratics of the input)")
     if pieces is not None and getattr(cfg, "generator", None) != "convex":
         raise RdmdError(f"generator_pieces is for generator = 'convex'; this run's generator "
                         f"is {getattr(cfg, 'generator', None)!r}")

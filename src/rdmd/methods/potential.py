@@ -94,10 +94,16 @@ class ConvexGenerator(nn.Module):
     """
 
     def __init__(self, dim: int, pieces: int = DEFAULT_PIECES, tau: float = 0.1,
-                 spread: float = 0.1) -> None:
+                 spread: float = 0.1, widths: Sequence[int] | None = None) -> None:
         super().__init__()
         self.dim, self.pieces = int(dim), int(pieces)
         self.config: dict[str, Any] = {"dim": self.dim, "pieces": self.pieces}
+        #: optional smooth term ``grad s(x)`` (an MLP potential, zero at step 0): it bends
+        #: what the affine pieces can only stretch; the sum is no longer monotone for sure
+        self.smooth: PotentialGenerator | None = None
+        if widths:
+            self.smooth = PotentialGenerator(self.dim, widths)
+            self.config["widths"] = [int(w) for w in widths]
         self.L = nn.Parameter(torch.eye(self.dim).repeat(self.pieces, 1, 1))
         self.b = nn.Parameter(spread * torch.randn(self.pieces, self.dim))
         self.c = nn.Parameter(torch.zeros(self.pieces))
@@ -114,7 +120,10 @@ class ConvexGenerator(nn.Module):
             raise ValueError("a convex generator takes no conditioning input")
         p, lx = self.weights(x)
         ax = torch.einsum("nke,kde->nkd", lx, self.L) + self.b
-        return torch.einsum("nk,nkd->nd", p, ax)
+        out = torch.einsum("nk,nkd->nd", p, ax)
+        if self.smooth is not None:
+            out = out + (self.smooth(x) - x)
+        return out
 
 
 @torch.no_grad()
@@ -153,7 +162,8 @@ def build_potential(spec: dict[str, Any]) -> PotentialGenerator | ConvexGenerato
     """A gradient-field generator from its saved description (``model.json``'s
     ``backbone``)."""
     if spec["name"] == CONVEX:
-        return ConvexGenerator(spec["dim"], spec.get("pieces", DEFAULT_PIECES))
+        return ConvexGenerator(spec["dim"], spec.get("pieces", DEFAULT_PIECES),
+                               widths=spec.get("widths"))
     return PotentialGenerator(spec["dim"], spec.get("widths", DEFAULT_WIDTHS),
                               spec.get("fourier"))
 
@@ -171,7 +181,7 @@ def potential_generator(teacher: EDMDenoiser, extras: dict | None,
                         f"backbone); this teacher's is {type(teacher.backbone).__name__}")
     gen: PotentialGenerator | ConvexGenerator
     if kind == CONVEX:
-        gen = ConvexGenerator(dim, pieces or DEFAULT_PIECES)
+        gen = ConvexGenerator(dim, pieces or DEFAULT_PIECES, widths=widths)
         gen.to(next(teacher.parameters()).device)
         start_at_teacher_samples(gen, teacher)
     else:
