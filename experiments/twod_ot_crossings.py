@@ -1,8 +1,8 @@
 """How often the segments of the exact OT coupling cross, on the 2-D built-ins from N(0, I).
 
 Why: the ablation's crossing share (``rdmd.metrics.crossing_fraction``) is read against
-lambda = 0, but for the squared-L2 cost an optimal coupling may cross (cyclical monotonicity
-forbids a crossing only when it would shorten both swapped segments), so the map RDMD tends
+lambda = 0, but for the squared-L2 cost an optimal coupling may cross (only for the distance
+cost |x - y| can two optimal segments never cross), so the map RDMD tends
 to as lambda -> 0 has crossings of its own. This measures them: exact discrete OT (POT's
 ``emd``) between n source and n target points, the same 1000-segment subsample as the
 metric, for growing n (a discrete coupling jitters within a mode; the trend in n shows what

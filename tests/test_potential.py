@@ -114,7 +114,7 @@ def _convex_trained_like(dim: int = 3, pieces: int = 5) -> ConvexGenerator:
 
 def test_convex_map_is_the_gradient_of_a_convex_potential() -> None:
     """The closed form equals autograd's gradient of tau * logsumexp(q / tau), and the map is
-    monotone: <G(x) - G(y), x - y> >= 0 for every pair (no two segments can cross)."""
+    monotone: <G(x) - G(y), x - y> >= 0 for every pair."""
     g = _convex_trained_like()
     x = torch.randn(64, 3, requires_grad=True)
     p, lx = g.weights(x)

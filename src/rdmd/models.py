@@ -14,12 +14,7 @@ from rdmd.checkpoint import atomic_save_tensors, atomic_write_json, load_tensors
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
-from rdmd.methods.potential import (
-    GRADIENT_KINDS,
-    ConvexGenerator,
-    PotentialGenerator,
-    build_potential,
-)
+from rdmd.methods.potential import GRADIENT_GENERATORS, GRADIENT_KINDS, build_potential
 from rdmd.methods.rdmd import OneStepGenerator
 
 WEIGHTS = "model.safetensors"
@@ -69,7 +64,7 @@ class Model:
         net = self.net
         if isinstance(net, OneStepGenerator):
             return net.denoiser
-        if isinstance(net, PotentialGenerator | ConvexGenerator):
+        if isinstance(net, GRADIENT_GENERATORS):
             raise RdmdError(f"this {self.role} has no denoiser (a gradient-field generator); "
                             "pass a teacher")
         return net
@@ -130,7 +125,7 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
     den.load_state_dict(state)
     den.to(map_location).eval().requires_grad_(False)
     net: torch.nn.Module = den
-    if meta["role"] == "generator" and not isinstance(den, PotentialGenerator | ConvexGenerator):
+    if meta["role"] == "generator" and not isinstance(den, GRADIENT_GENERATORS):
         net = OneStepGenerator(den, float(meta["sigma_g"]))
     elif meta["role"] not in ("teacher", "generator"):
         raise RdmdError(f"{d / META}: unknown role {meta['role']!r}")

@@ -84,10 +84,11 @@ class ConvexGenerator(nn.Module):
     ``G(x) = sum_k p_k(x) (L_k L_k^T x + b_k)``, ``p = softmax(q / tau)``.
 
     Why: ``phi`` is convex, so ``G`` is monotone, the form of every squared-L2 OT map
-    (Brenier): its segments ``x -> G(x)`` cannot cross, and among the maps that push the
-    source onto a law it is the cheapest. A map onto separated modes jumps between them; here
-    a jump is a change of the winning piece, as sharp as ``tau`` (learned) makes it, where an
-    MLP must grow steep boundaries slowly (docs/twod.md). Each piece is an affine map, so
+    (Brenier), and among the maps that push the source onto a law it is the cheapest (its
+    segments may still cross, as the OT map's do: experiments/twod_ot_crossings.py). A map
+    onto separated modes jumps between them; here a jump is a change of the winning piece, as
+    sharp as ``tau`` (learned) makes it, where an MLP must grow steep boundaries slowly
+    (docs/twod.md). Each piece is an affine map, so
     ``K`` pieces draw a target as ``K`` affine images of the source (a Gaussian -> Gaussian
     map needs one). Built near the identity (``L_k = I``, ``c_k = 0``, small random ``b_k``);
     the method then starts it at teacher samples (:func:`start_at_teacher_samples`).
@@ -158,6 +159,10 @@ def start_at_teacher_samples(gen: ConvexGenerator, teacher: EDMDenoiser, n_steps
     gen.c.copy_(c)
 
 
+#: the generator modules built here (no denoiser inside, no noise level)
+GRADIENT_GENERATORS = (PotentialGenerator, ConvexGenerator)
+
+
 def build_potential(spec: dict[str, Any]) -> PotentialGenerator | ConvexGenerator:
     """A gradient-field generator from its saved description (``model.json``'s
     ``backbone``)."""
@@ -182,10 +187,10 @@ def potential_generator(teacher: EDMDenoiser, extras: dict | None,
     gen: PotentialGenerator | ConvexGenerator
     if kind == CONVEX:
         gen = ConvexGenerator(dim, pieces or DEFAULT_PIECES, widths=widths)
-        gen.to(next(teacher.parameters()).device)
-        start_at_teacher_samples(gen, teacher)
     else:
         gen = PotentialGenerator(dim, widths or DEFAULT_WIDTHS,
                                  (extras or {}).get("fourier_branch"))
     gen.to(next(teacher.parameters()).device).train()
+    if isinstance(gen, ConvexGenerator):
+        start_at_teacher_samples(gen, teacher)
     return gen, {"name": kind, **gen.config}
