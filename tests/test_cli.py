@@ -27,7 +27,8 @@ OFFSET, SCALE = 100.0, 7.0  # 8 Gaussians of radius 28 around (100, 100): std ~2
 TEACHER_ARGS = ["--steps", "300", "--set", "batch_size=128", "--set", "sample_steps=8",
                 "--set", "warmup_steps=10", "--device", "cpu", "--no-progress"]
 DISTILL_ARGS = ["--steps", "30", "--set", "batch_size=64", "--set", "floor_pairs=2",
-                "--set", "ckpt_every=10", "--device", "cpu", "--no-progress"]
+                "--set", "ckpt_every=10", "--device", "cpu", "--no-progress",
+                "--set", "lr_schedule=constant"]  # resumed with more steps below
 
 
 def _error_line(capsys: pytest.CaptureFixture, rc: int, *needles: str) -> str:
@@ -157,7 +158,7 @@ def test_distill_resume_from_cli(files: dict[str, Path], teacher: Path, tmp_path
     args = ["distill", "--source", str(files["source"]), "--teacher", str(teacher),
             "--out", str(out), "--steps", "4", "--set", "batch_size=32", "--set",
             "floor_pairs=1", "--set", "ckpt_every=2", "--set", "log_every=1", "--device",
-            "cpu", "--no-progress"]
+            "cpu", "--no-progress", "--set", "lr_schedule=constant"]  # extended below
     assert main(args) == 0
     # resume with no --steps: the saved run is complete, nothing more to do
     assert main(["distill", "--source", str(files["source"]), "--teacher", str(teacher),
@@ -401,7 +402,7 @@ def test_resume_from_another_working_directory(files: dict[str, Path], teacher: 
     monkeypatch.chdir(work)
     assert main(["distill", "--source", "source.npy", "--teacher", "teacher", "--out", "run",
                  "--steps", "2", "--set", "batch_size=32", "--set", "floor_pairs=1",
-                 "--device", "cpu", "--no-progress"]) == 0
+                 "--set", "lr_schedule=constant", "--device", "cpu", "--no-progress"]) == 0
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     rc = main(["distill", "--source", str(work / "source.npy"), "--teacher",

@@ -16,6 +16,7 @@ import rdmd
 from rdmd.cli import main
 from rdmd.config import (
     KIND_DEFAULTS,
+    PLANE_DEFAULTS,
     DistillConfig,
     TeacherConfig,
     build_config,
@@ -23,6 +24,7 @@ from rdmd.config import (
     fill_kind_defaults,
     parse_overrides,
     read_config_file,
+    resolve_config,
     to_dict,
 )
 from rdmd.errors import RdmdError
@@ -47,11 +49,57 @@ def test_kind_defaults_fill_only_what_is_unset(cls: type) -> None:
     assert [getattr(vec, k) for k in keys] != [getattr(img, k) for k in keys]
     assert all(getattr(vec, k) == getattr(img, k) for k in
                (f.name for f in dataclasses.fields(cls)) if k not in keys)
-    special = {"batch_size": 7, "precision": "fp32"}  # fp32: not the image default
+    # fp32: not the image default
+    special = {"batch_size": 7, "precision": "fp32", "steps": 17, "lr_schedule": "cosine"}
     explicit = {k: special.get(k, 3e-4) for k in keys}
     for kind in ("vector", "image"):
         cfg = fill_kind_defaults(build_config(cls, explicit), kind)
         assert {k: getattr(cfg, k) for k in keys} == explicit
+
+
+@pytest.mark.parametrize("cls", [TeacherConfig, DistillConfig])
+def test_plane_defaults_overlay_the_vector_ones(cls: type) -> None:
+    """2-D data get PLANE_DEFAULTS over the vector defaults; an explicit value still wins."""
+    plane, vec = fill_kind_defaults(cls(), "plane"), fill_kind_defaults(cls(), "vector")
+    for key, value in PLANE_DEFAULTS[cls.__name__].items():
+        assert getattr(plane, key) == value and getattr(vec, key) != value
+    for key in KIND_DEFAULTS[cls.__name__]["vector"]:
+        if key not in PLANE_DEFAULTS[cls.__name__]:
+            assert getattr(plane, key) == getattr(vec, key)
+    explicit = fill_kind_defaults(build_config(cls, {"steps": 17}), "plane")
+    assert explicit.steps == 17
+
+
+def test_plane_generator_features_only_for_the_denoiser_generator() -> None:
+    """The default Fourier features belong to the paper's generator; the gradient-field
+    generators refuse or ignore them, so they get none; [] and none turn them off."""
+    assert resolve_config(DistillConfig, [{}], "plane").generator_fourier == [256, 3.0]
+    for gen in ("potential", "convex"):
+        cfg = resolve_config(DistillConfig, [{"generator": gen}], "plane")
+        assert cfg.generator_fourier is None
+    for off in ("[]", "none", []):
+        cfg = resolve_config(DistillConfig, [{"generator_fourier": off}], "plane")
+        assert cfg.generator_fourier == []
+    assert resolve_config(DistillConfig, [{}], "vector").generator_fourier is None
+    with pytest.raises(RdmdError, match="generator_fourier"):
+        resolve_config(DistillConfig, [{"generator_fourier": [0, 3]}], "plane")
+
+
+def test_data_kind_reads_the_dimension(tmp_path: Path) -> None:
+    import numpy as np
+
+    from rdmd.config import data_kind
+    from rdmd.data.registry import vector_dim
+
+    np.save(tmp_path / "two.npy", np.zeros((10, 2), np.float32))
+    np.save(tmp_path / "three.npy", np.zeros((10, 3), np.float32))
+    dims = {s: vector_dim(s) for s in ("8gaussians", "gaussian:d=8", "swissroll",
+                                       str(tmp_path / "two.npy"), str(tmp_path / "three.npy"),
+                                       "nonesuch", str(tmp_path / "missing.npy"))}
+    assert list(dims.values()) == [2, 8, 2, 2, 3, None, None]
+    assert [data_kind("vector", d) for d in (1, 2, 3, None)] == [
+        "plane", "plane", "vector", "vector"]
+    assert data_kind("image", 2) == "image"
 
 
 @pytest.mark.parametrize(("cls", "layer", "key"), [

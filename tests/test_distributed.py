@@ -41,6 +41,7 @@ TEACHER = ["--target", "8gaussians", "--steps", "6", "--set", "batch_size=64",
            "--set", "warmup_steps=2", "--set", "log_every=1", "--set", "ckpt_every=3",
            "--seed", "3", "--device", "cpu", "--no-progress"]
 DISTILL = ["--source", "gaussian", "--steps", "5", "--set", "batch_size=64", "--set",
+           "lr_schedule=constant", "--set",
            "n_train=200", "--set", "n_test=100", "--set", "floor_pairs=1", "--set",
            "log_every=1", "--set", "ckpt_every=2", "--set", "grad_clip=1.0", "--set",
            "eval_every=5", "--seed", "3", "--device", "cpu", "--no-progress"]
@@ -138,7 +139,8 @@ def test_resume_under_two_processes_continues_exactly(tmp_path: Path) -> None:
                                  progress=False)
     full, part = tmp_path / "full", tmp_path / "part"
     kw = {"batch_size": 64, "n_train": 200, "n_test": 100, "floor_pairs": 1, "log_every": 1,
-          "ckpt_every": 2, "grad_clip": 1.0, "seed": 3, "device": "cpu"}
+          "ckpt_every": 2, "grad_clip": 1.0, "seed": 3, "device": "cpu",
+          "lr_schedule": "constant"}  # constant: the part run is resumed with more steps
     rdmd.distill("gaussian", teacher, full, steps=6, progress=False, **kw)
     rdmd.distill("gaussian", teacher, part, steps=4, progress=False, **kw)
     _torchrun(["distill", "--out", str(part), "--resume", "--steps", "6", "--no-progress"])

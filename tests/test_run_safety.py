@@ -35,7 +35,8 @@ torch.set_num_threads(1)
 
 TINY = ["--set", "batch_size=32", "--set", "n_train=200", "--set", "n_test=100",
         "--device", "cpu", "--no-progress"]
-DISTILL = ["distill", "--source", "gaussian", "--set", "floor_pairs=1", *TINY]
+DISTILL = ["distill", "--source", "gaussian", "--set", "floor_pairs=1", "--set",
+           "lr_schedule=constant", *TINY]  # constant: resumed with more steps
 TEACHER = ["train-teacher", "--target", "8gaussians", "--set", "sample_steps=2",
            "--set", "warmup_steps=2", "--set", "lr_schedule=constant", *TINY]
 
@@ -333,9 +334,9 @@ def test_a_short_teachers_ema_is_not_its_initialisation(tmp_path: Path) -> None:
 
 def test_saved_teacher_runs_keep_their_ema_without_warm_up(tmp_path: Path) -> None:
     """A run saved before the warm-up existed resumes as it was trained."""
-    from rdmd.config import TeacherConfig, config_from_saved, to_dict
+    from rdmd.config import TeacherConfig, config_from_saved, fill_kind_defaults, to_dict
 
-    saved = to_dict(TeacherConfig())
+    saved = to_dict(fill_kind_defaults(TeacherConfig(), "vector"))  # as a run saves it
     del saved["ema_warmup"]
     assert config_from_saved(TeacherConfig, saved, "old").ema_warmup is False
     assert TeacherConfig().ema_warmup is True

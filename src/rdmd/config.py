@@ -9,6 +9,7 @@ allows.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -24,7 +25,7 @@ from rdmd.errors import RdmdError
 class TeacherConfig:
     """Diffusion model of the target (SPEC §1, §7)."""
 
-    steps: int = 10_000
+    steps: int | None = None  # None: 10000; 2-D data: PLANE_DEFAULTS
     batch_size: int | None = None  # None: 1024 for vectors, 128 for images
     lr: float | None = None  # None: 1e-3 for vectors, 5e-4 for images
     lr_schedule: str = "cosine"  # "cosine" decays to 0 over `steps`; "constant"
@@ -39,7 +40,8 @@ class TeacherConfig:
     grad_clip: float = 0.0  # max global gradient norm; 0 disables
     p_mean: float = -1.2
     p_std: float = 1.2
-    encoder: list[int] | None = None  # MLP input-encoder widths; None: scaled with d
+    # MLP input-encoder widths; None: scaled with d (2-D data: PLANE_DEFAULTS)
+    encoder: list[int] | None = None
     # MLP: [n, scale] random Fourier features of the input (docs/twod.md); None: plain input
     fourier: list[float] | None = None
     backbone: str = "auto"  # "mlp", "unet:<preset>" (small32, tiny8, edm64); auto by data
@@ -68,7 +70,7 @@ class DistillConfig:
     """RDMD (SPEC §2, §7). ``lam`` multiplies the transport cost; 0 is plain DMD."""
 
     method: str = "rdmd"  # the distillation method (rdmd.methods.METHODS)
-    steps: int = 10_000
+    steps: int | None = None  # None: 10000; 2-D data: PLANE_DEFAULTS
     batch_size: int | None = None  # None: 1024 for vectors, 64 for images
     lam: float = 0.02
     # lambda-conditioned RDMD (method rdmd_lam, docs/lambda.md): one generator for every
@@ -83,7 +85,8 @@ class DistillConfig:
     cost: str = "l2"  # l2 (squared), l1, lowpass:<factor>, feature:<classifier dir>
     sigma_g: float = 1.0
     # MLP: [n, scale] random Fourier features as an extra, zero-initialised input path of the
-    # generator only (the teacher and fake score unchanged; docs/twod.md); None: none
+    # generator only (the teacher and fake score unchanged; docs/twod.md); None: none, except
+    # for the "denoiser" generator on 2-D data (PLANE_DEFAULTS); [] : none
     generator_fourier: list[float] | None = None
     # "denoiser": the teacher's network at sigma_g (the paper's); "potential": G(x) = x +
     # grad s(x), a gradient field by construction, as the l2 optimum is (vectors; starts at
@@ -98,7 +101,8 @@ class DistillConfig:
     lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
     beta1: float = 0.9
     beta2: float = 0.999
-    lr_schedule: str = "constant"  # "cosine" decays both rates to 0 over `steps`
+    # "cosine" decays both rates to 0 over `steps`; None: "constant" (2-D data: "cosine")
+    lr_schedule: str | None = None
     decay_steps: int = 0  # "constant" only: linear decay to 0 over the last decay_steps
     warmup_steps: int = 0  # linear learning-rate warm-up
     fake_steps: int = 1
@@ -163,24 +167,51 @@ GAN_METHODS = ("rdmd_gan", "rdmd_lam_gan")
 GAN_KEYS = ("gan_weight_gen", "gan_weight_disc", "gan_features")
 
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "TeacherConfig": {"vector": {"batch_size": 1024, "lr": 1e-3, "precision": "fp32"},
-                      "image": {"batch_size": 128, "lr": 5e-4, "precision": "bf16"}},
-    "DistillConfig": {"vector": {"batch_size": 1024, "lr_generator": 2e-5, "lr_fake": 5e-4,
+    "TeacherConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr": 1e-3,
+                                 "precision": "fp32"},
+                      "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4,
+                                "precision": "bf16"}},
+    "DistillConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr_generator": 2e-5,
+                                 "lr_fake": 5e-4, "lr_schedule": "constant",
                                  "ema_decay": 0.999, "precision": "fp32"},
-                      "image": {"batch_size": 64, "lr_generator": 5e-5, "lr_fake": 2e-4,
-                                "ema_decay": 0.0, "precision": "bf16"}},
+                      "image": {"steps": 10_000, "batch_size": 64, "lr_generator": 5e-5,
+                                "lr_fake": 2e-4, "lr_schedule": "constant", "ema_decay": 0.0,
+                                "precision": "bf16"}},
 }
+
+#: vectors of at most this dimension are "plane" data (the 2-D built-ins, two-column .npy)
+PLANE_DIM = 2
+#: what "plane" data change over the vector defaults: the recipe that halves the smear
+#: between 8 Gaussians' modes at the same wall time (docs/twod.md, "The 2-D defaults").
+#: ``generator_fourier`` applies to the "denoiser" generator only.
+PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128]},
+    "DistillConfig": {"steps": 4000, "batch_size": 512, "lr_generator": 1e-4,
+                      "lr_schedule": "cosine", "generator_fourier": [256, 3.0]},
+}
+
+
+def data_kind(kind: str, dim: int | None) -> str:
+    """The defaults profile of a data set: "image", "vector", or "plane" (vectors of
+    dimension at most :data:`PLANE_DIM`)."""
+    return "plane" if kind == "vector" and dim is not None and dim <= PLANE_DIM else kind
 
 
 C = TypeVar("C", TeacherConfig, DistillConfig)
 
 
 def fill_kind_defaults(cfg: C, kind: str) -> C:
-    """Replace the ``None`` of data-dependent keys by their default for vectors or images,
-    then validate the whole config."""
-    for key, value in KIND_DEFAULTS[type(cfg).__name__][kind].items():
+    """Replace the ``None`` of data-dependent keys by their default for vectors, images or
+    plane data (:func:`data_kind`), then validate the whole config."""
+    name = type(cfg).__name__
+    defaults = dict(KIND_DEFAULTS[name]["vector" if kind == "plane" else kind])
+    if kind == "plane":
+        defaults.update(PLANE_DEFAULTS[name])
+        if getattr(cfg, "generator", "denoiser") != "denoiser":
+            defaults.pop("generator_fourier", None)
+    for key, value in defaults.items():
         if getattr(cfg, key) is None:
-            setattr(cfg, key, value)
+            setattr(cfg, key, copy.deepcopy(value))
     validate(cfg)
     return cfg
 
@@ -258,10 +289,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise RdmdError(f"cannot parse config file {p}: {e}") from None
 
 
+#: ``[n, scale]`` keys that ``[]`` (or ``none``) turns off, whatever the data's default
+FEATURE_KEYS = ("fourier", "generator_fourier")
+
+
 def _float_range(key: str, value: Any) -> list[float]:
     """``"A:B"``, ``"[A, B]"`` (as ``--set`` gives it) or ``[A, B]`` -> ``[A, B]``: a lambda
-    range, or a ``[n, scale]`` pair (``fourier``)."""
+    range, or a ``[n, scale]`` pair (``fourier``; ``[]`` or ``none``: no features)."""
     given = value
+    if key in FEATURE_KEYS and (
+            (isinstance(value, str) and value.strip().lower() in ("[]", "none", "null"))
+            or (isinstance(value, list | tuple) and not value)):
+        return []
     if isinstance(value, str):
         try:
             value = (json.loads(value) if value.lstrip().startswith("[")
@@ -279,8 +318,8 @@ def _convert(key: str, value: Any, ann: str) -> Any:
     """Check (and convert) one value against its field's annotation, e.g. ``int | None``."""
     optional = ann.endswith("| None")
     base = ann.replace("| None", "").strip()
-    if base == "list[float]" and value is not None and not (
-            optional and isinstance(value, str) and value.lower() in ("none", "null")):
+    if base == "list[float]" and value is not None and (key in FEATURE_KEYS or not (
+            optional and isinstance(value, str) and value.lower() in ("none", "null"))):
         return _float_range(key, value)
     if isinstance(value, str) and base != "str":
         if base == "bool" and value.lower() in ("true", "false"):
@@ -335,6 +374,11 @@ def build_config(cls: type[C], *layers: dict[str, Any] | None) -> C:
     return cfg
 
 
+#: keys whose default became data-dependent (None until resolved) but that every saved run
+#: stores: null there is a damaged file
+SAVED_NOT_NULL = ("steps", "lr_schedule")
+
+
 def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) -> C:
     """The config stored in a run's ``config.json``, checked like a config file: an unknown
     key (a hand edit, or a run written by another rdmd version) is a one-line error."""
@@ -350,7 +394,9 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
     for f in dataclasses.fields(cls):
         if f.name in saved:
             value = saved[f.name]
-            if value is not None or str(f.type).endswith("| None"):
+            # keys that were never null in a saved run (a saved config is resolved)
+            if value is not None or (str(f.type).endswith("| None")
+                                     and f.name not in SAVED_NOT_NULL):
                 try:
                     value = None if value is None else _convert(f.name, value, str(f.type))
                 except RdmdError as e:
@@ -388,7 +434,7 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
     if whole and cfg.decay_steps and cfg.lr_schedule != "constant":
         raise RdmdError(f"config key 'decay_steps' is for lr_schedule 'constant' (a "
                         f"{cfg.lr_schedule} schedule decays over all steps already)")
-    if whole and cfg.decay_steps > cfg.steps:
+    if whole and cfg.steps is not None and cfg.decay_steps > cfg.steps:
         raise RdmdError(f"config key 'decay_steps' ({cfg.decay_steps}) must be at most "
                         f"steps ({cfg.steps})")
     ema = getattr(cfg, "ema_decay", None)
@@ -406,8 +452,7 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
     pieces = getattr(cfg, "generator_pieces", None)
     if pieces is not None and (int(pieces) != pieces or pieces < 1):
         raise RdmdError(f"config key 'generator_pieces' must be an integer >= 1, got {pieces}")
-    if (getattr(cfg, "generator", None) == "convex"
-            and getattr(cfg, "generator_fourier", None) is not None):
+    if getattr(cfg, "generator", None) == "convex" and getattr(cfg, "generator_fourier", None):
         raise RdmdError("generator = 'convex' takes no generator_fourier (its pieces are "
                         "quadratics of the input)")
     if pieces is not None and getattr(cfg, "generator", None) != "convex":
@@ -415,10 +460,10 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
                         f"is {getattr(cfg, 'generator', None)!r}")
     for key in ("fourier", "generator_fourier"):
         ff = getattr(cfg, key, None)
-        if ff is not None and (len(ff) != 2 or int(ff[0]) != ff[0] or ff[0] < 1
+        if ff and (len(ff) != 2 or int(ff[0]) != ff[0] or ff[0] < 1
                                or ff[1] <= 0):
             raise RdmdError(f"config key {key!r} must be [n, scale] with an integer n >= 1 "
-                            f"and a scale > 0, got {ff}")
+                            f"and a scale > 0 ([] for none), got {ff}")
     method = getattr(cfg, "method", None)
     if method is not None:
         from rdmd.methods import METHODS

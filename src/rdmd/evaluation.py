@@ -140,7 +140,7 @@ def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tg
     if sets:
         # W2 to one target set is as noisy as the floor itself (35-40% between sets of 3000
         # from 8 Gaussians); averaging over the floor's independent sets too steadies it.
-        w2s = [out["w2_sq"]] + [metrics.w2_squared(gx.numpy(), a) for a, _ in sets]
+        w2s = [out["w2_sq"]] + metrics.w2_many([(gx.numpy(), a) for a, _ in sets])
         out["w2_sq_test"] = out["w2_sq"]
         out["w2_sq"] = float(np.mean(w2s))
         out["w2_sq_std"] = float(np.std(w2s))
@@ -178,8 +178,7 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
     fl = metrics.w2_noise_floor(sets)
     # Same protocol as for generators: W2 to the held-out set and to each floor pair's first
     # set, averaged.
-    w2s = [metrics.w2_squared(ys, dom.test[:n].numpy())] + [
-        metrics.w2_squared(ys, a) for a, _ in sets]
+    w2s = metrics.w2_many([(ys, dom.test[:n].numpy())] + [(ys, a) for a, _ in sets])
     w2 = float(np.mean(w2s))
     res = {"w2_sq": w2, "w2_sq_std": float(np.std(w2s)), "w2_sq_test": w2s[0],
            "w2_floor_mean": fl["mean"], "w2_floor_std": fl["std"],

@@ -37,6 +37,23 @@ def load_domain(spec: str, n_train: int = 5000, n_test: int = 5000, seed: int = 
                     f"{', '.join(sorted([*vectors.BUILTIN_VECTORS, *images.IMAGE_BUILTINS]))})")
 
 
+def vector_dim(spec: str) -> int | None:
+    """The dimension of a vector data spec without reading it all (a built-in's one draw, a
+    ``.npy`` header); None where it cannot be told (the loader then says why)."""
+    import numpy as np
+
+    name = spec.split(":", 1)[0]
+    try:
+        if name in vectors.BUILTIN_VECTORS:
+            return vectors.builtin(spec, 1, 1, 0).dim
+        if spec.endswith(".npy") and _is_file(spec):
+            shape = np.load(spec, mmap_mode="r", allow_pickle=False).shape
+            return int(shape[1]) if len(shape) == 2 else None
+    except (RdmdError, ValueError, OSError):
+        return None
+    return None
+
+
 def _is_file(spec: str) -> bool:
     try:
         return Path(spec).is_file()

@@ -6,6 +6,8 @@ size are not at distance 0), so the floor comes with it.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -59,11 +61,21 @@ def w2_squared(a: Any, b: Any, max_iter: int = 1_000_000) -> float:
     return float(ot.emd2(_uniform(len(a)), _uniform(len(b)), m, numItermax=max_iter))
 
 
+def w2_many(pairs: list[tuple[Any, Any]]) -> list[float]:
+    """:func:`w2_squared` of each pair, two at a time: the network simplex is one thread but
+    lets go of the GIL for much of its run (1.55x on 2 cores for 3000-point sets), and an
+    evaluation solves 20-35 of them."""
+    if len(pairs) < 2:
+        return [w2_squared(a, b) for a, b in pairs]
+    with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+        return list(pool.map(lambda p: w2_squared(*p), pairs))
+
+
 def w2_noise_floor(sets: list[tuple[Any, Any]]) -> dict[str, Any]:
     """W2^2 between independent target sets: what a perfect generator would score."""
     if not sets:
         raise ValueError("need at least one pair of sets for the noise floor")
-    vals = [w2_squared(a, b) for a, b in sets]
+    vals = w2_many(sets)
     return {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
             "min": float(np.min(vals)), "max": float(np.max(vals)), "values": vals,
             "n_pairs": len(vals)}
@@ -89,9 +101,10 @@ def w2_stable(generated: list[Any], floor_pairs: list[tuple[Any, Any]]) -> dict[
     """
     if not generated or len(generated) != len(floor_pairs):
         raise ValueError("need one floor pair per generated set, and at least one")
-    w = np.array([w2_squared(g, a) for g, (a, _) in zip(generated, floor_pairs, strict=True)])
-    f = np.array([w2_squared(a, b) for a, b in floor_pairs])
-    k = len(w)
+    k = len(generated)
+    vals = w2_many([(g, a) for g, (a, _) in zip(generated, floor_pairs, strict=True)]
+                   + [(a, b) for a, b in floor_pairs])
+    w, f = np.array(vals[:k]), np.array(vals[k:])
     wm, fm = float(w.mean()), float(f.mean())
     r = _ratio(wm, fm)
     if k > 1 and wm > 0 and fm > 0:

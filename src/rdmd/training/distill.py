@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from rdmd import distributed
-from rdmd.config import DistillConfig
+from rdmd.config import DistillConfig, data_kind
 from rdmd.costs import get_cost
 from rdmd.data import Domain, load_domain
 from rdmd.data.folders import announce
@@ -83,7 +83,9 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
         if data["teacher"] is None:
             raise RdmdError("a teacher run directory is required")
         teachers[data["teacher"]] = _load_teacher(data["teacher"])
-        return str(teachers[data["teacher"]].meta["kind"])
+        meta = teachers[data["teacher"]].meta
+        shape = meta.get("data_shape") or []
+        return data_kind(str(meta["kind"]), shape[0] if len(shape) == 1 else None)
 
     data = {"source": source, "teacher": None if teacher_dir is None else str(teacher_dir),
             "target": target}

@@ -29,9 +29,15 @@ from rdmd.training.runtime import data_batches, setup_dist
 
 
 def _kind(data: dict[str, Any]) -> str:
+    """The target's defaults profile: image, vector, or plane (2-D vectors)."""
+    from rdmd.config import data_kind
     from rdmd.data.images import is_image_spec
+    from rdmd.data.registry import vector_dim
 
-    return "image" if is_image_spec(data["target"]) else "vector"
+    target = data["target"]
+    if is_image_spec(target):
+        return "image"
+    return data_kind("vector", vector_dim(target) if target else None)
 
 
 def train_teacher(target: str | None, out_dir: str | Path,
