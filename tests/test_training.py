@@ -499,3 +499,31 @@ def test_fourier_teacher_distills_and_loads(tmp_path: Path) -> None:
     with pytest.raises(RdmdError, match="'fourier' must be"):
         rdmd.train_teacher("8gaussians", tmp_path / "bad", steps=1, fourier=[0, 1.0],
                            progress=False, **TINY_TEACHER)
+
+
+# -- the 2-D defaults ---------------------------------------------------------------------------
+
+def test_two_dimensional_runs_take_the_plane_defaults(tmp_path: Path) -> None:
+    """A 2-D target gets PLANE_DEFAULTS and d = 3 the vector ones, with no key given; the
+    saved config records what ran, and the generator carries the Fourier branch."""
+    from rdmd.config import PLANE_DEFAULTS
+
+    runs = {}
+    for name, spec in (("plane", "8gaussians"), ("vector", "gaussian:d=3")):
+        t = rdmd.train_teacher(spec, tmp_path / f"t_{name}", **{**TINY_TEACHER, "steps": 2})
+        src = "gaussian" if name == "plane" else "gaussian:d=3"
+        g = rdmd.distill(src, t, tmp_path / f"g_{name}", **{**TINY, "steps": 2,
+                                                             "lr_schedule": None},
+                         progress=False)
+        runs[name] = (json.loads((t / "config.json").read_text())["config"],
+                      json.loads((g / "config.json").read_text())["config"], g)
+    t_cfg, g_cfg, g = runs["plane"]
+    assert t_cfg["encoder"] == PLANE_DEFAULTS["TeacherConfig"]["encoder"]
+    for key in ("lr_generator", "lr_schedule", "generator_fourier"):
+        assert g_cfg[key] == PLANE_DEFAULTS["DistillConfig"][key]
+    assert load_model(g).meta["backbone"]["fourier_branch"] == [256, 3.0]
+    t_cfg, g_cfg, g = runs["vector"]
+    assert t_cfg["encoder"] is None and t_cfg["steps"] == 2
+    assert (g_cfg["lr_schedule"], g_cfg["generator_fourier"], g_cfg["batch_size"]) == (
+        "constant", None, TINY["batch_size"])
+    assert "fourier_branch" not in load_model(g).meta["backbone"]
