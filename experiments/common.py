@@ -37,6 +37,7 @@ from rdmd.config import (
     DistillConfig,
     TeacherConfig,
     config_from_saved,
+    data_kind,
     fill_kind_defaults,
     resolve_config,
     to_dict,
@@ -68,6 +69,15 @@ def _kind(spec: str) -> str:
     return "image" if is_image_spec(spec) else "vector"
 
 
+def _plane_dim(spec: str) -> int | None:
+    """The dimension of 2-D ("plane") data, whose keys the experiments pin; None otherwise
+    (images and d >= 3 save their configs as before)."""
+    if _kind(spec) != "vector":
+        return None
+    dim = vector_dim(spec)
+    return dim if data_kind("vector", dim) == "plane" else None
+
+
 def check_reusable_run(out: Path, requested: dict[str, Any], cls: type, kind: str) -> None:
     """Refuse, in one line, a run folder whose saved run is not the requested one."""
     saved = read_run(out)
@@ -87,8 +97,9 @@ def check_reusable_run(out: Path, requested: dict[str, Any], cls: type, kind: st
 def requested_teacher(target: str, **cfg: Any) -> tuple[dict[str, Any], TeacherConfig]:
     """The description ``train_teacher`` would save for these settings (defaults filled)."""
     c = resolve_config(TeacherConfig, [cfg], _kind(target))
-    if c.encoder is None and _kind(target) == "vector":
-        c.encoder = list(default_encoder(vector_dim(target) or 3))
+    dim = _plane_dim(target)
+    if c.encoder is None and dim is not None:
+        c.encoder = list(default_encoder(dim))
     return {"job": "teacher", "target": abs_if_path(target), "config": to_dict(c)}, c
 
 
@@ -96,7 +107,7 @@ def requested_rdmd(source: str, teacher: Path, target: str | None = None, **cfg:
                    ) -> tuple[dict[str, Any], DistillConfig]:
     """The description ``distill`` would save for these settings (defaults filled)."""
     c = resolve_config(DistillConfig, [cfg], _kind(source))
-    if c.generator_fourier is None and c.generator == "denoiser":
+    if c.generator_fourier is None and c.generator == "denoiser" and _plane_dim(source):
         c.generator_fourier = []
     if target is None:  # distill stores the teacher's target when none is given
         target = json.loads((teacher / "model.json").read_text())["target"]

@@ -309,7 +309,8 @@ def _float_range(key: str, value: Any) -> list[float]:
             value = None
     if (not isinstance(value, list | tuple) or len(value) != 2 or not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
-        form = "MIN:MAX or [MIN, MAX]" if key == "lam_range" else "[n, scale]"
+        form = ("MIN:MAX or [MIN, MAX]" if key == "lam_range" else
+                "[n, scale], or [] for none" if key in FEATURE_KEYS else "[n, scale]")
         raise RdmdError(f"config key {key!r} must be two numbers ({form}), got {given!r}")
     return [float(v) for v in value]
 

@@ -46,7 +46,7 @@ def vector_dim(spec: str) -> int | None:
     try:
         if name in vectors.BUILTIN_VECTORS:
             return vectors.builtin(spec, 1, 1, 0).dim
-        if spec.endswith(".npy") and _is_file(spec):
+        if spec.endswith(".npy") or _is_file(spec):  # as load_domain reads files
             shape = np.load(spec, mmap_mode="r", allow_pickle=False).shape
             return int(shape[1]) if len(shape) == 2 else None
     except (RdmdError, ValueError, OSError):
