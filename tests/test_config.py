@@ -48,13 +48,34 @@ def test_kind_defaults_fill_only_what_is_unset(cls: type) -> None:
     assert all(getattr(vec, k) is not None and getattr(img, k) is not None for k in keys)
     assert [getattr(vec, k) for k in keys] != [getattr(img, k) for k in keys]
     assert all(getattr(vec, k) == getattr(img, k) for k in
-               (f.name for f in dataclasses.fields(cls)) if k not in keys)
-    # fp32: not the image default
-    special = {"batch_size": 7, "precision": "fp32", "steps": 17, "lr_schedule": "cosine"}
+               (f.name for f in dataclasses.fields(cls)) if k not in keys and k != "precision")
+    special = {"batch_size": 7, "steps": 17, "lr_schedule": "cosine"}
     explicit = {k: special.get(k, 3e-4) for k in keys}
     for kind in ("vector", "image"):
         cfg = fill_kind_defaults(build_config(cls, explicit), kind)
         assert {k: getattr(cfg, k) for k in keys} == explicit
+
+
+@pytest.mark.parametrize("cls", [TeacherConfig, DistillConfig])
+def test_precision_default_follows_the_hardware(cls: type, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """Images run in bf16 only where the CPU computes in bf16 (emulated bf16 on an AVX2 CPU
+    was 14x slower, docs/images.md); vectors always in fp32; an explicit value wins."""
+    from rdmd import precision
+
+    for native, image_default in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(precision, "cpu_bf16_native", lambda native=native: native)
+        assert fill_kind_defaults(cls(device="cpu"), "image").precision == image_default
+        for kind in ("vector", "plane"):
+            assert fill_kind_defaults(cls(device="cpu"), kind).precision == "fp32"
+        for given in ("fp32", "bf16"):
+            cfg = fill_kind_defaults(cls(device="cpu", precision=given), "image")
+            assert cfg.precision == given
+    # a GPU with bf16 takes it whatever the CPU has
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(precision.torch.cuda, "is_bf16_supported", lambda: True)
+    assert precision.default_precision(True, "cuda") == "bf16"
+    assert precision.default_precision(False, "cuda") == "fp32"
 
 
 @pytest.mark.parametrize("cls", [TeacherConfig, DistillConfig])

@@ -20,6 +20,7 @@ import rdmd
 from rdmd.cli import main
 from rdmd.data.images import load_image_file, to_uint8
 from rdmd.errors import RdmdError
+from rdmd.precision import default_precision
 from rdmd.serve import core
 
 SHIPPED = Path(rdmd.__file__).parent / "pretrained" / "cmnist"
@@ -83,8 +84,8 @@ def test_outputs_equal_rdmd_translate_for_the_same_inputs_and_lambda(
 def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(runs: Path,
                                                                 precision: str | None) -> None:
     """The page's slider runs the generators on one worker thread, in fp32 as traced, frozen
-    graphs (issue 17); in bf16 (images' default) eagerly, as a graph traced under autocast
-    does not reproduce eager numbers. Either way the pixels must stay those of ``rdmd
+    graphs (issue 17); in bf16 (images' default on bf16 hardware) eagerly, as a graph traced
+    under autocast does not reproduce eager numbers. Either way the pixels must stay those of ``rdmd
     translate`` at the same precision, for every batch size and ``lambda``, for
     fixed-``lambda`` and conditioned generators."""
     family = core.load_catalog([runs], precision).images[0]
@@ -104,7 +105,8 @@ def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(runs: Path,
                 assert torch.equal(fast.outputs, slow.outputs) and fast.label == slow.label
                 np.testing.assert_array_equal(fast.l2, slow.l2)
             traced = core._GRAPHS.get(id(fam.pick(lams[-1])[0]))
-            assert (traced is not None) == (precision == "fp32"), "traced iff fp32"
+            resolved = precision or default_precision(True, "cpu")
+            assert (traced is not None) == (resolved == "fp32"), "traced iff fp32"
     a = core.on_worker(core.translate_images, cond, x_all, 0.05, frozen=True).outputs
     assert not torch.equal(a, core.translate_images(cond, x_all, 1.0, frozen=True).outputs)
 
@@ -112,7 +114,8 @@ def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(runs: Path,
 def test_warm_graphs_traces_every_fp32_generator_of_a_family(
         runs: Path, family: core.Family, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core, "_GRAPHS", {})
-    core.warm_graphs([family]).join()  # images default to bf16: eager, nothing to trace
+    bf16 = core.load_catalog([runs], "bf16").images[0]
+    core.warm_graphs([bf16]).join()  # bf16 runs eagerly: nothing to trace
     assert core._GRAPHS == {}
     fp32 = core.load_catalog([runs], "fp32").images[0]
     core.warm_graphs([fp32]).join()

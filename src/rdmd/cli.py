@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rdmd: the lambda to translate at (required for a lambda-conditioned "
                          "generator, within its trained range)")
     tr.add_argument("--precision", choices=PRECISIONS,
-                    help="the networks' precision (default: bf16 for images, the precision "
-                         "they train in, about 2x faster on CPU; fp32 for vectors)")
+                    help="the networks' precision (default: bf16 for images where the "
+                         "hardware computes in bf16, i.e. CUDA or AVX512-BF16/AMX CPUs; "
+                         "fp32 otherwise and for vectors)")
     tr.add_argument("--input", required=True,
                     help=".npy of source vectors (data units), or a folder of images")
     tr.add_argument("--output", required=True,
@@ -196,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=7860)
     sv.add_argument("--precision", choices=PRECISIONS,
-                    help="the networks' precision, as in translate (default: bf16 for images)")
+                    help="the networks' precision, as in translate (default: bf16 for images "
+                         "on bf16 hardware, else fp32)")
     return ap
 
 

@@ -45,8 +45,8 @@ class TeacherConfig:
     # MLP: [n, scale] random Fourier features of the input (docs/twod.md); None: plain input
     fourier: list[float] | None = None
     backbone: str = "auto"  # "mlp", "unet:<preset>" (small32, tiny8, edm64); auto by data
-    # "bf16": autocast the networks' forward passes; None: bf16 for images (2.0x faster per
-    # step on CPU, same held-out loss: bench/bf16_*.py), fp32 for vectors
+    # "bf16": autocast the networks' forward passes; None: bf16 for images where the
+    # hardware computes in bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32 (rdmd.precision)
     precision: str | None = None
     image_size: int | None = None  # image folders: side length; None: from the images
     image_channels: int | None = None  # image folders: 1 (grey) or 3 (RGB); None: from them
@@ -135,7 +135,7 @@ class DistillConfig:
     keep_checkpoints: int = 3
     eval_every: int = 0  # held-out metrics during training; 0: only at the end
     floor_pairs: int = 5  # pairs of target sets for the W2 noise floor
-    precision: str | None = None  # "bf16" / "fp32"; None: bf16 for images, fp32 for vectors
+    precision: str | None = None  # "bf16" / "fp32"; None: as TeacherConfig.precision
     teacher_dtype: str = "fp32"  # "bf16": hold the frozen teacher's weights in bf16
     classifier: str | None = None  # feature classifier dir: FD and target accuracy (images)
     target_class: int | None = None  # the classifier's label of the target domain
@@ -167,16 +167,13 @@ GAN_METHODS = ("rdmd_gan", "rdmd_lam_gan")
 GAN_KEYS = ("gan_weight_gen", "gan_weight_disc", "gan_features")
 
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "TeacherConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr": 1e-3,
-                                 "precision": "fp32"},
-                      "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4,
-                                "precision": "bf16"}},
+    "TeacherConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr": 1e-3},
+                      "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4}},
     "DistillConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr_generator": 2e-5,
                                  "lr_fake": 5e-4, "lr_schedule": "constant",
-                                 "ema_decay": 0.999, "precision": "fp32"},
+                                 "ema_decay": 0.999},
                       "image": {"steps": 10_000, "batch_size": 64, "lr_generator": 5e-5,
-                                "lr_fake": 2e-4, "lr_schedule": "constant", "ema_decay": 0.0,
-                                "precision": "bf16"}},
+                                "lr_fake": 2e-4, "lr_schedule": "constant", "ema_decay": 0.0}},
 }
 
 #: vectors of at most this dimension are "plane" data (the 2-D built-ins, two-column .npy)
@@ -212,6 +209,11 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
     for key, value in defaults.items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, copy.deepcopy(value))
+    if cfg.precision is None:  # the hardware decides what is faster (rdmd.precision)
+        from rdmd.precision import default_precision
+        from rdmd.training.runtime import resolve_device
+
+        cfg.precision = default_precision(kind == "image", resolve_device(cfg.device))
     validate(cfg)
     return cfg
 

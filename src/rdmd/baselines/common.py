@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
+from rdmd.precision import default_precision
 
 
 def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -60,9 +61,10 @@ class Translator(ABC):
     """
 
     method: str = ""
-    # "bf16": the networks run under bf16 autocast; "fp32"; None: bf16 for images (the
-    # precision image models train in; 1.6-2.2x faster on CPU, outputs within 3/255 of fp32:
-    # bench/bf16_translate.py), fp32 for vectors. Set by the factory (``precision=``).
+    # "bf16": the networks run under bf16 autocast; "fp32"; None: bf16 for images where the
+    # hardware computes in bf16 (1.6-2.2x faster there, outputs within 3/255 of fp32:
+    # bench/bf16_translate.py; 14x slower on AVX2-only CPUs), else fp32 (rdmd.precision).
+    # Set by the factory (``precision=``).
     precision: str | None = None
 
     def __init__(self, normalizer: Normalizer, device: torch.device,
@@ -96,7 +98,7 @@ class Translator(ABC):
 
     @property
     def resolved_precision(self) -> str:
-        return self.precision or ("bf16" if len(self.shape) == 3 else "fp32")
+        return self.precision or default_precision(len(self.shape) == 3, self.device)
 
     def translate(self, x: torch.Tensor, seed: int = 0, chunk: int = 256,
                   progress: bool = False) -> torch.Tensor:
