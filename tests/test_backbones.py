@@ -71,6 +71,24 @@ def test_fourier_features_rebuild_from_the_description() -> None:
     assert plain.fourier is None and not any("fourier" in k for k in plain.state_dict())
 
 
+def test_decoder_widths_from_the_description() -> None:
+    """``decoder`` is recorded only when set, so the paper's network keeps its description,
+    and a generator copied from such a teacher has the teacher's decoder."""
+    from rdmd.backbones import backbone_spec, build_backbone
+    from rdmd.methods import RDMD
+
+    assert "decoder" not in backbone_spec("mlp", "vector", (2,))
+    spec = backbone_spec("mlp", "vector", (2,), decoder=[64, 32])
+    net = build_backbone(spec)
+    widths = [m.out_features for m in net.dec if isinstance(m, torch.nn.Linear)]
+    assert spec["decoder"] == [64, 32] and widths == [64, 32, 2]
+    teacher = EDMDenoiser(net, 1.0)
+    for extras in (None, {"fourier_branch": [4, 1.0]}):
+        gen = RDMD.from_teacher(teacher, 0.1, generator_extras=extras).modules["generator"]
+        assert [m.out_features for m in gen.denoiser.backbone.dec
+                if isinstance(m, torch.nn.Linear)] == [64, 32, 2]
+
+
 @pytest.mark.parametrize("bad", [[0, 1.0], [4, 0.0], [2.5, 1.0]])
 def test_fourier_features_bad_values(bad: list[float]) -> None:
     with pytest.raises(ValueError, match="fourier"):

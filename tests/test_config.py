@@ -128,6 +128,7 @@ def test_data_kind_reads_the_dimension(tmp_path: Path) -> None:
     (TeacherConfig, {"lr": -1e-3}, "lr"),
     (TeacherConfig, {"ema_decay": 1.0}, "ema_decay"),
     (TeacherConfig, {"precision": "fp16"}, "precision"),
+    (TeacherConfig, {"decoder": []}, "decoder"),
     (DistillConfig, {"lam": -0.1}, "lam"),
     (DistillConfig, {"floor_pairs": 0}, "floor_pairs"),
     (DistillConfig, {"sigma_g": 0.0}, "sigma_g"),

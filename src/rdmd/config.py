@@ -42,6 +42,8 @@ class TeacherConfig:
     p_std: float = 1.2
     # MLP input-encoder widths; None: scaled with d (2-D data: PLANE_DEFAULTS)
     encoder: list[int] | None = None
+    # MLP decoder widths; None: the paper's [128, 256, 128, 64]
+    decoder: list[int] | None = None
     # MLP: [n, scale] random Fourier features of the input (docs/twod.md); None: plain input
     fourier: list[float] | None = None
     backbone: str = "auto"  # "mlp", "unet:<preset>" (small32, tiny8, edm64); auto by data
@@ -448,10 +450,11 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
         if v is not None and v not in allowed:
             raise RdmdError(f"config key {key!r} must be one of {', '.join(allowed)}, "
                             f"got {v!r}")
-    widths = getattr(cfg, "generator_widths", None)
-    if widths is not None and (not widths or any(int(w) != w or w < 1 for w in widths)):
-        raise RdmdError(f"config key 'generator_widths' must be a list of integers >= 1, "
-                        f"got {widths}")
+    for key in ("generator_widths", "encoder", "decoder"):
+        widths = getattr(cfg, key, None)
+        if widths is not None and (not widths or any(int(w) != w or w < 1 for w in widths)):
+            raise RdmdError(f"config key {key!r} must be a list of integers >= 1, "
+                            f"got {widths}")
     pieces = getattr(cfg, "generator_pieces", None)
     if pieces is not None and (int(pieces) != pieces or pieces < 1):
         raise RdmdError(f"config key 'generator_pieces' must be an integer >= 1, got {pieces}")

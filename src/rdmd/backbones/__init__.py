@@ -49,6 +49,8 @@ def _describe_mlp(variant: str, shape: tuple[int, ...], opts: dict[str, Any]) ->
     if variant:
         raise RdmdError(f"the mlp backbone has no presets (got mlp:{variant})")
     spec = {"dim": shape[0], "encoder": opts.get("encoder")}
+    if opts.get("decoder"):  # only when set: the paper's decoder keeps older descriptions
+        spec["decoder"] = [int(w) for w in opts["decoder"]]
     if opts.get("fourier"):
         n, scale = opts["fourier"]
         spec["fourier"] = [int(n), float(scale)]
@@ -75,7 +77,7 @@ def default_backbone(kind: str, shape: tuple[int, ...]) -> str:
 def backbone_spec(name: str, kind: str, shape: tuple[int, ...], **opts: Any) -> dict[str, Any]:
     """The JSON description of backbone ``name`` (``auto``, ``mlp``, ``unet:<preset>``) for
     data of ``kind`` and ``shape``; ``opts`` are data-independent options (``encoder``,
-    ``fourier``, ``cond_dim``)."""
+    ``decoder``, ``fourier``, ``cond_dim``)."""
     if name == "auto":
         name = default_backbone(kind, shape)
     base, _, variant = name.partition(":")

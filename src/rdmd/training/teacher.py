@@ -67,7 +67,7 @@ def _train_teacher(target: str | None, out: Path, layers: list[dict[str, Any] | 
         cfg.image_size, cfg.image_channels = dom.info["size"], dom.info["channels"]
         run["config"].update(image_size=cfg.image_size, image_channels=cfg.image_channels)
     backbone = backbone_spec(cfg.backbone, dom.kind, dom.shape, encoder=cfg.encoder,
-                             fourier=cfg.fourier)
+                             decoder=cfg.decoder, fourier=cfg.fourier)
     check_classifier(cfg.classifier, dom.shape, None)
     d, device = setup_dist(cfg.device, cfg.batch_size)
     distributed.barrier()  # every rank has checked the run folder before rank 0 creates it
