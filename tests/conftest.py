@@ -8,6 +8,9 @@ command passes on a fresh machine (``.ci/run`` installs the package and runs the
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from rdmd.data import images
@@ -21,6 +24,9 @@ def fashion_mnist_installed() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the W2 floor cache (rdmd.metrics.floor_cache) of the tests and the rdmd processes they
+    # start: a fresh folder per test process, never the user's ~/.cache
+    os.environ["RDMD_CACHE_DIR"] = tempfile.mkdtemp(prefix="rdmd-test-cache-")
     config.addinivalue_line("markers", "needs_fashion_mnist: reads the Debian package "
                                        "dataset-fashion-mnist; skipped where it is absent")
 

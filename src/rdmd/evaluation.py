@@ -27,10 +27,11 @@ from rdmd import metrics
 from rdmd.checkpoint import atomic_write_json
 from rdmd.data import Domain, Normalizer
 from rdmd.distributed import gathered, is_main
+from rdmd.metrics.floor_cache import cached_values
 from rdmd.sampler import sample
 
 N_EVAL_MAX = 3000
-_FLOOR_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+_FLOOR_CACHE: dict[tuple[str, int, int], tuple[list[Any], dict[str, Any]]] = {}
 # bump when the protocol changes; experiments re-evaluate older results. 3: images are scored
 # as written (clamped to [-1, 1]) and SSIM is the standard (valid-interior) value.
 PROTOCOL = 3
@@ -57,7 +58,9 @@ def stable_w2(make_generated: Any, tgt: Domain, n: int | None = None,
                               for _ in range(pairs)]
     grng = np.random.default_rng(seed + 3)
     generated = [np.asarray(make_generated(n, grng)) for _ in range(pairs)]
-    out = metrics.w2_stable(generated, _STABLE_FLOOR[key])
+    sets = _STABLE_FLOOR[key]
+    values = cached_values("w2_floor", sets, lambda: metrics.w2_many(sets))
+    out = metrics.w2_stable(generated, sets, values)
     if density:
         out.update(stable_measures(np.concatenate(generated), tgt, seed))
     return out
@@ -98,6 +101,17 @@ def apply_generator(generator: nn.Module, norm: Normalizer, x: torch.Tensor,
     return torch.cat(outs) if outs else x.new_zeros((0, *x.shape[1:]))
 
 
+
+
+def noise_floor(tgt: Domain, n: int, pairs: int) -> tuple[list[tuple[np.ndarray, np.ndarray]],
+                                                           dict[str, Any]]:
+    """The floor sets and their W2^2 floor, whose values come from the disk cache when it
+    holds them for these very sets (:mod:`rdmd.metrics.floor_cache`)."""
+    sets = floor_sets(tgt, n, pairs)
+    values = cached_values("w2_floor", sets, lambda: metrics.w2_many(sets))
+    return sets, metrics.w2_noise_floor(sets, values)
+
+
 def floor_sets(tgt: Domain, n: int, pairs: int, seed: int = FLOOR_SEED
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
@@ -128,11 +142,10 @@ def evaluate_translation(generator: nn.Module, norm: Normalizer, src: Domain, tg
     y = tgt.test[:n]
     fl, sets = None, []
     if floor:
-        sets = floor_sets(tgt, n, cfg.floor_pairs)
         key = (tgt.name, n, cfg.floor_pairs)
         if key not in _FLOOR_CACHE:  # the same for every lambda of an experiment
-            _FLOOR_CACHE[key] = metrics.w2_noise_floor(sets)
-        fl = _FLOOR_CACHE[key]
+            _FLOOR_CACHE[key] = noise_floor(tgt, n, cfg.floor_pairs)
+        sets, fl = _FLOOR_CACHE[key]
     out = metrics.vector_metrics(x.numpy(), gx.numpy(), y.numpy(), floor=fl,
                                  gaussian_map=gaussian_map(src, tgt))
     out.update(metrics.known_measures_with_truth(gx.numpy(), tgt.info, tgt.sampler,
@@ -174,8 +187,7 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
     device = next(den.parameters()).device
     z = sample(lambda y, s: den(y, s), (n, *dom.shape), n_steps, g, device)
     ys = model.normalizer.decode(z).cpu().numpy()
-    sets = floor_sets(dom, n, pairs)
-    fl = metrics.w2_noise_floor(sets)
+    sets, fl = noise_floor(dom, n, pairs)
     # Same protocol as for generators: W2 to the held-out set and to each floor pair's first
     # set, averaged.
     w2s = metrics.w2_many([(ys, dom.test[:n].numpy())] + [(ys, a) for a, _ in sets])

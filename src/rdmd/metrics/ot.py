@@ -71,11 +71,13 @@ def w2_many(pairs: list[tuple[Any, Any]]) -> list[float]:
         return list(pool.map(lambda p: w2_squared(*p), pairs))
 
 
-def w2_noise_floor(sets: list[tuple[Any, Any]]) -> dict[str, Any]:
-    """W2^2 between independent target sets: what a perfect generator would score."""
+def w2_noise_floor(sets: list[tuple[Any, Any]], values: list[float] | None = None
+                   ) -> dict[str, Any]:
+    """W2^2 between independent target sets: what a perfect generator would score.
+    ``values``: those W2^2, already known (:mod:`rdmd.metrics.floor_cache`)."""
     if not sets:
         raise ValueError("need at least one pair of sets for the noise floor")
-    vals = w2_many(sets)
+    vals = w2_many(sets) if values is None else list(values)
     return {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
             "min": float(np.min(vals)), "max": float(np.max(vals)), "values": vals,
             "n_pairs": len(vals)}
@@ -87,7 +89,8 @@ def _mean_se(vals: list[float]) -> tuple[float, float]:
     return float(v.mean()), se
 
 
-def w2_stable(generated: list[Any], floor_pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+def w2_stable(generated: list[Any], floor_pairs: list[tuple[Any, Any]],
+              floor_values: list[float] | None = None) -> dict[str, Any]:
     """W2^2 of ``k`` independent generated sets, each to the first set of its floor pair,
     against the floor (W2^2 within each pair): both means with standard errors, and their
     ratio with its paired delta-method standard error.
@@ -97,13 +100,17 @@ def w2_stable(generated: list[Any], floor_pairs: list[tuple[Any, Any]]) -> dict[
     against a fixed floor moves the ratio by a factor of two. Fresh generated sets and fresh
     target pairs make the ``k`` terms independent, so the errors shrink as ``1 / sqrt(k)``;
     reading each generated set and its floor against the same target set makes that set's
-    own luck cancel in the ratio.
+    own luck cancel in the ratio. ``floor_values``: the pairs' W2^2, already known.
     """
     if not generated or len(generated) != len(floor_pairs):
         raise ValueError("need one floor pair per generated set, and at least one")
     k = len(generated)
-    vals = w2_many([(g, a) for g, (a, _) in zip(generated, floor_pairs, strict=True)]
-                   + [(a, b) for a, b in floor_pairs])
+    todo = [(g, a) for g, (a, _) in zip(generated, floor_pairs, strict=True)]
+    vals = w2_many(todo + ([(a, b) for a, b in floor_pairs] if floor_values is None else []))
+    if floor_values is not None:
+        if len(floor_values) != k:
+            raise ValueError("need one floor value per floor pair")
+        vals += list(floor_values)
     w, f = np.array(vals[:k]), np.array(vals[k:])
     wm, fm = float(w.mean()), float(f.mean())
     r = _ratio(wm, fm)
