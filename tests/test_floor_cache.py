@@ -92,3 +92,19 @@ def test_evaluation_floor_is_the_solved_one(cache: Path) -> None:
     assert fl == fl2 and fl == metrics.w2_noise_floor(sets)
     assert all(np.array_equal(a, c) and np.array_equal(b, d)
                for (a, b), (c, d) in zip(sets, sets2, strict=True))
+
+
+def test_shipped_floors_are_the_solved_ones(cache: Path) -> None:
+    """The package's table (``floors.json``) holds what solving gives: checked on the stable
+    estimate's 12 pairs of 8 Gaussians, which every 2-D evaluation of that target uses."""
+    from rdmd.evaluation import FLOOR_SEED, STABLE_N, STABLE_PAIRS, stable_floor_sets
+
+    tgt = load_domain("8gaussians", 300, 300, 0)
+    sets = stable_floor_sets(tgt, STABLE_N, STABLE_PAIRS, FLOOR_SEED)
+    shipped = floor_cache._shipped().get(floor_cache._digest("w2_floor", sets))
+    assert shipped is not None, "floors.json lacks 8 Gaussians' stable floor: rewrite it " \
+                                "with python -m rdmd.metrics.floor_cache"
+    assert shipped == pytest.approx(metrics.w2_many(sets), rel=1e-9)
+    c = Counter(sets)
+    assert floor_cache.cached_values("w2_floor", sets, c) == shipped and c.calls == 0
+    assert not (cache / "floors").exists()  # served from the package, nothing written

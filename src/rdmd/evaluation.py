@@ -53,9 +53,7 @@ def stable_w2(make_generated: Any, tgt: Domain, n: int | None = None,
     n, pairs = n or STABLE_N, pairs or STABLE_PAIRS
     key = (tgt.name, n, pairs, seed)
     if key not in _STABLE_FLOOR:
-        frng = np.random.default_rng(seed + 2)
-        _STABLE_FLOOR[key] = [(tgt.sampler(n, frng), tgt.sampler(n, frng))
-                              for _ in range(pairs)]
+        _STABLE_FLOOR[key] = stable_floor_sets(tgt, n, pairs, seed)
     grng = np.random.default_rng(seed + 3)
     generated = [np.asarray(make_generated(n, grng)) for _ in range(pairs)]
     sets = _STABLE_FLOOR[key]
@@ -64,6 +62,14 @@ def stable_w2(make_generated: Any, tgt: Domain, n: int | None = None,
     if density:
         out.update(stable_measures(np.concatenate(generated), tgt, seed))
     return out
+
+
+def stable_floor_sets(tgt: Domain, n: int, pairs: int, seed: int = FLOOR_SEED
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The stable estimate's fresh target pairs (a built-in's sampler, a fixed seed)."""
+    assert tgt.sampler is not None
+    frng = np.random.default_rng(seed + 2)
+    return [(tgt.sampler(n, frng), tgt.sampler(n, frng)) for _ in range(pairs)]
 
 
 def stable_measures(points: np.ndarray, tgt: Domain, seed: int = FLOOR_SEED
