@@ -27,7 +27,7 @@ from rdmd import metrics
 from rdmd.checkpoint import atomic_write_json
 from rdmd.data import Domain, Normalizer
 from rdmd.distributed import gathered, is_main
-from rdmd.metrics.floor_cache import cached_values
+from rdmd.metrics.floor_cache import w2_floor_values
 from rdmd.sampler import sample
 
 N_EVAL_MAX = 3000
@@ -57,8 +57,7 @@ def stable_w2(make_generated: Any, tgt: Domain, n: int | None = None,
     grng = np.random.default_rng(seed + 3)
     generated = [np.asarray(make_generated(n, grng)) for _ in range(pairs)]
     sets = _STABLE_FLOOR[key]
-    values = cached_values("w2_floor", sets, lambda: metrics.w2_many(sets))
-    out = metrics.w2_stable(generated, sets, values)
+    out = metrics.w2_stable(generated, sets, w2_floor_values(sets))
     if density:
         out.update(stable_measures(np.concatenate(generated), tgt, seed))
     return out
@@ -107,15 +106,12 @@ def apply_generator(generator: nn.Module, norm: Normalizer, x: torch.Tensor,
     return torch.cat(outs) if outs else x.new_zeros((0, *x.shape[1:]))
 
 
-
-
 def noise_floor(tgt: Domain, n: int, pairs: int) -> tuple[list[tuple[np.ndarray, np.ndarray]],
                                                            dict[str, Any]]:
     """The floor sets and their W2^2 floor, whose values come from the disk cache when it
     holds them for these very sets (:mod:`rdmd.metrics.floor_cache`)."""
     sets = floor_sets(tgt, n, pairs)
-    values = cached_values("w2_floor", sets, lambda: metrics.w2_many(sets))
-    return sets, metrics.w2_noise_floor(sets, values)
+    return sets, metrics.w2_noise_floor(sets, w2_floor_values(sets))
 
 
 def floor_sets(tgt: Domain, n: int, pairs: int, seed: int = FLOOR_SEED

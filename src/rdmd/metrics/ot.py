@@ -105,12 +105,13 @@ def w2_stable(generated: list[Any], floor_pairs: list[tuple[Any, Any]],
     if not generated or len(generated) != len(floor_pairs):
         raise ValueError("need one floor pair per generated set, and at least one")
     k = len(generated)
+    if floor_values is not None and len(floor_values) != k:
+        raise ValueError("need one floor value per floor pair")
     todo = [(g, a) for g, (a, _) in zip(generated, floor_pairs, strict=True)]
-    vals = w2_many(todo + ([(a, b) for a, b in floor_pairs] if floor_values is None else []))
-    if floor_values is not None:
-        if len(floor_values) != k:
-            raise ValueError("need one floor value per floor pair")
-        vals += list(floor_values)
+    if floor_values is None:
+        vals = w2_many(todo + list(floor_pairs))
+    else:
+        vals = w2_many(todo) + list(floor_values)
     w, f = np.array(vals[:k]), np.array(vals[k:])
     wm, fm = float(w.mean()), float(f.mean())
     r = _ratio(wm, fm)
