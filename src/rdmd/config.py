@@ -99,6 +99,13 @@ class DistillConfig:
     # between modes are as sharp as tau (vectors; docs/twod.md); its number of pieces (64);
     # with generator_widths, plus the gradient of a smooth MLP potential of those widths
     generator_pieces: int | None = None
+    # steps of a least-squares fit of the generator to the semi-discrete OT map onto
+    # ot_start_atoms teacher samples before RDMD's first step, at rate ot_start_lr (cosine);
+    # vectors only (rdmd.methods.ot_start, docs/twod.md); None: 0 (off), 2-D data:
+    # PLANE_DEFAULTS
+    ot_start: int | None = None
+    ot_start_atoms: int = 1024
+    ot_start_lr: float = 1e-3
     lr_generator: float | None = None  # None: 2e-5 for vectors, 5e-5 for images
     lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
     beta1: float = 0.9
@@ -152,7 +159,8 @@ LEGACY: dict[str, dict[str, Any]] = {
                       # no run saved before these keys used a GAN term (its method says so):
                       # the defaults, so a saved run and the same run asked for anew compare
                       # equal (experiments/common.check_reusable_run)
-                      "gan_weight_gen": 3e-3, "gan_weight_disc": 1e-2, "gan_features": "teacher"},
+                      "gan_weight_gen": 3e-3, "gan_weight_disc": 1e-2, "gan_features": "teacher",
+                      "ot_start": 0, "ot_start_atoms": 1024, "ot_start_lr": 1e-3},
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -173,9 +181,10 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                       "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4}},
     "DistillConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr_generator": 2e-5,
                                  "lr_fake": 5e-4, "lr_schedule": "constant",
-                                 "ema_decay": 0.999},
+                                 "ema_decay": 0.999, "ot_start": 0},
                       "image": {"steps": 10_000, "batch_size": 64, "lr_generator": 5e-5,
-                                "lr_fake": 2e-4, "lr_schedule": "constant", "ema_decay": 0.0}},
+                                "lr_fake": 2e-4, "lr_schedule": "constant", "ema_decay": 0.0,
+                                "ot_start": 0}},
 }
 
 #: vectors of at most this dimension are "plane" data (the 2-D built-ins, two-column .npy)
@@ -216,6 +225,10 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
         from rdmd.training.runtime import resolve_device
 
         cfg.precision = default_precision(kind == "image", resolve_device(cfg.device))
+    if kind == "image" and getattr(cfg, "ot_start", 0):
+        raise RdmdError("config key 'ot_start' is for vector data (the OT start fits the "
+                        "generator to teacher samples by a pixel-space assignment rdmd does "
+                        "not make); set ot_start=0 for images")
     validate(cfg)
     return cfg
 
@@ -418,9 +431,10 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
 
 POSITIVE = ("batch_size", "lr", "lr_generator", "lr_fake", "log_every", "ckpt_every",
             "keep_checkpoints", "fake_steps", "floor_pairs", "n_train", "n_test",
-            "sample_steps", "dm_sigma_min", "dm_sigma_max", "sigma_g", "image_size")
+            "sample_steps", "dm_sigma_min", "dm_sigma_max", "sigma_g", "image_size",
+            "ot_start_atoms", "ot_start_lr")
 NON_NEGATIVE = ("steps", "warmup_steps", "decay_steps", "ema_decay", "grad_clip", "eval_every",
-                "lam", "gan_weight_gen", "gan_weight_disc")
+                "lam", "gan_weight_gen", "gan_weight_disc", "ot_start")
 
 
 def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:

@@ -104,6 +104,13 @@ class Method(ABC):
         """Extra keys the exported ``model.json`` records about the method."""
         return {}
 
+    def start(self, draw: Callable[[int], torch.Tensor]) -> dict[str, float]:
+        """Called once before the first step of a new run (never on resume: the checkpoint
+        holds the weights), with ``draw(n)``, ``n`` encoded training inputs; a method may
+        initialise its networks from data here (RDMD's ``ot_start``). Returns what it wants
+        reported; the default does nothing."""
+        return {}
+
     def begin_step(self, step: int, total: int) -> None:
         """Called by the loop before each ``train_step`` (0-based ``step`` of ``total``), so a
         method can follow a schedule of its own that a resumed run picks up at the same

@@ -178,6 +178,12 @@ class RDMDLam(RDMD):
         lam = self.code.sample(batch.shape[0], rng, self.zero_prob)
         return self.code.code(lam).to(batch.device), lam.to(batch.device)
 
+    def generator_call(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """At the range's smallest lambda (the OT start fits the map lambda -> 0 tends to;
+        larger lambdas start there too and move towards their inputs as RDMD trains)."""
+        lam = torch.full((x.shape[0],), self.code.lo)
+        return net(x, self.code.code(lam).to(x.device))
+
     def model_meta(self) -> dict[str, Any]:
         # "lam": None drops the fixed run's key: a conditioned model has a range instead
         return {**super().model_meta(), "lam": None, **self.code.to_meta(),

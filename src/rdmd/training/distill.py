@@ -4,11 +4,13 @@ default; the config key ``method`` picks one of :data:`rdmd.methods.METHODS`).""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rdmd import checkpoint as ckpt
 from rdmd import distributed
 from rdmd.config import DistillConfig, data_kind
 from rdmd.costs import get_cost
@@ -21,6 +23,7 @@ from rdmd.models import Model, load_model, save_model
 from rdmd.training.checks import check_classifier
 from rdmd.training.loop import run_loop
 from rdmd.training.rundir import (
+    CHECKPOINTS,
     Claim,
     as_layers,
     check_layers,
@@ -28,7 +31,7 @@ from rdmd.training.rundir import (
     prepare_run,
     start_run,
 )
-from rdmd.training.runtime import data_batches, hold_in_bf16, setup_dist
+from rdmd.training.runtime import data_batches, hold_in_bf16, setup_dist, source_draw
 from rdmd.training.state import fmt_shape
 
 
@@ -72,6 +75,24 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
     check_layers(DistillConfig, layers)  # a bad value is refused before any folder exists
     with claim_run(out, "distill", resume, distributed.env_world().main) as claim:
         return _distill(source, teacher_dir, out, layers, target, resume, progress, claim)
+
+
+def start_method(method: Any, draw: Any, cfg: DistillConfig, main: bool,
+                 meta: dict[str, Any]) -> None:
+    """The method's start before step 0 of a new run (RDMD's ``ot_start``), announced, and
+    what it reports kept in the model's metadata."""
+    steps = getattr(cfg, "ot_start", 0) or 0
+    if main and steps:
+        print(f"rdmd: fitting the generator to the OT map onto {cfg.ot_start_atoms} teacher "
+              f"samples ({steps} steps, ot_start)", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    info = method.start(draw)
+    if info:
+        meta["start"] = {**info, "seconds": round(time.perf_counter() - t0, 1)}
+        if main:
+            print(f"rdmd: started in {meta['start']['seconds']:g} s (final fit loss "
+                  f"{info.get('ot_start_loss', float('nan')):.3g})", file=sys.stderr,
+                  flush=True)
 
 
 def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
@@ -158,6 +179,8 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
         net.train(was)
         return res
 
+    if not (resume and ckpt.latest_checkpoint(out / CHECKPOINTS) is not None):
+        start_method(method, source_draw(src, norm, x_train, cfg, device), cfg, d.main, meta)
     run_loop(out, method, data_batches(src, norm, x_train, cfg, rng, d, device), rng, cfg,
                    dist=d,
                    device=device, signature={"job": "distill", "backbone": backbone,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,6 +60,23 @@ def data_batches(dom: Any, norm: Any, data: torch.Tensor, cfg: Any, rng: torch.G
         return fresh_batches(dom.sampler, norm.encode, cfg.batch_size, rng, d.rank, d.world,
                              device)
     return batches(data, cfg.batch_size, rng, d)
+
+
+def source_draw(dom: Any, norm: Any, data: torch.Tensor, cfg: Any, device: torch.device
+                ) -> Any:
+    """``draw(n)``: ``n`` encoded source inputs for a method's start
+    (:meth:`rdmd.methods.base.Method.start`), as training draws them (fresh from a built-in
+    when ``cfg.fresh_data``, else rows of the encoded set ``data``), from a generator of the
+    run's seed of its own: the same on every rank, and the run's batches are untouched."""
+    g = torch.Generator().manual_seed(cfg.seed + 7919)
+    if getattr(cfg, "fresh_data", False) and dom.kind == "vector" and dom.sampler is not None:
+        def fresh(n: int) -> torch.Tensor:
+            seed = int(torch.randint(0, 2**62, (1,), generator=g))
+            pts = dom.sampler(n, np.random.default_rng(seed))
+            return norm.encode(torch.from_numpy(np.ascontiguousarray(pts)).float()).to(device)
+
+        return fresh
+    return lambda n: data[torch.randint(len(data), (n,), generator=g).to(data.device)]
 
 
 def sharded(rng: torch.Generator, d: Dist, local_batch: int) -> Any:

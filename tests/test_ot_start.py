@@ -1,0 +1,102 @@
+"""The OT start (``ot_start``): the generator fitted to the semi-discrete OT map onto teacher
+samples before RDMD's first step; cells that split the source evenly, a fit that lands on
+them, the same start every time, and no start on resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import rdmd
+from rdmd.backbones.mlp import MLPBackbone
+from rdmd.edm import EDMDenoiser
+from rdmd.errors import RdmdError
+from rdmd.methods import RDMD, RDMDLam
+from rdmd.methods.ot_start import cell_of, cell_potentials, fit_to_ot_map
+from rdmd.methods.rdmd_lam import LamCode
+
+torch.set_num_threads(1)
+
+
+def test_cells_are_the_quantiles_in_one_dimension() -> None:
+    """In 1-D the OT map is monotone: the cell of x is the atom of x's quantile."""
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.linspace(-3, 3, 20)[:, None]
+    v = cell_potentials(torch.randn(4000, 1, generator=g), atoms)
+    x = torch.randn(50_000, 1, generator=g)
+    cells = cell_of(x, atoms, v)
+    mass = torch.bincount(cells, minlength=20).float() / len(x)
+    assert (mass - 1 / 20).abs().max() < 0.01, mass
+    order = torch.argsort(x[:, 0])
+    assert (cells[order].diff() >= 0).all()  # monotone: larger inputs, larger atoms
+
+
+def _draw(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return lambda n: torch.randn(n, 2, generator=g)
+
+
+def test_fit_lands_on_the_cells_and_is_deterministic() -> None:
+    teacher = EDMDenoiser(MLPBackbone(2, encoder=[16, 16], decoder=[32, 32]), 0.5)
+    starts = []
+    for _ in range(2):
+        m = RDMD.from_teacher(teacher, 0.02)
+        before = {k: p.clone() for k, p in m.generator.named_parameters()}
+        info = fit_to_ot_map(m.generator, teacher, _draw(), steps=300, atoms=16, lr=3e-3)
+        starts.append(m.generator)
+        assert any(not torch.equal(p, before[k]) for k, p in m.generator.named_parameters())
+        assert info["ot_start_empty_cells"] < 0.2
+    # the same seed and draws give the same weights
+    for p, q in zip(starts[0].parameters(), starts[1].parameters(), strict=True):
+        assert torch.equal(p, q)
+    # the fit's own targets, rebuilt: its atoms (seed 0) and cells (its first draw)
+    from rdmd.sampler import sample
+
+    atoms = sample(teacher, (16, 2), n_steps=32, generator=torch.Generator().manual_seed(0))
+    v = cell_potentials(_draw()(4 * 16), atoms)
+    x = _draw(5)(2000)
+    target = atoms[cell_of(x, atoms, v)]
+    fresh = RDMD.from_teacher(teacher, 0.02).generator
+    with torch.no_grad():
+        err_fit = (starts[0](x) - target).pow(2).mean()
+        err_fresh = (fresh(x) - target).pow(2).mean()
+    assert err_fit < 0.3 * err_fresh, (err_fit, err_fresh)
+
+
+def test_conditioned_generator_is_fitted_at_the_smallest_lambda() -> None:
+    teacher = EDMDenoiser(MLPBackbone(2, encoder=[16, 16], decoder=[32, 32]), 0.5)
+    m = RDMDLam.from_teacher_lam(teacher, LamCode.of_range(0.0, 1.0))
+    x = torch.randn(8, 2)
+    out = m.generator_call(m.generator, x)
+    lo = m.code.code(torch.zeros(8))
+    assert torch.equal(out, m.generator(x, lo))
+
+
+def test_distill_starts_once_and_resumes_without_it(tmp_path: Path, monkeypatch) -> None:
+    teacher = rdmd.train_teacher("8gaussians", tmp_path / "t", steps=30, batch_size=64,
+                                 n_train=200, n_test=100, sample_steps=4, device="cpu",
+                                 progress=False)
+    kw = dict(batch_size=64, n_train=200, n_test=100, floor_pairs=1, device="cpu",
+              progress=False, ot_start=20, ot_start_atoms=32, ckpt_every=5,
+              lr_schedule="constant")
+    run = rdmd.distill("gaussian", teacher, tmp_path / "g", steps=5, **kw)
+    meta = json.loads((Path(run) / "model.json").read_text())
+    assert meta["start"]["ot_start_loss"] >= 0 and "seconds" in meta["start"]
+    calls = []
+    monkeypatch.setattr(RDMD, "start", lambda self, draw: calls.append(1) or {})
+    rdmd.distill(None, None, tmp_path / "g", resume=True, steps=10, progress=False)
+    assert calls == []  # the checkpoint holds the fitted weights: no second start
+
+
+def test_refused_for_images_and_checked() -> None:
+    from rdmd.config import DistillConfig, fill_kind_defaults
+
+    with pytest.raises(RdmdError, match="'ot_start' is for vector data"):
+        fill_kind_defaults(DistillConfig(ot_start=10), "image")
+    with pytest.raises(RdmdError, match="'ot_start_atoms' must be > 0"):
+        fill_kind_defaults(DistillConfig(ot_start_atoms=0), "vector")
+    assert fill_kind_defaults(DistillConfig(), "vector").ot_start == 0
+    assert fill_kind_defaults(DistillConfig(), "image").ot_start == 0
