@@ -100,3 +100,17 @@ def test_refused_for_images_and_checked() -> None:
         fill_kind_defaults(DistillConfig(ot_start_atoms=0), "vector")
     assert fill_kind_defaults(DistillConfig(), "vector").ot_start == 0
     assert fill_kind_defaults(DistillConfig(), "image").ot_start == 0
+
+
+def test_plane_default_scales_with_the_iterations() -> None:
+    """2-D data with the denoiser generator fit OT_START_PER_STEP steps per RDMD iteration
+    (so a short run's start stays short); an explicit value wins; other generators and
+    other data get none."""
+    from rdmd.config import OT_START_PER_STEP, DistillConfig, fill_kind_defaults
+
+    plane = fill_kind_defaults(DistillConfig(), "plane")
+    assert plane.ot_start == OT_START_PER_STEP * plane.steps > 0
+    assert fill_kind_defaults(DistillConfig(steps=10), "plane").ot_start == 10 * OT_START_PER_STEP
+    assert fill_kind_defaults(DistillConfig(ot_start=3), "plane").ot_start == 3
+    assert fill_kind_defaults(DistillConfig(ot_start=0), "plane").ot_start == 0
+    assert fill_kind_defaults(DistillConfig(generator="convex"), "plane").ot_start == 0

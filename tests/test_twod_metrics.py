@@ -63,7 +63,7 @@ def test_curve_distance_of_an_offset_point() -> None:
 
 
 @pytest.mark.parametrize("spec,keys", [
-    ("8gaussians", {"mode_outliers", "log_density"}),
+    ("8gaussians", {"mode_outliers", "mode_width", "log_density"}),
     ("gaussian", {"log_density"}),
     ("swissroll", {"curve_distance", "off_curve"}),
     ("moons", {"curve_distance", "off_curve"}),
@@ -85,6 +85,21 @@ def test_true_samples_score_like_the_truth(spec: str, keys: set[str]) -> None:
         assert bad["log_density"] < res["log_density_true"] - 10
     if "off_curve" in bad and spec == "swissroll":
         assert bad["off_curve"] == 1.0
+
+
+def test_mode_width_sees_modes_drawn_too_narrow() -> None:
+    """True samples read the truncated-Gaussian value (0.974); the same modes drawn at 0.7x
+    their std read about 0.7, though they put fewer points between the modes."""
+    dom = builtin("8gaussians", 10, 10, 0)
+    centres, std = np.asarray(dom.info["centres"]), dom.info["std"]
+    rng = np.random.default_rng(3)
+    true = dom.sampler(20_000, rng)
+    exact = math.sqrt(1 - 9 * math.exp(-4.5) / (2 * (1 - math.exp(-4.5))))
+    assert abs(metrics.mode_width(true, centres, std) - exact) < 0.01
+    narrow = centres[rng.integers(0, 8, 20_000)] + 0.7 * std * rng.standard_normal((20_000, 2))
+    assert abs(metrics.mode_width(narrow, centres, std) - 0.7) < 0.02
+    assert metrics.mode_outlier_share(narrow, centres, std) < 0.001
+    assert math.isnan(metrics.mode_width(np.zeros((3, 2)), centres, std))
 
 
 def test_stable_measures_read_the_truth_within_their_standard_error() -> None:

@@ -38,7 +38,9 @@ class TeacherConfig:
     # than 1 / (1 - ema_decay) steps is mostly its random initialisation
     ema_warmup: bool = True
     grad_clip: float = 0.0  # max global gradient norm; 0 disables
-    p_mean: float = -1.2
+    # EDM's log-normal training noise levels: log sigma ~ N(p_mean, p_std^2); None: -1.2 (EDM's),
+    # 2-D data: PLANE_DEFAULTS (lower levels draw the modes sharper, docs/twod.md)
+    p_mean: float | None = None
     p_std: float = 1.2
     # MLP input-encoder widths; None: scaled with d (2-D data: PLANE_DEFAULTS)
     encoder: list[int] | None = None
@@ -101,8 +103,8 @@ class DistillConfig:
     generator_pieces: int | None = None
     # steps of a least-squares fit of the generator to the semi-discrete OT map onto
     # ot_start_atoms teacher samples before RDMD's first step, at rate ot_start_lr (cosine);
-    # vectors only (rdmd.methods.ot_start, docs/twod.md); None: 0 (off), 2-D data:
-    # PLANE_DEFAULTS
+    # vectors only (rdmd.methods.ot_start, docs/twod.md); None: 0 (off), except 2-D data
+    # with the "denoiser" generator: OT_START_PER_STEP (4) times steps
     ot_start: int | None = None
     ot_start_atoms: int = 1024
     ot_start_lr: float = 1e-3
@@ -177,8 +179,10 @@ GAN_METHODS = ("rdmd_gan", "rdmd_lam_gan")
 GAN_KEYS = ("gan_weight_gen", "gan_weight_disc", "gan_features")
 
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "TeacherConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr": 1e-3},
-                      "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4}},
+    "TeacherConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr": 1e-3,
+                                 "p_mean": -1.2},
+                      "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4,
+                                "p_mean": -1.2}},
     "DistillConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr_generator": 2e-5,
                                  "lr_fake": 5e-4, "lr_schedule": "constant",
                                  "ema_decay": 0.999, "ot_start": 0},
@@ -190,11 +194,16 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 #: vectors of at most this dimension are "plane" data (the 2-D built-ins, two-column .npy)
 PLANE_DIM = 2
 #: what "plane" data change over the vector defaults: the recipe that halves the smear
-#: between 8 Gaussians' modes at the same wall time (docs/twod.md, "The 2-D defaults").
+#: between 8 Gaussians' modes at the same wall time (docs/twod.md, "The 2-D defaults"), and
+#: since the eleventh session the OT start before 2000 RDMD iterations (docs/twod.md,
+#: "Starting at the OT map").
 #: ``generator_fourier`` applies to the "denoiser" generator only.
+#: 2-D data, "denoiser" generator: ``ot_start`` defaults to this many fit steps per RDMD
+#: iteration (a fit step costs about a fifth of an iteration; a short run's fit stays short)
+OT_START_PER_STEP = 4
 PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128]},
-    "DistillConfig": {"steps": 4000, "batch_size": 512, "lr_generator": 1e-4,
+    "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8},
+    "DistillConfig": {"steps": 2000, "batch_size": 512, "lr_generator": 1e-4,
                       "lr_schedule": "cosine", "generator_fourier": [256, 3.0]},
 }
 
@@ -217,6 +226,9 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
         defaults.update(PLANE_DEFAULTS[name])
         if getattr(cfg, "generator", "denoiser") != "denoiser":
             defaults.pop("generator_fourier", None)
+        elif name == "DistillConfig" and cfg.ot_start is None:
+            steps = cfg.steps if cfg.steps is not None else defaults["steps"]
+            defaults["ot_start"] = OT_START_PER_STEP * steps
     for key, value in defaults.items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, copy.deepcopy(value))

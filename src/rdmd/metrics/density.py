@@ -5,6 +5,8 @@ points each mode happens to get), so it hardly sees mass smeared between the mod
 eye sees is measured here, always beside the value of true samples of the same size:
 
 * ``mode_outliers``: share of points farther than 3 std from every centre (8 Gaussians);
+* ``mode_width``: the spread of the points on the modes, in mode std (8 Gaussians): fewer
+  points between the modes bought by too narrow modes shows here;
 * ``log_density``: mean true log-density of the points (8 Gaussians, Gaussians);
 * ``curve_distance`` and ``off_curve``: mean distance to the noiseless curve, and the share
   farther than 3 noise std from it (Swiss roll, two moons).
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rdmd.metrics.ot import _np, mode_outlier_share
+from rdmd.metrics.ot import _np, mode_outlier_share, mode_width
 
 CURVE_POINTS = 20_000  # polyline vertices: spacing well below the noise of either curve
 
@@ -82,6 +84,7 @@ def known_measures(points: Any, info: dict[str, Any]) -> dict[str, float]:
     if "centres" in info and "std" in info:
         c, s = np.asarray(info["centres"], dtype=np.float64), float(info["std"])
         out["mode_outliers"] = mode_outlier_share(p, c, s)
+        out["mode_width"] = mode_width(p, c, s)
         out["log_density"] = float(mixture_log_density(p, c, s).mean())
     elif name == "gaussian":
         out["log_density"] = float(gaussian_log_density(p, info["mean"], info["cov"]).mean())
