@@ -32,7 +32,7 @@ from rdmd.errors import RdmdError
 
 def test_defaults_follow_the_spec() -> None:
     """The one literal check: the SPEC's method constants (§1, §2, §7)."""
-    t, d = TeacherConfig(), DistillConfig()
+    d = DistillConfig()
     for kind in ("vector", "image"):  # 2-D data train at lower levels (PLANE_DEFAULTS)
         filled = fill_kind_defaults(TeacherConfig(device="cpu"), kind)
         assert (filled.p_mean, filled.p_std) == (-1.2, 1.2)
