@@ -102,12 +102,14 @@ class DistillConfig:
     # with generator_widths, plus the gradient of a smooth MLP potential of those widths
     generator_pieces: int | None = None
     # steps of a least-squares fit of the generator to the semi-discrete OT map onto
-    # ot_start_atoms teacher samples before RDMD's first step, at rate ot_start_lr (cosine);
+    # ot_start_atoms teacher samples before RDMD's first step, at rate ot_start_lr (cosine)
+    # on batches of ot_start_batch;
     # vectors only (rdmd.methods.ot_start, docs/twod.md); None: 0 (off), except 2-D data
     # with the "denoiser" generator: OT_START_PER_STEP (4) times steps
     ot_start: int | None = None
     ot_start_atoms: int = 1024
     ot_start_lr: float = 1e-3
+    ot_start_batch: int = 128
     lr_generator: float | None = None  # None: 2e-5 for vectors, 5e-5 for images
     lr_fake: float | None = None  # None: 5e-4 for vectors, 2e-4 for images
     beta1: float = 0.9
@@ -162,7 +164,8 @@ LEGACY: dict[str, dict[str, Any]] = {
                       # the defaults, so a saved run and the same run asked for anew compare
                       # equal (experiments/common.check_reusable_run)
                       "gan_weight_gen": 3e-3, "gan_weight_disc": 1e-2, "gan_features": "teacher",
-                      "ot_start": 0, "ot_start_atoms": 1024, "ot_start_lr": 1e-3},
+                      "ot_start": 0, "ot_start_atoms": 1024, "ot_start_lr": 1e-3,
+                      "ot_start_batch": 128},
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -203,7 +206,7 @@ PLANE_DIM = 2
 OT_START_PER_STEP = 4
 PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
     "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8},
-    "DistillConfig": {"steps": 2000, "batch_size": 512, "lr_generator": 1e-4,
+    "DistillConfig": {"steps": 2000, "batch_size": 256, "lr_generator": 1e-4,
                       "lr_schedule": "cosine", "generator_fourier": [256, 3.0]},
 }
 
@@ -444,7 +447,7 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
 POSITIVE = ("batch_size", "lr", "lr_generator", "lr_fake", "log_every", "ckpt_every",
             "keep_checkpoints", "fake_steps", "floor_pairs", "n_train", "n_test",
             "sample_steps", "dm_sigma_min", "dm_sigma_max", "sigma_g", "image_size",
-            "ot_start_atoms", "ot_start_lr")
+            "ot_start_atoms", "ot_start_lr", "ot_start_batch")
 NON_NEGATIVE = ("steps", "warmup_steps", "decay_steps", "ema_decay", "grad_clip", "eval_every",
                 "lam", "gan_weight_gen", "gan_weight_disc", "ot_start")
 

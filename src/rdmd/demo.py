@@ -30,7 +30,7 @@ LAM_RANGE = (0.0, 0.3)  # the conditioned 2-D generator's range (docs/lambda.md:
 CMNIST_LAMS = (0.05, 0.25, 1.0)
 CONDITIONED = "rdmd_cond"  # the shipped generator for every lambda in its range
 # the 2-D defaults' step counts (rdmd.config.PLANE_DEFAULTS), for the conditioned generator
-FULL = {"teacher_steps": 4000, "rdmd_steps": 4000, "n_test": 5000}
+FULL = {"teacher_steps": 4000, "rdmd_steps": 2000, "n_test": 5000}
 QUICK = {"teacher_steps": 400, "rdmd_steps": 200, "n_test": 1000}
 COLUMNS_2D = ("lam", "mode_outliers", "log_density", "w2_over_floor_stable",
               "w2_over_floor_stable_se", "transport_cost", "ot_gap", "crossings")

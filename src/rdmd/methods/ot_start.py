@@ -49,7 +49,7 @@ def cell_of(x: torch.Tensor, atoms: torch.Tensor, potentials: torch.Tensor) -> t
 
 def fit_to_ot_map(generator: nn.Module, teacher: EDMDenoiser,
                   draw: Callable[[int], torch.Tensor], steps: int, atoms: int = 1024,
-                  lr: float = 1e-3, batch: int = 256, seed: int = 0,
+                  lr: float = 1e-3, batch: int = 128, seed: int = 0,
                   call: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                   ) -> dict[str, float]:
     """Fit ``generator`` (in place) to the semi-discrete OT map from the source onto

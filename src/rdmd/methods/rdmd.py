@@ -211,7 +211,7 @@ class RDMD(Method):
         self.with_optimizers(cfg.lr_generator, cfg.lr_fake, (cfg.beta1, cfg.beta2))
         self.grad_clip = cfg.grad_clip
         self.ot_start = (int(cfg.ot_start or 0), int(cfg.ot_start_atoms),
-                         float(cfg.ot_start_lr), int(cfg.seed))
+                         float(cfg.ot_start_lr), int(cfg.ot_start_batch), int(cfg.seed))
         return self
 
     def generator_call(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -222,13 +222,13 @@ class RDMD(Method):
     def start(self, draw: Any) -> dict[str, float]:
         """``ot_start`` steps > 0: fit the generator to the semi-discrete OT map onto the
         teacher's samples before the first step (:mod:`rdmd.methods.ot_start`)."""
-        steps, atoms, lr, seed = getattr(self, "ot_start", (0, 0, 0.0, 0))
+        steps, atoms, lr, batch, seed = getattr(self, "ot_start", (0, 0, 0.0, 0, 0))
         if not steps:
             return {}
         from rdmd.methods.ot_start import fit_to_ot_map
 
         return fit_to_ot_map(self.modules["generator"], self.teacher, draw, steps, atoms, lr,
-                             seed=seed, call=self.generator_call)
+                             batch, seed=seed, call=self.generator_call)
 
     def with_optimizers(self, lr_generator: float, lr_fake: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> RDMD:
