@@ -29,7 +29,7 @@ KEYS = ("mode_outliers", "mode_outliers_true", "mode_outliers_stable",
         "mode_width_stable_true", "off_curve", "off_curve_true",
         "off_curve_stable", "off_curve_stable_se", "off_curve_stable_true", "log_density",
         "log_density_true", "w2_over_floor_stable", "w2_over_floor_stable_se", "crossings",
-        "ot_gap", "transport_cost")
+        "ot_gap", "gaussian_ot_gap", "transport_cost")
 
 
 def run(cmd: list[str]) -> float:
