@@ -86,7 +86,7 @@ def test_distill_starts_once_and_resumes_without_it(tmp_path: Path, monkeypatch)
     meta = json.loads((Path(run) / "model.json").read_text())
     assert meta["start"]["ot_start_loss"] >= 0 and "seconds" in meta["start"]
     calls = []
-    monkeypatch.setattr(RDMD, "start", lambda self, draw: calls.append(1) or {})
+    monkeypatch.setattr(RDMD, "start", lambda self, draw, progress=False: calls.append(1) or {})
     rdmd.distill(None, None, tmp_path / "g", resume=True, steps=10, progress=False)
     assert calls == []  # the checkpoint holds the fitted weights: no second start
 
@@ -104,12 +104,14 @@ def test_refused_for_images_and_checked() -> None:
 
 def test_plane_default_scales_with_the_iterations() -> None:
     """2-D data with the denoiser generator fit OT_START_PER_STEP steps per RDMD iteration
-    (so a short run's start stays short); an explicit value wins; other generators and
-    other data get none."""
-    from rdmd.config import OT_START_PER_STEP, DistillConfig, fill_kind_defaults
+    (so a short run's start stays short), at most OT_START_MAX; an explicit value wins;
+    other generators and other data get none."""
+    from rdmd.config import OT_START_MAX, OT_START_PER_STEP, DistillConfig, fill_kind_defaults
 
     plane = fill_kind_defaults(DistillConfig(), "plane")
     assert plane.ot_start == OT_START_PER_STEP * plane.steps > 0
+    long = fill_kind_defaults(DistillConfig(steps=100_000), "plane")  # the fit stays bounded
+    assert long.ot_start == OT_START_MAX
     assert fill_kind_defaults(DistillConfig(steps=10), "plane").ot_start == 10 * OT_START_PER_STEP
     assert fill_kind_defaults(DistillConfig(ot_start=3), "plane").ot_start == 3
     assert fill_kind_defaults(DistillConfig(ot_start=0), "plane").ot_start == 0

@@ -36,7 +36,8 @@ torch.set_num_threads(1)
 TINY = ["--set", "batch_size=32", "--set", "n_train=200", "--set", "n_test=100",
         "--device", "cpu", "--no-progress"]
 DISTILL = ["distill", "--source", "gaussian", "--set", "floor_pairs=1", "--set",
-           "lr_schedule=constant", *TINY]  # constant: resumed with more steps
+           "lr_schedule=constant", "--set", "ot_start=8",  # constant: resumed with more
+           *TINY]  # steps; ot_start pinned: the 2-D default grows with steps
 TEACHER = ["train-teacher", "--target", "8gaussians", "--set", "sample_steps=2",
            "--set", "warmup_steps=2", "--set", "lr_schedule=constant", *TINY]
 

@@ -105,7 +105,7 @@ class DistillConfig:
     # ot_start_atoms teacher samples before RDMD's first step, at rate ot_start_lr (cosine)
     # on batches of ot_start_batch;
     # vectors only (rdmd.methods.ot_start, docs/twod.md); None: 0 (off), except 2-D data
-    # with the "denoiser" generator: OT_START_PER_STEP (4) times steps
+    # with the "denoiser" generator: OT_START_PER_STEP (4) times steps, at most 8000
     ot_start: int | None = None
     ot_start_atoms: int = 1024
     ot_start_lr: float = 1e-3
@@ -202,8 +202,10 @@ PLANE_DIM = 2
 #: "Starting at the OT map").
 #: ``generator_fourier`` applies to the "denoiser" generator only.
 #: 2-D data, "denoiser" generator: ``ot_start`` defaults to this many fit steps per RDMD
-#: iteration (a fit step costs about a fifth of an iteration; a short run's fit stays short)
+#: iteration (a fit step costs about a fifth of an iteration; a short run's fit stays
+#: short), at most OT_START_MAX (the fit's gain had flattened by 8000 steps, docs/twod.md)
 OT_START_PER_STEP = 4
+OT_START_MAX = 8000
 PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
     "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8},
     "DistillConfig": {"steps": 2000, "batch_size": 256, "lr_generator": 1e-4,
@@ -231,7 +233,7 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
             defaults.pop("generator_fourier", None)
         elif name == "DistillConfig" and cfg.ot_start is None:
             steps = cfg.steps if cfg.steps is not None else defaults["steps"]
-            defaults["ot_start"] = OT_START_PER_STEP * steps
+            defaults["ot_start"] = min(OT_START_PER_STEP * steps, OT_START_MAX)
     for key, value in defaults.items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, copy.deepcopy(value))

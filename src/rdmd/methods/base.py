@@ -104,11 +104,12 @@ class Method(ABC):
         """Extra keys the exported ``model.json`` records about the method."""
         return {}
 
-    def start(self, draw: Callable[[int], torch.Tensor]) -> dict[str, float]:
+    def start(self, draw: Callable[[int], torch.Tensor], progress: bool = False
+              ) -> dict[str, float]:
         """Called once before the first step of a new run (never on resume: the checkpoint
         holds the weights), with ``draw(n)``, ``n`` encoded training inputs; a method may
-        initialise its networks from data here (RDMD's ``ot_start``). Returns what it wants
-        reported; the default does nothing."""
+        initialise its networks from data here (RDMD's ``ot_start``; ``progress``: show a
+        bar). Returns what it wants reported; the default does nothing."""
         return {}
 
     def begin_step(self, step: int, total: int) -> None:

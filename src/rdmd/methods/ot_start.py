@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from rdmd.edm import EDMDenoiser
 from rdmd.methods.base import adam
@@ -51,7 +52,7 @@ def fit_to_ot_map(generator: nn.Module, teacher: EDMDenoiser,
                   draw: Callable[[int], torch.Tensor], steps: int, atoms: int = 1024,
                   lr: float = 1e-3, batch: int = 128, seed: int = 0,
                   call: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-                  ) -> dict[str, float]:
+                  progress: bool = False) -> dict[str, float]:
     """Fit ``generator`` (in place) to the semi-discrete OT map from the source onto
     ``atoms`` teacher samples, by ``steps`` Adam steps of mean squared error at rate ``lr``
     decaying to 0 (cosine). ``draw(n)`` returns ``n`` encoded source inputs (fresh draws of a
@@ -78,7 +79,8 @@ def fit_to_ot_map(generator: nn.Module, teacher: EDMDenoiser,
     was = generator.training
     generator.train()
     loss = torch.zeros(())
-    for i in range(steps):
+    for i in tqdm(range(steps), desc="ot_start", disable=not progress, dynamic_ncols=True,
+                  mininterval=1.0):
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / steps))
         x = draw(batch).float()

@@ -219,7 +219,7 @@ class RDMD(Method):
         conditioned method passes its conditioning here."""
         return net(x)
 
-    def start(self, draw: Any) -> dict[str, float]:
+    def start(self, draw: Any, progress: bool = False) -> dict[str, float]:
         """``ot_start`` steps > 0: fit the generator to the semi-discrete OT map onto the
         teacher's samples before the first step (:mod:`rdmd.methods.ot_start`)."""
         steps, atoms, lr, batch, seed = getattr(self, "ot_start", (0, 0, 0.0, 0, 0))
@@ -228,7 +228,7 @@ class RDMD(Method):
         from rdmd.methods.ot_start import fit_to_ot_map
 
         return fit_to_ot_map(self.modules["generator"], self.teacher, draw, steps, atoms, lr,
-                             batch, seed=seed, call=self.generator_call)
+                             batch, seed=seed, call=self.generator_call, progress=progress)
 
     def with_optimizers(self, lr_generator: float, lr_fake: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> RDMD:

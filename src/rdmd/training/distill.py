@@ -78,21 +78,13 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
 
 
 def start_method(method: Any, draw: Any, cfg: DistillConfig, main: bool,
-                 meta: dict[str, Any]) -> None:
-    """The method's start before step 0 of a new run (RDMD's ``ot_start``), announced, and
-    what it reports kept in the model's metadata."""
-    steps = getattr(cfg, "ot_start", 0) or 0
-    if main and steps:
-        print(f"rdmd: fitting the generator to the OT map onto {cfg.ot_start_atoms} teacher "
-              f"samples ({steps} steps, ot_start)", file=sys.stderr, flush=True)
+                 meta: dict[str, Any], progress: bool = False) -> None:
+    """The method's start before step 0 of a new run (RDMD's ``ot_start``; a progress bar
+    of its own), and what it reports kept in the model's metadata."""
     t0 = time.perf_counter()
-    info = method.start(draw)
+    info = method.start(draw, progress=progress and main)
     if info:
         meta["start"] = {**info, "seconds": round(time.perf_counter() - t0, 1)}
-        if main:
-            print(f"rdmd: started in {meta['start']['seconds']:g} s (final fit loss "
-                  f"{info.get('ot_start_loss', float('nan')):.3g})", file=sys.stderr,
-                  flush=True)
 
 
 def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
@@ -180,7 +172,8 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
         return res
 
     if not (resume and ckpt.latest_checkpoint(out / CHECKPOINTS) is not None):
-        start_method(method, source_draw(src, norm, x_train, cfg, device), cfg, d.main, meta)
+        start_method(method, source_draw(src, norm, x_train, cfg, device), cfg, d.main, meta,
+                     progress)
     run_loop(out, method, data_batches(src, norm, x_train, cfg, rng, d, device), rng, cfg,
                    dist=d,
                    device=device, signature={"job": "distill", "backbone": backbone,
