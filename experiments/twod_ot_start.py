@@ -26,6 +26,9 @@ from typing import Any
 TEACHERS: dict[str, dict[str, Any]] = {
     f"t_pm{pm}": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": pm}
     for pm in (-0.6, -1.2, -1.8, -2.4, -3.0)
+} | {
+    f"t_ps{ps}": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8, "p_std": ps}
+    for ps in (0.8, 1.6)
 }
 #: what every generator row pins (the tenth session's 2-D defaults, which the OT start
 #: rows change in the keys they name)
@@ -54,6 +57,8 @@ GENERATORS: dict[str, tuple[str, dict[str, Any]]] = {
     "s1": ("t_pm-1.8", {"steps": 2000, "ot_start": 8000, "ot_start_batch": 128}),
     "s2": ("t_pm-1.8", {"steps": 2000, "ot_start": 8000, "ot_start_batch": 128,
                         "batch_size": 256}),
+    "g_ps0.8": ("t_ps0.8", {"steps": 2000, "ot_start": 8000, "ot_start_batch": 128,
+                            "batch_size": 256}),
 }
 KEYS = ("mode_outliers_stable", "mode_outliers_stable_se", "mode_width_stable",
         "mode_width_stable_true", "log_density_stable", "log_density_stable_true",
@@ -61,7 +66,11 @@ KEYS = ("mode_outliers_stable", "mode_outliers_stable_se", "mode_width_stable",
 
 
 def sets(keys: dict[str, Any]) -> list[str]:
-    return [a for k, v in keys.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    """``--set key=value`` pairs that read the same typed into a shell (no spaces)."""
+    def fmt(v: Any) -> str:
+        return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+    return [a for k, v in keys.items() for a in ("--set", f"{k}={fmt(v)}")]
 
 
 def commands(row: str, runs: Path) -> list[list[str]]:
