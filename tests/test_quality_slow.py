@@ -19,25 +19,32 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
 pytestmark = pytest.mark.slow
 
+#: what the eleventh session changed in the 2-D defaults, pinned back so these runs reproduce
+#: the figures they were written for (the new defaults are measured in docs/twod.md)
+BEFORE_OT_START = {"ot_start": 0, "batch_size": 512}
+TEACHER_BEFORE = {"p_mean": -1.2}
+
 
 def test_gaussian_to_anisotropic_gaussian_d2_reaches_ot_map(tmp_path: Path) -> None:
     """Theorem 3.1: at a small lambda the generator is within 5% of the closed-form OT map."""
     from thm31_gaussian_ot import target_spec
 
-    t = train_teacher(target_spec(2), tmp_path / "t", TeacherConfig(steps=10_000),
-                      progress=False)
+    t = train_teacher(target_spec(2), tmp_path / "t",
+                      TeacherConfig(steps=10_000, **TEACHER_BEFORE), progress=False)
     r = distill("gaussian:d=2", t, tmp_path / "r",
-                DistillConfig(lam=0.01, steps=10_000, ema_decay=0.0), progress=False)
+                DistillConfig(lam=0.01, steps=10_000, ema_decay=0.0, **BEFORE_OT_START),
+                progress=False)
     m = json.loads((r / "metrics.json").read_text())
     assert m["gaussian_ot_gap"] <= 0.05, m
 
 
 def test_eight_gaussians_fit_within_floor_budget(tmp_path: Path) -> None:
     """Gaussian -> 8 Gaussians at the recommended lambda: W2^2 at most 2.5x the noise floor."""
-    t = train_teacher("8gaussians", tmp_path / "t", TeacherConfig(steps=10_000),
-                      progress=False)
+    t = train_teacher("8gaussians", tmp_path / "t",
+                      TeacherConfig(steps=10_000, **TEACHER_BEFORE), progress=False)
     r = distill("gaussian", t, tmp_path / "r",
-                DistillConfig(lam=0.05, steps=10_000, floor_pairs=10, ema_decay=0.0),
+                DistillConfig(lam=0.05, steps=10_000, floor_pairs=10, ema_decay=0.0,
+                              **BEFORE_OT_START),
                 progress=False)
     m = json.loads((r / "metrics.json").read_text())
     assert m["w2_over_floor"] <= 2.5, m
@@ -49,13 +56,14 @@ def test_eight_gaussians_fewer_crossings_than_plain_dmd(tmp_path: Path) -> None:
 
     50k training samples: with the default 5000 the teacher alone sits near the bound."""
     n = 50_000
-    t = train_teacher("8gaussians", tmp_path / "t", TeacherConfig(steps=10_000, n_train=n),
+    t = train_teacher("8gaussians", tmp_path / "t", TeacherConfig(steps=10_000, n_train=n,
+                                                               **TEACHER_BEFORE),
                       progress=False)
     res = {}
     for lam in (0.0, 0.1):
         r = distill("gaussian", t, tmp_path / f"r{lam:g}", DistillConfig(
             lam=lam, steps=20_000, sigma_g=10.0, lr_generator=1e-4, ema_decay=0.999,
-            floor_pairs=10, n_train=n), progress=False)
+            floor_pairs=10, n_train=n, **BEFORE_OT_START), progress=False)
         res[lam] = json.loads((r / "metrics.json").read_text())
     assert res[0.1]["w2_over_floor"] <= 2.5, res[0.1]
     assert res[0.1]["crossings"] <= res[0.0]["crossings"] / 3, res
