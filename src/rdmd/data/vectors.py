@@ -138,9 +138,16 @@ def fresh_batches(sampler: Callable[[int, np.random.Generator], np.ndarray],
     """
     local = batch // world
     while True:
-        seed = int(torch.randint(0, 2**62, (1,), generator=rng))
-        pts = sampler(batch, np.random.default_rng(seed))[rank * local:(rank + 1) * local]
-        yield encode(torch.from_numpy(np.ascontiguousarray(pts)).float()).to(device)
+        yield fresh_draw(sampler, encode, batch, rng, device)[rank * local:(rank + 1) * local]
+
+
+def fresh_draw(sampler: Callable[[int, np.random.Generator], np.ndarray],
+               encode: Callable[[torch.Tensor], torch.Tensor], n: int, rng: torch.Generator,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """``n`` points drawn afresh from a built-in, encoded, their seed taken from ``rng``."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+    pts = sampler(n, np.random.default_rng(seed))
+    return encode(torch.from_numpy(np.ascontiguousarray(pts)).float()).to(device)
 
 
 def check_array(a: np.ndarray, where: str) -> np.ndarray:

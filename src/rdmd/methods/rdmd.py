@@ -127,6 +127,8 @@ class RDMD(Method):
         self.share_sigma = share_sigma
         self.fake_steps = int(fake_steps)
         self.generator_backbone: dict[str, Any] | None = None  # set with extra inputs
+        #: (steps, atoms, lr, batch, seed) of the OT start; steps 0: none (configure_training)
+        self.ot_start: tuple[int, int, float, int, int] = (0, 0, 0.0, 0, 0)
 
     @property
     def generator(self) -> nn.Module:
@@ -222,7 +224,7 @@ class RDMD(Method):
     def start(self, draw: Any, progress: bool = False) -> dict[str, float]:
         """``ot_start`` steps > 0: fit the generator to the semi-discrete OT map onto the
         teacher's samples before the first step (:mod:`rdmd.methods.ot_start`)."""
-        steps, atoms, lr, batch, seed = getattr(self, "ot_start", (0, 0, 0.0, 0, 0))
+        steps, atoms, lr, batch, seed = self.ot_start
         if not steps:
             return {}
         from rdmd.methods.ot_start import fit_to_ot_map

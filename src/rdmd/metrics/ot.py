@@ -214,14 +214,18 @@ def mode_outlier_share(points: Any, centres: Any, std: float, k: float = 3.0) ->
     For 2-D Gaussian modes the radial distance is Rayleigh, so a perfect sampler gives
     ``exp(-k^2 / 2)`` (1.1% at ``k = 3``; a little less where modes overlap).
     """
+    if not std > 0 or not k > 0:
+        raise ValueError(f"std and k must be positive, got {std} and {k}")
+    return float((_nearest_centre_d2(points, centres) > (k * std) ** 2).mean())
+
+
+def _nearest_centre_d2(points: Any, centres: Any) -> np.ndarray:
+    """Squared distance of each point to its nearest centre (shapes checked)."""
     p, c = _np(points), _np(centres)
     if p.ndim != 2 or c.ndim != 2 or p.shape[1] != c.shape[1] or len(p) == 0 or len(c) == 0:
         raise ValueError(f"expected non-empty N x d points and M x d centres, got {p.shape} "
                          f"and {c.shape}")
-    if not std > 0 or not k > 0:
-        raise ValueError(f"std and k must be positive, got {std} and {k}")
-    d2 = ((p[:, None, :] - c[None, :, :]) ** 2).sum(-1).min(1)
-    return float((d2 > (k * std) ** 2).mean())
+    return ((p[:, None, :] - c[None, :, :]) ** 2).sum(-1).min(1)
 
 
 def mode_width(points: Any, centres: Any, std: float, k: float = 3.0) -> float:
@@ -232,12 +236,11 @@ def mode_width(points: Any, centres: Any, std: float, k: float = 3.0) -> float:
     modes by drawing each mode too narrow, and this sees that. True 2-D samples read
     ``sqrt(1 - k^2 e^{-k^2/2} / (2 (1 - e^{-k^2/2})))``, 0.975 at ``k = 3`` (the truncation
     at ``k`` std); NaN when no point is on a mode."""
-    p, c = _np(points), _np(centres)
-    d2 = ((p[:, None, :] - c[None, :, :]) ** 2).sum(-1).min(1)
+    d2 = _nearest_centre_d2(points, centres)
     on = d2 <= (k * std) ** 2
     if not on.any():
         return float("nan")
-    return float(np.sqrt(d2[on].mean() / p.shape[1]) / std)
+    return float(np.sqrt(d2[on].mean() / _np(points).shape[1]) / std)
 
 
 def mixture_modes(info: dict[str, Any]) -> tuple[np.ndarray, float] | None:

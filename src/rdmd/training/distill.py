@@ -77,8 +77,8 @@ def distill(source: str | None, teacher_dir: str | Path | None, out_dir: str | P
         return _distill(source, teacher_dir, out, layers, target, resume, progress, claim)
 
 
-def start_method(method: Any, draw: Any, cfg: DistillConfig, main: bool,
-                 meta: dict[str, Any], progress: bool = False) -> None:
+def start_method(method: Any, draw: Any, main: bool, meta: dict[str, Any],
+                 progress: bool = False) -> None:
     """The method's start before step 0 of a new run (RDMD's ``ot_start``; a progress bar
     of its own), and what it reports kept in the model's metadata."""
     t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
         return res
 
     if not (resume and ckpt.latest_checkpoint(out / CHECKPOINTS) is not None):
-        start_method(method, source_draw(src, norm, x_train, cfg, device), cfg, d.main, meta,
+        start_method(method, source_draw(src, norm, x_train, cfg, device), d.main, meta,
                      progress)
     run_loop(out, method, data_batches(src, norm, x_train, cfg, rng, d, device), rng, cfg,
                    dist=d,

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -70,12 +69,9 @@ def source_draw(dom: Any, norm: Any, data: torch.Tensor, cfg: Any, device: torch
     run's seed of its own: the same on every rank, and the run's batches are untouched."""
     g = torch.Generator().manual_seed(cfg.seed + 7919)
     if getattr(cfg, "fresh_data", False) and dom.kind == "vector" and dom.sampler is not None:
-        def fresh(n: int) -> torch.Tensor:
-            seed = int(torch.randint(0, 2**62, (1,), generator=g))
-            pts = dom.sampler(n, np.random.default_rng(seed))
-            return norm.encode(torch.from_numpy(np.ascontiguousarray(pts)).float()).to(device)
+        from rdmd.data.vectors import fresh_draw
 
-        return fresh
+        return lambda n: fresh_draw(dom.sampler, norm.encode, n, g, device)
     return lambda n: data[torch.randint(len(data), (n,), generator=g).to(data.device)]
 
 
