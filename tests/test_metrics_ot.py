@@ -133,6 +133,20 @@ def test_barycentric_unequal_sizes_averages():
     np.testing.assert_allclose(barycentric_ot_map(x, y), x, atol=1e-12)
 
 
+def test_barycentric_kept_map_is_the_sets_own():
+    # the map is kept by the sets' bytes: the same sets give it again (and a caller's edit
+    # of the result does not leak into the kept copy), other sets of the same shape do not
+    rng = _rng(9)
+    x, y = rng.normal(size=(60, 2)), rng.normal(1.0, 0.3, size=(60, 2))
+    t = barycentric_ot_map(x, y)
+    t[:] = 0.0
+    np.testing.assert_array_equal(barycentric_ot_map(x, y), barycentric_ot_map(x.copy(), y))
+    assert not np.allclose(barycentric_ot_map(x, y), 0.0)
+    y2 = y.copy()
+    y2[0] += 5.0
+    assert not np.allclose(barycentric_ot_map(x, y2), barycentric_ot_map(x, y))
+
+
 def test_ot_gap_and_transport_cost():
     rng = _rng(8)
     x, y = rng.normal(size=(80, 2)), rng.normal(2.0, 0.5, size=(80, 2))

@@ -67,6 +67,14 @@ class TeacherConfig:
     ckpt_every: int = 1000
     keep_checkpoints: int = 3
     sample_steps: int = 32  # Heun steps for the teacher's samples in its evaluation
+    # autoguidance (rdmd.guidance, docs/twod.md "A guided teacher"): the EMA at this share of
+    # the steps is kept as a guide, and the teacher is sampled and distilled as
+    # guide + guidance * (teacher - guide); None: 0.5 and 3 for 2-D data, else 0 (no guide)
+    guide_at: float | None = None
+    guidance: float | None = None
+    # EDM's stochastic sampler for the teacher's samples (S_churn; 0: deterministic Heun);
+    # None: 20 for 2-D data (with the guide it draws the modes at their width), else 0
+    sample_churn: float | None = None
 
 
 @dataclass
@@ -107,6 +115,10 @@ class DistillConfig:
     # vectors only (rdmd.methods.ot_start, docs/twod.md); None: 0 (off), except 2-D data
     # with the "denoiser" generator: OT_START_PER_STEP (4) times steps, at most 8000
     ot_start: int | None = None
+    # autoguidance weight of the real score, for a teacher with a guide (rdmd.guidance):
+    # 1 distils the bare network (the guided score at 3 drew the modes narrower, docs/twod.md);
+    # the OT start's atoms are drawn as the teacher samples, guided
+    teacher_guidance: float = 1.0
     ot_start_atoms: int = 1024
     ot_start_lr: float = 1e-3
     ot_start_batch: int = 128
@@ -157,7 +169,8 @@ class DistillConfig:
 
 #: values of keys that runs saved by earlier rdmd versions lack: what those runs used
 LEGACY: dict[str, dict[str, Any]] = {
-    "TeacherConfig": {"ema_warmup": False, "fresh_data": False},
+    "TeacherConfig": {"ema_warmup": False, "fresh_data": False, "guide_at": 0.0,
+                      "guidance": 1.0, "sample_churn": 0.0},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
                       "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False,
                       # no run saved before these keys used a GAN term (its method says so):
@@ -183,9 +196,11 @@ GAN_KEYS = ("gan_weight_gen", "gan_weight_disc", "gan_features")
 
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "TeacherConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr": 1e-3,
-                                 "p_mean": -1.2},
+                                 "p_mean": -1.2, "guide_at": 0.0, "guidance": 1.0,
+                                 "sample_churn": 0.0},
                       "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4,
-                                "p_mean": -1.2}},
+                                "p_mean": -1.2, "guide_at": 0.0, "guidance": 1.0,
+                                "sample_churn": 0.0}},
     "DistillConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr_generator": 2e-5,
                                  "lr_fake": 5e-4, "lr_schedule": "constant",
                                  "ema_decay": 0.999, "ot_start": 0},
@@ -207,7 +222,8 @@ PLANE_DIM = 2
 OT_START_PER_STEP = 4
 OT_START_MAX = 8000
 PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8},
+    "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8,
+                      "guide_at": 0.5, "guidance": 3.0, "sample_churn": 20.0},
     "DistillConfig": {"steps": 2000, "batch_size": 256, "lr_generator": 1e-4,
                       "lr_schedule": "cosine", "generator_fourier": [256, 3.0]},
 }
@@ -449,9 +465,11 @@ def config_from_saved(cls: type[C], saved: dict[str, Any], where: str | Path) ->
 POSITIVE = ("batch_size", "lr", "lr_generator", "lr_fake", "log_every", "ckpt_every",
             "keep_checkpoints", "fake_steps", "floor_pairs", "n_train", "n_test",
             "sample_steps", "dm_sigma_min", "dm_sigma_max", "sigma_g", "image_size",
-            "ot_start_atoms", "ot_start_lr", "ot_start_batch")
+            "ot_start_atoms", "ot_start_lr", "ot_start_batch", "guidance",
+            "teacher_guidance")
 NON_NEGATIVE = ("steps", "warmup_steps", "decay_steps", "ema_decay", "grad_clip", "eval_every",
-                "lam", "gan_weight_gen", "gan_weight_disc", "ot_start")
+                "lam", "gan_weight_gen", "gan_weight_disc", "ot_start", "guide_at",
+                "sample_churn")
 
 
 def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
@@ -473,6 +491,10 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
     if whole and cfg.steps is not None and cfg.decay_steps > cfg.steps:
         raise RdmdError(f"config key 'decay_steps' ({cfg.decay_steps}) must be at most "
                         f"steps ({cfg.steps})")
+    guide_at = getattr(cfg, "guide_at", None)
+    if guide_at is not None and guide_at >= 1:
+        raise RdmdError(f"config key 'guide_at' is a share of the steps, in [0, 1); got "
+                        f"{guide_at}")
     ema = getattr(cfg, "ema_decay", None)
     if ema is not None and ema >= 1:
         raise RdmdError(f"config key 'ema_decay' must be < 1, got {ema}")

@@ -181,13 +181,13 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
     from rdmd.models import load_model
 
     model = load_model(out_dir, map_location=device)
-    den = gathered(model.denoiser)
+    den, churn = gathered(model.score()), model.sample_churn or None
     if dom.kind == "image":
         return evaluate_image_teacher(out_dir, model, dom, n_steps, classifier)
     n = min(len(dom.test), N_EVAL_MAX)
     g = torch.Generator().manual_seed(FLOOR_SEED)
     device = next(den.parameters()).device
-    z = sample(lambda y, s: den(y, s), (n, *dom.shape), n_steps, g, device)
+    z = sample(lambda y, s: den(y, s), (n, *dom.shape), n_steps, g, device, churn=churn)
     ys = model.normalizer.decode(z).cpu().numpy()
     sets, fl = noise_floor(dom, n, pairs)
     # Same protocol as for generators: W2 to the held-out set and to each floor pair's first
@@ -197,12 +197,15 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
     res = {"w2_sq": w2, "w2_sq_std": float(np.std(w2s)), "w2_sq_test": w2s[0],
            "w2_floor_mean": fl["mean"], "w2_floor_std": fl["std"],
            "w2_over_floor": w2 / fl["mean"], "n_eval": n, "sampler_steps": n_steps,
-           "nfe": 2 * n_steps - 1, "protocol": PROTOCOL}
+           "nfe": (2 * n_steps - 1) * (2 if model.guidance != 1 else 1),
+           "guidance": model.guidance, "sample_churn": model.sample_churn,
+           "protocol": PROTOCOL}
     res.update(metrics.known_measures_with_truth(ys, dom.info, dom.sampler, FLOOR_SEED))
     if dom.sampler is not None:
         def make(m: int, rng: np.random.Generator) -> np.ndarray:
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            z = sample(lambda y, s: den(y, s), (m, *dom.shape), n_steps, gen, device)
+            z = sample(lambda y, s: den(y, s), (m, *dom.shape), n_steps, gen, device,
+                       churn=churn)
             return model.normalizer.decode(z).cpu().numpy()
 
         res.update(stable_w2(make, dom, density=True))
@@ -343,16 +346,18 @@ def evaluate_image_teacher(out_dir: Path, model: Any, dom: Domain, n_steps: int,
                            classifier: str | None) -> dict[str, Any]:
     """A grid of the teacher's samples; with a classifier, their Frechet distance to real
     target images with its floor (as many samples as half the target set)."""
-    den = gathered(model.denoiser)
+    den, churn = gathered(model.score()), model.sample_churn or None
     device = next(den.parameters()).device
     feats, _, name = _feature_fns(classifier)
     pool = torch.cat([dom.train, dom.test])
     n = len(pool) // 2 if feats is not None else IMAGE_GRID
     g = torch.Generator().manual_seed(FLOOR_SEED)
     samples = torch.cat([
-        sample(lambda y, s: den(y, s), (len(c), *dom.shape), n_steps, g, device).cpu()
+        sample(lambda y, s: den(y, s), (len(c), *dom.shape), n_steps, g, device,
+               churn=churn).cpu()
         for c in torch.split(torch.arange(n), 256)]).clamp(-1, 1)
-    res: dict[str, Any] = {"sampler_steps": n_steps, "nfe": 2 * n_steps - 1}
+    res: dict[str, Any] = {"sampler_steps": n_steps,
+                           "nfe": (2 * n_steps - 1) * (2 if model.guidance != 1 else 1)}
     if feats is not None:
         from rdmd.metrics.image import fd_kid_with_floor
 

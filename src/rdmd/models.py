@@ -37,6 +37,8 @@ class Model:
 
     net: torch.nn.Module  # EDMDenoiser (teacher) or OneStepGenerator
     meta: dict[str, Any]
+    #: a teacher's autoguidance guide (rdmd.guidance), if it keeps one
+    guide: torch.nn.Module | None = None
 
     @property
     def normalizer(self) -> Normalizer:
@@ -68,6 +70,26 @@ class Model:
             raise RdmdError(f"this {self.role} has no denoiser (a gradient-field generator); "
                             "pass a teacher")
         return net
+
+    @property
+    def guidance(self) -> float:
+        """The teacher's autoguidance weight (1: unguided)."""
+        return float(self.meta.get("guidance", 1.0)) if self.guide is not None else 1.0
+
+    @property
+    def sample_churn(self) -> float:
+        """EDM's ``s_churn`` the teacher is sampled with (0: the deterministic sampler)."""
+        return float(self.meta.get("sample_churn") or 0.0)
+
+    def score(self, guidance: float | None = None) -> torch.nn.Module:
+        """The denoiser the teacher is sampled and distilled with: guided by its guide at
+        ``guidance`` (None: its own weight; 1: the plain network)."""
+        w = self.guidance if guidance is None else float(guidance)
+        if self.guide is None or w == 1.0:
+            return self.denoiser
+        from rdmd.guidance import AutoGuided
+
+        return AutoGuided(self.denoiser, self.guide, w)
 
 
 def save_model(out_dir: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None:
@@ -129,4 +151,11 @@ def load_model(model_dir: str | Path, map_location: str | torch.device = "cpu") 
         net = OneStepGenerator(den, float(meta["sigma_g"]))
     elif meta["role"] not in ("teacher", "generator"):
         raise RdmdError(f"{d / META}: unknown role {meta['role']!r}")
-    return Model(net.eval(), meta)
+    guide = None
+    if meta["role"] == "teacher" and meta.get("guide_step") is not None:
+        from rdmd.guidance import GUIDE_WEIGHTS, load_guide
+
+        if not (d / GUIDE_WEIGHTS).is_file():
+            raise RdmdError(f"{d / META} names a guide but {GUIDE_WEIGHTS} is missing")
+        guide = load_guide(d, den).to(map_location)
+    return Model(net.eval(), meta, guide)

@@ -110,6 +110,11 @@ class RDMD(Method):
             raise ValueError(f"lambda must be >= 0, got {lam}")
         check_continuation(lam, lam_start, lam_anneal)
         self.teacher = teacher.eval().requires_grad_(False)
+        #: the real score D_real: the teacher, or the teacher under autoguidance
+        self.real: nn.Module = self.teacher
+        #: how the teacher's samples are drawn (the OT start's atoms): denoiser, s_churn
+        self.sampled: nn.Module = self.teacher
+        self.sample_churn = 0.0
         self.declare("generator", generator)
         self.declare("fake", fake)
         self.lam = float(lam)
@@ -229,8 +234,15 @@ class RDMD(Method):
             return {}
         from rdmd.methods.ot_start import fit_to_ot_map
 
-        return fit_to_ot_map(self.modules["generator"], self.teacher, draw, steps, atoms, lr,
-                             batch, seed=seed, call=self.generator_call, progress=progress)
+        return fit_to_ot_map(self.modules["generator"], self.sampled, draw, steps, atoms,
+                             lr, batch, seed=seed, call=self.generator_call,
+                             progress=progress, churn=self.sample_churn)
+
+    def use_teacher(self, sampled: nn.Module, churn: float = 0.0,
+                    real: nn.Module | None = None) -> None:
+        self.sampled = sampled.eval().requires_grad_(False)
+        self.sample_churn = float(churn)
+        self.real = (real if real is not None else self.teacher).eval().requires_grad_(False)
 
     def with_optimizers(self, lr_generator: float, lr_fake: float,
                         betas: tuple[float, float] = (0.9, 0.999)) -> RDMD:
@@ -245,7 +257,7 @@ class RDMD(Method):
         ``cond`` (a conditioned method's per-sample input) goes to the fake score only: the
         teacher models the target, whatever the generator is conditioned on."""
         y_s = torch.addcmul(y, _bcast(sigma, y), eps)
-        d_real = self.teacher(y_s, sigma).float()
+        d_real = self.real(y_s, sigma).float()
         d_fake = self.fake(y_s, sigma) if cond is None else self.fake(y_s, sigma, cond)
         g = d_fake.float().sub_(d_real)  # fresh outputs: in place is safe
         if self.normalize:

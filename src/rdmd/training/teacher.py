@@ -13,6 +13,7 @@ from rdmd.config import TeacherConfig
 from rdmd.data import Normalizer, load_domain
 from rdmd.data.folders import announce
 from rdmd.edm import EDMLoss, LogNormalSigma
+from rdmd.guidance import sampling_meta, save_guide
 from rdmd.methods import DSM
 from rdmd.models import build_denoiser, save_model
 from rdmd.training.checks import check_classifier
@@ -81,7 +82,8 @@ def _train_teacher(target: str | None, out: Path, layers: list[dict[str, Any] | 
         sigma_data = float(data.std())
     net = build_denoiser(backbone, sigma_data).to(device)
     backbone = {"name": backbone["name"], **net.backbone.config}
-    method = DSM(net, EDMLoss(LogNormalSigma(cfg.p_mean, cfg.p_std)), cfg.lr, cfg.grad_clip)
+    method = DSM(net, EDMLoss(LogNormalSigma(cfg.p_mean, cfg.p_std)), cfg.lr, cfg.grad_clip,
+                 guide_at=cfg.guide_at)
     rng = torch.Generator().manual_seed(cfg.seed)
     run_loop(out, method, data_batches(dom, norm, data, cfg, rng, d, device), rng, cfg, dist=d,
                    device=device, signature={"job": "teacher", "backbone": backbone,
@@ -89,10 +91,14 @@ def _train_teacher(target: str | None, out: Path, layers: list[dict[str, Any] | 
                    ema_name="ema", ema_warmup=cfg.ema_warmup, resume=resume, progress=progress,
                    desc="teacher", on_start=lambda: start_run(out, run), stop=claim.stop)
     if d.main:
+        guide = method.guide()
+        if guide is not None:  # before model.json: a folder with model.json is complete
+            save_guide(out, guide)
         save_model(out, method.result(), {
             "role": "teacher", "backbone": backbone, "sigma_data": sigma_data,
             "normalizer": norm.to_dict(), "data_shape": list(dom.shape), "kind": dom.kind,
-            "target": run["target"], "target_info": dom.info, "steps": cfg.steps})
+            "target": run["target"], "target_info": dom.info, "steps": cfg.steps,
+            **sampling_meta(cfg, guide is not None)})
     distributed.barrier()  # the model is written before any rank reads it
     from rdmd.evaluation import evaluate_teacher
 
