@@ -39,6 +39,18 @@ def test_autoguided_extrapolates_from_the_guide() -> None:
     assert AutoGuided(_Const(0.0), _Const(0.0), 2.0).sigma_data == 0.5
     with pytest.raises(ValueError):
         AutoGuided(_Const(0.0), _Const(0.0), 0.0)
+    with pytest.raises(ValueError):
+        AutoGuided(_Const(0.0), _Const(0.0), 2.0, sigma_max=0.0)
+
+
+def test_guidance_interval() -> None:
+    """Above ``sigma_max`` the plain teacher; per-sample levels are split per sample."""
+    g = AutoGuided(_Const(2.0), _Const(1.0), 3.0, sigma_max=0.5)
+    x = torch.zeros(4, 2)
+    assert torch.equal(g(x, 1.0), torch.full((4, 2), 2.0))
+    assert torch.allclose(g(x, 0.5), torch.full((4, 2), 4.0))
+    out = g(x, torch.tensor([0.1, 1.0, 0.5, 80.0]))
+    assert torch.allclose(out[:, 0], torch.tensor([4.0, 2.0, 4.0, 2.0]))
 
 
 def test_guide_step() -> None:
@@ -66,9 +78,12 @@ def test_guide_is_the_ema_at_its_step(tmp_path: Path) -> None:
                            guided.guide.state_dict()["backbone.dec.0.weight"])
     assert isinstance(guided.score(), AutoGuided) and guided.score().weight == 3.0
     assert guided.score(1.0) is guided.denoiser and plain.score() is plain.denoiser
+    assert guided.score().sigma_max == 0.25
+    assert guided.churn is not None and guided.churn.s_churn == 20.0
+    assert guided.churn.s_tmax == 0.25 and plain.churn is not None  # 2-D: both churn
     m = json.loads((full / "metrics.json").read_text())
     assert m["guidance"] == 3.0 and m["sample_churn"] == 20.0
-    assert m["nfe"] == 2 * (2 * 4 - 1)  # two networks per evaluation
+    assert m["nfe"] == 2 * (2 * 4 - 1)  # two networks per evaluation (at most)
 
 
 def test_guide_survives_resume(tmp_path: Path) -> None:
@@ -107,7 +122,8 @@ def test_defaults_guide_plane_data_only() -> None:
 
     plane = fill_kind_defaults(TeacherConfig(), "plane")
     vec = fill_kind_defaults(TeacherConfig(), "vector")
-    assert (plane.guide_at, plane.guidance, plane.sample_churn) == (0.5, 3.0, 20.0)
+    assert (plane.guide_at, plane.guidance, plane.guidance_sigma_max, plane.sample_churn,
+            plane.churn_sigma_max) == (0.5, 3.0, 0.25, 20.0, 0.25)
     assert (vec.guide_at, vec.guidance, vec.sample_churn) == (0.0, 1.0, 0.0)
 
 
@@ -120,10 +136,10 @@ def test_distillation_samples_the_guided_teacher(tmp_path: Path) -> None:
                            **TINY_TEACHER)
     model = load_model(t)
     m = RDMD.from_teacher(model.denoiser, 0.02)
-    m.use_teacher(model.score(), model.sample_churn, model.score(1.0))
+    m.use_teacher(model.score(), model.churn, model.score(1.0))
     assert isinstance(m.sampled, AutoGuided) and m.real is m.teacher
-    assert m.sample_churn == 20.0
-    m.use_teacher(model.score(), 0.0, model.score(2.0))
+    assert m.sample_churn == model.churn
+    m.use_teacher(model.score(), None, model.score(2.0))
     assert isinstance(m.real, AutoGuided) and m.real.weight == 2.0
     kw = {"batch_size": 32, "n_train": 100, "n_test": 50, "floor_pairs": 1, "device": "cpu",
           "ot_start": 4, "progress": False}

@@ -72,9 +72,14 @@ class TeacherConfig:
     # guide + guidance * (teacher - guide); None: 0.5 and 3 for 2-D data, else 0 (no guide)
     guide_at: float | None = None
     guidance: float | None = None
-    # EDM's stochastic sampler for the teacher's samples (S_churn; 0: deterministic Heun);
-    # None: 20 for 2-D data (with the guide it draws the modes at their width), else 0
+    # guidance at noise levels up to this only (a guidance interval; above, the plain
+    # teacher): None: 0.25 for 2-D data, else no limit
+    guidance_sigma_max: float | None = None
+    # EDM's stochastic sampler for the teacher's samples (S_churn; 0: deterministic Heun) at
+    # noise levels up to churn_sigma_max (S_tmax); None: 20 and 0.25 for 2-D data (with the
+    # guide it draws the modes at their width), else 0
     sample_churn: float | None = None
+    churn_sigma_max: float | None = None
 
 
 @dataclass
@@ -113,7 +118,7 @@ class DistillConfig:
     # ot_start_atoms teacher samples before RDMD's first step, at rate ot_start_lr (cosine)
     # on batches of ot_start_batch;
     # vectors only (rdmd.methods.ot_start, docs/twod.md); None: 0 (off), except 2-D data
-    # with the "denoiser" generator: OT_START_PER_STEP (4) times steps, at most 8000
+    # with the "denoiser" generator: OT_START_PER_STEP (8) times steps, at most 8000
     ot_start: int | None = None
     # autoguidance weight of the real score, for a teacher with a guide (rdmd.guidance):
     # 1 distils the bare network (the guided score at 3 drew the modes narrower, docs/twod.md);
@@ -170,7 +175,8 @@ class DistillConfig:
 #: values of keys that runs saved by earlier rdmd versions lack: what those runs used
 LEGACY: dict[str, dict[str, Any]] = {
     "TeacherConfig": {"ema_warmup": False, "fresh_data": False, "guide_at": 0.0,
-                      "guidance": 1.0, "sample_churn": 0.0},
+                      "guidance": 1.0, "guidance_sigma_max": 1e9, "sample_churn": 0.0,
+                      "churn_sigma_max": 1e9},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
                       "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False,
                       # no run saved before these keys used a GAN term (its method says so):
@@ -197,10 +203,12 @@ GAN_KEYS = ("gan_weight_gen", "gan_weight_disc", "gan_features")
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "TeacherConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr": 1e-3,
                                  "p_mean": -1.2, "guide_at": 0.0, "guidance": 1.0,
-                                 "sample_churn": 0.0},
+                                 "guidance_sigma_max": 1e9, "sample_churn": 0.0,
+                                 "churn_sigma_max": 1e9},
                       "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4,
                                 "p_mean": -1.2, "guide_at": 0.0, "guidance": 1.0,
-                                "sample_churn": 0.0}},
+                                "guidance_sigma_max": 1e9, "sample_churn": 0.0,
+                                "churn_sigma_max": 1e9}},
     "DistillConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr_generator": 2e-5,
                                  "lr_fake": 5e-4, "lr_schedule": "constant",
                                  "ema_decay": 0.999, "ot_start": 0},
@@ -213,18 +221,21 @@ KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 PLANE_DIM = 2
 #: what "plane" data change over the vector defaults: the recipe that halves the smear
 #: between 8 Gaussians' modes at the same wall time (docs/twod.md, "The 2-D defaults"), and
-#: since the eleventh session the OT start before 2000 RDMD iterations (docs/twod.md,
-#: "Starting at the OT map").
+#: since the eleventh session the OT start before the RDMD iterations (docs/twod.md,
+#: "Starting at the OT map"); since the twelfth, an autoguided teacher and 1000 RDMD
+#: iterations (docs/twod.md, "A guided teacher": after the fit, more iterations trade a
+#: little sharpness for W2).
 #: ``generator_fourier`` applies to the "denoiser" generator only.
 #: 2-D data, "denoiser" generator: ``ot_start`` defaults to this many fit steps per RDMD
-#: iteration (a fit step costs about a fifth of an iteration; a short run's fit stays
-#: short), at most OT_START_MAX (the fit's gain had flattened by 8000 steps, docs/twod.md)
-OT_START_PER_STEP = 4
+#: iteration (a fit step costs about a third of an iteration; a short run's fit stays
+#: short), at most OT_START_MAX (4000 / 6000 / 8000 steps: 3.8 / 3.0 / 2.8% off the modes)
+OT_START_PER_STEP = 8
 OT_START_MAX = 8000
 PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
     "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8,
-                      "guide_at": 0.5, "guidance": 3.0, "sample_churn": 20.0},
-    "DistillConfig": {"steps": 2000, "batch_size": 256, "lr_generator": 1e-4,
+                      "guide_at": 0.5, "guidance": 3.0, "guidance_sigma_max": 0.25,
+                      "sample_churn": 20.0, "churn_sigma_max": 0.25},
+    "DistillConfig": {"steps": 1000, "batch_size": 256, "lr_generator": 1e-4,
                       "lr_schedule": "cosine", "generator_fourier": [256, 3.0]},
 }
 
@@ -466,7 +477,7 @@ POSITIVE = ("batch_size", "lr", "lr_generator", "lr_fake", "log_every", "ckpt_ev
             "keep_checkpoints", "fake_steps", "floor_pairs", "n_train", "n_test",
             "sample_steps", "dm_sigma_min", "dm_sigma_max", "sigma_g", "image_size",
             "ot_start_atoms", "ot_start_lr", "ot_start_batch", "guidance",
-            "teacher_guidance")
+            "teacher_guidance", "guidance_sigma_max", "churn_sigma_max")
 NON_NEGATIVE = ("steps", "warmup_steps", "decay_steps", "ema_decay", "grad_clip", "eval_every",
                 "lam", "gan_weight_gen", "gan_weight_disc", "ot_start", "guide_at",
                 "sample_churn")

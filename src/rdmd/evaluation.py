@@ -181,7 +181,7 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
     from rdmd.models import load_model
 
     model = load_model(out_dir, map_location=device)
-    den, churn = gathered(model.score()), model.sample_churn or None
+    den, churn = gathered(model.score()), model.churn
     if dom.kind == "image":
         return evaluate_image_teacher(out_dir, model, dom, n_steps, classifier)
     n = min(len(dom.test), N_EVAL_MAX)
@@ -198,7 +198,7 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
            "w2_floor_mean": fl["mean"], "w2_floor_std": fl["std"],
            "w2_over_floor": w2 / fl["mean"], "n_eval": n, "sampler_steps": n_steps,
            "nfe": (2 * n_steps - 1) * (2 if model.guidance != 1 else 1),
-           "guidance": model.guidance, "sample_churn": model.sample_churn,
+           "guidance": model.guidance, "sample_churn": float(model.meta.get("sample_churn", 0)),
            "protocol": PROTOCOL}
     res.update(metrics.known_measures_with_truth(ys, dom.info, dom.sampler, FLOOR_SEED))
     if dom.sampler is not None:
@@ -346,7 +346,7 @@ def evaluate_image_teacher(out_dir: Path, model: Any, dom: Domain, n_steps: int,
                            classifier: str | None) -> dict[str, Any]:
     """A grid of the teacher's samples; with a classifier, their Frechet distance to real
     target images with its floor (as many samples as half the target set)."""
-    den, churn = gathered(model.score()), model.sample_churn or None
+    den, churn = gathered(model.score()), model.churn
     device = next(den.parameters()).device
     feats, _, name = _feature_fns(classifier)
     pool = torch.cat([dom.train, dom.test])

@@ -19,6 +19,7 @@ initialised from the teacher (the generator, the fake score) copy the plain netw
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,20 @@ GUIDE_WEIGHTS = "guide.safetensors"
 
 
 class AutoGuided(nn.Module):
-    """``D_w(x, sigma) = D_guide + w (D - D_guide)``; ``w = 1`` is the plain teacher."""
+    """``D_w(x, sigma) = D_guide + w (D - D_guide)`` at noise levels up to ``sigma_max``, the
+    plain teacher above (a guidance interval, Kynkaanniemi et al. 2024: at high levels
+    guidance moves mass between whole regions, e.g. along a curve, which W2 sees); ``w = 1``
+    is the plain teacher everywhere."""
 
-    def __init__(self, net: nn.Module, guide: nn.Module, weight: float) -> None:
+    def __init__(self, net: nn.Module, guide: nn.Module, weight: float,
+                 sigma_max: float = math.inf) -> None:
         super().__init__()
         if not weight > 0:
             raise ValueError(f"guidance weight must be > 0, got {weight}")
-        self.net, self.guide, self.weight = net, guide, float(weight)
+        if not sigma_max > 0:
+            raise ValueError(f"guidance sigma_max must be > 0, got {sigma_max}")
+        self.net, self.guide = net, guide
+        self.weight, self.sigma_max = float(weight), float(sigma_max)
 
     @property
     def sigma_data(self) -> float:
@@ -47,9 +55,17 @@ class AutoGuided(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
-        d_guide = self.guide(x, sigma) if cond is None else self.guide(x, sigma, cond)
         d = self.net(x, sigma) if cond is None else self.net(x, sigma, cond)
-        return torch.lerp(d_guide.float(), d.float(), self.weight).to(d.dtype)
+        s = torch.as_tensor(sigma, device=x.device).reshape(-1)
+        inside = s <= self.sigma_max
+        if not bool(inside.any()):  # a sampler's step above the interval: one network
+            return d
+        d_guide = self.guide(x, sigma) if cond is None else self.guide(x, sigma, cond)
+        out = torch.lerp(d_guide.float(), d.float(), self.weight)
+        if not bool(inside.all()):  # per-sample levels (a training batch)
+            keep = inside.reshape(-1, *([1] * (x.dim() - 1))).expand_as(out)
+            out = torch.where(keep, out, d.float())
+        return out.to(d.dtype)
 
 
 class GuideSnapshot(nn.Module):
@@ -94,10 +110,13 @@ def load_guide(model_dir: Path, like: nn.Module) -> nn.Module:
 
 
 def sampling_meta(cfg: Any, has_guide: bool) -> dict[str, Any]:
-    """What a teacher's ``model.json`` records of how it is sampled: the guidance weight
-    (with a guide only) and the stochastic sampler's ``s_churn`` (0: deterministic)."""
-    meta: dict[str, Any] = {"sample_churn": float(cfg.sample_churn or 0.0)}
+    """What a teacher's ``model.json`` records of how it is sampled: the guidance weight and
+    interval (with a guide only), the stochastic sampler's ``s_churn`` (0: deterministic)
+    and its interval."""
+    meta: dict[str, Any] = {"sample_churn": float(cfg.sample_churn or 0.0),
+                            "churn_sigma_max": float(cfg.churn_sigma_max)}
     if has_guide:
         meta["guidance"] = float(cfg.guidance)
+        meta["guidance_sigma_max"] = float(cfg.guidance_sigma_max)
         meta["guide_step"] = guide_step(cfg.guide_at, cfg.steps)
     return meta

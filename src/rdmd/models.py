@@ -3,6 +3,7 @@ on a pickle path, and checked against the architecture before any weight is copi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,14 @@ class Model:
         return float(self.meta.get("guidance", 1.0)) if self.guide is not None else 1.0
 
     @property
-    def sample_churn(self) -> float:
-        """EDM's ``s_churn`` the teacher is sampled with (0: the deterministic sampler)."""
-        return float(self.meta.get("sample_churn") or 0.0)
+    def churn(self) -> Any:
+        """EDM's stochasticity the teacher is sampled with (a :class:`rdmd.sampler.Churn`:
+        ``sample_churn`` up to ``churn_sigma_max``), None for the deterministic sampler."""
+        from rdmd.sampler import Churn
+
+        s = float(self.meta.get("sample_churn") or 0.0)
+        top = float(self.meta.get("churn_sigma_max", math.inf))
+        return Churn(s, 0.0, top) if s else None
 
     def score(self, guidance: float | None = None) -> torch.nn.Module:
         """The denoiser the teacher is sampled and distilled with: guided by its guide at
@@ -89,7 +95,8 @@ class Model:
             return self.denoiser
         from rdmd.guidance import AutoGuided
 
-        return AutoGuided(self.denoiser, self.guide, w)
+        return AutoGuided(self.denoiser, self.guide, w,
+                          float(self.meta.get("guidance_sigma_max", math.inf)))
 
 
 def save_model(out_dir: Path, net: torch.nn.Module, meta: dict[str, Any]) -> None:

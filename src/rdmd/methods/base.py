@@ -104,12 +104,13 @@ class Method(ABC):
         """Extra keys the exported ``model.json`` records about the method."""
         return {}
 
-    def use_teacher(self, sampled: nn.Module, churn: float = 0.0,
+    def use_teacher(self, sampled: nn.Module, churn: Any = None,
                     real: nn.Module | None = None) -> None:
         """How a distillation should use a teacher that is more than the bare network it
-        copies (an autoguided teacher, :mod:`rdmd.guidance`): ``sampled`` and ``churn`` draw
-        the teacher's samples, ``real`` (None: the bare network) is the score it distils. A
-        method without a teacher ignores it."""
+        copies (an autoguided teacher, :mod:`rdmd.guidance`): ``sampled`` and ``churn`` (a
+        :class:`rdmd.sampler.Churn`, None: deterministic) draw the teacher's samples,
+        ``real`` (None: the bare network) is the score it distils. A method without a
+        teacher ignores it."""
         return None
 
     def start(self, draw: Callable[[int], torch.Tensor], progress: bool = False

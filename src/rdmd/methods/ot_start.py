@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ def fit_to_ot_map(generator: nn.Module, teacher: nn.Module,
                   draw: Callable[[int], torch.Tensor], steps: int, atoms: int = 1024,
                   lr: float = 1e-3, batch: int = 128, seed: int = 0,
                   call: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
-                  progress: bool = False, churn: float = 0.0) -> dict[str, float]:
+                  progress: bool = False, churn: Any = None) -> dict[str, float]:
     """Fit ``generator`` (in place) to the semi-discrete OT map from the source onto
     ``atoms`` teacher samples, by ``steps`` Adam steps of mean squared error at rate ``lr``
     decaying to 0 (cosine). ``draw(n)`` returns ``n`` encoded source inputs (fresh draws of a
@@ -60,7 +61,8 @@ def fit_to_ot_map(generator: nn.Module, teacher: nn.Module,
     The teacher's samples use their own generator seeded by ``seed`` (the run's is
     untouched), and ``draw`` is deterministic in the run's seed, so every DDP rank starts
     from the same weights. ``call`` evaluates the generator (default ``generator(x)``);
-    ``churn``: the teacher's stochastic sampler (``s_churn``; 0: deterministic).
+    ``churn``: the teacher's stochastic sampler (a :class:`rdmd.sampler.Churn` or an
+    ``s_churn``; None: deterministic).
     Returns the final loss and the share of the atoms whose cells a fresh source sample of
     the solve's size leaves empty (a check on the solve: near ``exp(-4)``, 2%, when right,
     as for any cell of mass ``1/K`` in ``4K`` draws)."""
@@ -70,7 +72,7 @@ def fit_to_ot_map(generator: nn.Module, teacher: nn.Module,
     device = probe.device
     g = torch.Generator().manual_seed(seed)
     y = sample(teacher, (atoms, probe.shape[1]), n_steps=32, generator=g, device=device,
-               churn=churn or None).float()
+               churn=churn).float()
     v = cell_potentials(probe.cpu(), y.cpu()).to(device)
     fresh = cell_of(draw(SOURCE_PER_ATOM * atoms).float(), y, v)
     empty = 1.0 - torch.unique(fresh).numel() / atoms

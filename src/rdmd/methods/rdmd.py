@@ -114,7 +114,7 @@ class RDMD(Method):
         self.real: nn.Module = self.teacher
         #: how the teacher's samples are drawn (the OT start's atoms): denoiser, s_churn
         self.sampled: nn.Module = self.teacher
-        self.sample_churn = 0.0
+        self.sample_churn: Any = None  # a rdmd.sampler.Churn, None: deterministic
         self.declare("generator", generator)
         self.declare("fake", fake)
         self.lam = float(lam)
@@ -238,10 +238,10 @@ class RDMD(Method):
                              lr, batch, seed=seed, call=self.generator_call,
                              progress=progress, churn=self.sample_churn)
 
-    def use_teacher(self, sampled: nn.Module, churn: float = 0.0,
+    def use_teacher(self, sampled: nn.Module, churn: Any = None,
                     real: nn.Module | None = None) -> None:
         self.sampled = sampled.eval().requires_grad_(False)
-        self.sample_churn = float(churn)
+        self.sample_churn = churn
         self.real = (real if real is not None else self.teacher).eval().requires_grad_(False)
 
     def with_optimizers(self, lr_generator: float, lr_fake: float,

@@ -136,12 +136,12 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
     method = METHODS[cfg.method].from_config(teacher, cfg, cost)
     if cfg.teacher_dtype == "bf16":
         hold_in_bf16(teacher)
-    if teacher_model.guide is not None or teacher_model.sample_churn:
+    if teacher_model.guide is not None or teacher_model.churn is not None:
         # the teacher's samples as it draws them (autoguided, rdmd.guidance); the real
         # score at teacher_guidance (1: the bare network)
         if cfg.teacher_dtype == "bf16" and teacher_model.guide is not None:
             hold_in_bf16(teacher_model.guide)
-        method.use_teacher(teacher_model.score().to(device), teacher_model.sample_churn,
+        method.use_teacher(teacher_model.score().to(device), teacher_model.churn,
                            teacher_model.score(cfg.teacher_guidance).to(device))
     rng = torch.Generator().manual_seed(cfg.seed)
     if method.needs_target:  # real target samples (rdmd_gan's discriminator), same draws
