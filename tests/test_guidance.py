@@ -78,7 +78,7 @@ def test_guide_is_the_ema_at_its_step(tmp_path: Path) -> None:
                            guided.guide.state_dict()["backbone.dec.0.weight"])
     assert isinstance(guided.score(), AutoGuided) and guided.score().weight == 3.0
     assert guided.score(1.0) is guided.denoiser and plain.score() is plain.denoiser
-    assert guided.score().sigma_max == 0.25
+    assert guided.score().sigma_max == 0.5
     assert guided.churn is not None and guided.churn.s_churn == 20.0
     assert guided.churn.s_tmax == 0.25 and plain.churn is not None  # 2-D: both churn
     m = json.loads((full / "metrics.json").read_text())
@@ -123,7 +123,7 @@ def test_defaults_guide_plane_data_only() -> None:
     plane = fill_kind_defaults(TeacherConfig(), "plane")
     vec = fill_kind_defaults(TeacherConfig(), "vector")
     assert (plane.guide_at, plane.guidance, plane.guidance_sigma_max, plane.sample_churn,
-            plane.churn_sigma_max) == (0.5, 3.0, 0.25, 20.0, 0.25)
+            plane.churn_sigma_max) == (0.5, 3.0, 0.5, 20.0, 0.25)
     assert (vec.guide_at, vec.guidance, vec.sample_churn) == (0.0, 1.0, 0.0)
 
 

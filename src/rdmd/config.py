@@ -73,7 +73,7 @@ class TeacherConfig:
     guide_at: float | None = None
     guidance: float | None = None
     # guidance at noise levels up to this only (a guidance interval; above, the plain
-    # teacher): None: 0.25 for 2-D data, else no limit
+    # teacher): None: 0.5 for 2-D data, else no limit
     guidance_sigma_max: float | None = None
     # EDM's stochastic sampler for the teacher's samples (S_churn; 0: deterministic Heun) at
     # noise levels up to churn_sigma_max (S_tmax); None: 20 and 0.25 for 2-D data (with the
@@ -233,7 +233,7 @@ OT_START_PER_STEP = 8
 OT_START_MAX = 8000
 PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
     "TeacherConfig": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8,
-                      "guide_at": 0.5, "guidance": 3.0, "guidance_sigma_max": 0.25,
+                      "guide_at": 0.5, "guidance": 3.0, "guidance_sigma_max": 0.5,
                       "sample_churn": 20.0, "churn_sigma_max": 0.25},
     "DistillConfig": {"steps": 1000, "batch_size": 256, "lr_generator": 1e-4,
                       "lr_schedule": "cosine", "generator_fourier": [256, 3.0]},

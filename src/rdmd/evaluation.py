@@ -217,8 +217,15 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
 
         plot_teacher_samples(out_dir / "plots" / "teacher_samples.png", dom.test[:n].numpy(),
                              ys, (f"held-out target{_measures_line(res, True)}",
-                                  f"teacher samples (Heun){_measures_line(res)}"))
+                                  f"teacher samples ({_sampler_name(model)})"
+                                  f"{_measures_line(res)}"))
     return res
+
+
+def _sampler_name(model: Any) -> str:
+    """How a teacher's samples were drawn, for a plot title."""
+    name = "stochastic Heun" if model.churn is not None else "Heun"
+    return name + (f", autoguided w {model.guidance:g}" if model.guidance != 1 else "")
 
 
 def _measures_line(res: dict[str, Any], true: bool = False) -> str:
