@@ -48,7 +48,8 @@ INTERVAL_ROWS = [("unguided, Heun", 1.0, 1e9, 0.0, 1e9),
                  ("unguided, churn 20", 1.0, 1e9, 20.0, 1e9),
                  ("w 3, churn 20, all levels", 3.0, 1e9, 20.0, 1e9),
                  ("w 3 up to 0.25, churn 20 all levels", 3.0, 0.25, 20.0, 1e9),
-                 ("w 3, churn 20, both up to 0.25", 3.0, 0.25, 20.0, 0.25)]
+                 ("w 3, churn 20, both up to 0.25", 3.0, 0.25, 20.0, 0.25),
+                 ("w 3 up to 0.5, churn 20 up to 0.25 (defaults)", 3.0, 0.5, 20.0, 0.25)]
 
 
 def checkpoint_ema(run: Path, step: int, like: torch.nn.Module) -> torch.nn.Module:
@@ -133,7 +134,7 @@ def intervals(model: Any, dom: Any, a: argparse.Namespace) -> None:
                      "churn_sigma_max": tmax, **r})
         shown = {k: round(v, 4) for k, v in r.items() if k.endswith("_stable")
                  and k.split("_")[0] in ("mode", "off", "log")}
-        print(f"{name:38s} W2/floor {r['w2_over_floor_stable']:.2f} +- "
+        print(f"{name:46s} W2/floor {r['w2_over_floor_stable']:.2f} +- "
               f"{r['w2_over_floor_stable_se']:.2f}  {shown}", flush=True)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
