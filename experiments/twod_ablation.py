@@ -201,9 +201,13 @@ SOURCE, TARGET = "gaussian", "8gaussians"
 # Every row was chosen and run on the vector defaults from before 2-D data got their own
 # (rdmd.config.PLANE_DEFAULTS, ninth session): those are pinned under each row's keys, so
 # the rows still reproduce. bench/twod_time.py measures the 2-D defaults themselves.
-PINNED_TEACHER: dict[str, Any] = {"steps": 10_000, "encoder": [16, 32, 32, 32]}
+# The later 2-D defaults (the eleventh session's teacher p_mean and OT start, the twelfth's
+# guided teacher) are pinned back too.
+PINNED_TEACHER: dict[str, Any] = {"steps": 10_000, "encoder": [16, 32, 32, 32],
+                                  "p_mean": -1.2, "guide_at": 0.0, "sample_churn": 0.0}
 PINNED_DISTILL: dict[str, Any] = {"steps": 10_000, "batch_size": 1024, "lr_generator": 2e-5,
-                                  "lr_schedule": "constant", "generator_fourier": []}
+                                  "lr_schedule": "constant", "generator_fourier": [],
+                                  "ot_start": 0}
 
 
 def teacher_keys(t: str) -> dict[str, Any]:

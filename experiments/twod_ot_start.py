@@ -22,12 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: teacher rows: keys over the 2-D defaults (the encoder and 4000 steps are pinned)
+#: teacher rows: keys over the 2-D defaults (the encoder and 4000 steps are pinned, and the
+#: unguided deterministic sampler these rows were measured with, before the twelfth
+#: session's guided teacher)
+UNGUIDED = {"guide_at": 0.0, "sample_churn": 0.0}
 TEACHERS: dict[str, dict[str, Any]] = {
-    f"t_pm{pm}": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": pm}
+    f"t_pm{pm}": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": pm, **UNGUIDED}
     for pm in (-0.6, -1.2, -1.8, -2.4, -3.0)
 } | {
-    f"t_ps{ps}": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8, "p_std": ps}
+    f"t_ps{ps}": {"steps": 4000, "encoder": [64, 128, 128, 128], "p_mean": -1.8, "p_std": ps,
+                  **UNGUIDED}
     for ps in (0.8, 1.6)
 }
 #: what every generator row pins (the tenth session's 2-D defaults, which the OT start
