@@ -68,3 +68,18 @@ def test_eight_gaussians_fewer_crossings_than_plain_dmd(tmp_path: Path) -> None:
         res[lam] = json.loads((r / "metrics.json").read_text())
     assert res[0.1]["w2_over_floor"] <= 2.5, res[0.1]
     assert res[0.1]["crossings"] <= res[0.0]["crossings"] / 3, res
+
+
+def test_twod_defaults_reach_issue_15_figures(tmp_path: Path) -> None:
+    """Issue 15 with no key set (docs/twod.md, "A guided teacher"; about 3 minutes): the
+    guided teacher at most 1.5% off the 8 Gaussians' modes with the modes at their width and
+    W2 at most 1.2x the floor; RDMD from N(0, I) at most 4% off the modes and 1.4x."""
+    t = train_teacher("8gaussians", tmp_path / "t", TeacherConfig(), progress=False)
+    r = distill("gaussian", t, tmp_path / "r", DistillConfig(), progress=False)
+    mt = json.loads((t / "metrics.json").read_text())
+    mr = json.loads((r / "metrics.json").read_text())
+    assert mt["mode_outliers_stable"] <= 0.015, mt
+    assert abs(mt["mode_width_stable"] / mt["mode_width_stable_true"] - 1) <= 0.03, mt
+    assert mt["w2_over_floor_stable"] <= 1.2, mt
+    assert mr["mode_outliers_stable"] <= 0.04, mr
+    assert mr["w2_over_floor_stable"] <= 1.4, mr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from rdmd.config import TeacherConfig
 from rdmd.data import Normalizer, load_domain
 from rdmd.data.folders import announce
 from rdmd.edm import EDMLoss, LogNormalSigma
-from rdmd.guidance import sampling_meta, save_guide
+from rdmd.guidance import guide_step, sampling_meta, save_guide
 from rdmd.methods import DSM
 from rdmd.models import build_denoiser, save_model
 from rdmd.training.checks import check_classifier
@@ -94,6 +95,10 @@ def _train_teacher(target: str | None, out: Path, layers: list[dict[str, Any] | 
         guide = method.guide()
         if guide is not None:  # before model.json: a folder with model.json is complete
             save_guide(out, guide)
+        elif cfg.guide_at:  # resumed past the guide step with other steps: none was kept
+            print(f"rdmd: no guide was kept (guide_at {cfg.guide_at:g}: step "
+                  f"{guide_step(cfg.guide_at, cfg.steps)} passed before this run resumed); "
+                  "the teacher is saved unguided", file=sys.stderr)
         save_model(out, method.result(), {
             "role": "teacher", "backbone": backbone, "sigma_data": sigma_data,
             "normalizer": norm.to_dict(), "data_shape": list(dom.shape), "kind": dom.kind,
