@@ -172,11 +172,15 @@ class DistillConfig:
     recursive: bool = False  # image folders: also read the images in subfolders
 
 
+#: a teacher sampled as before autoguidance: no guide, the deterministic sampler (the
+#: vector and image defaults, and every teacher saved before the keys existed)
+UNGUIDED_TEACHER: dict[str, Any] = {"guide_at": 0.0, "guidance": 1.0,
+                                    "guidance_sigma_max": 1e9, "sample_churn": 0.0,
+                                    "churn_sigma_max": 1e9}
+
 #: values of keys that runs saved by earlier rdmd versions lack: what those runs used
 LEGACY: dict[str, dict[str, Any]] = {
-    "TeacherConfig": {"ema_warmup": False, "fresh_data": False, "guide_at": 0.0,
-                      "guidance": 1.0, "guidance_sigma_max": 1e9, "sample_churn": 0.0,
-                      "churn_sigma_max": 1e9},
+    "TeacherConfig": {"ema_warmup": False, "fresh_data": False, **UNGUIDED_TEACHER},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
                       "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False,
                       # no run saved before these keys used a GAN term (its method says so):
@@ -202,13 +206,9 @@ GAN_KEYS = ("gan_weight_gen", "gan_weight_disc", "gan_features")
 
 KIND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "TeacherConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr": 1e-3,
-                                 "p_mean": -1.2, "guide_at": 0.0, "guidance": 1.0,
-                                 "guidance_sigma_max": 1e9, "sample_churn": 0.0,
-                                 "churn_sigma_max": 1e9},
+                                 "p_mean": -1.2, **UNGUIDED_TEACHER},
                       "image": {"steps": 10_000, "batch_size": 128, "lr": 5e-4,
-                                "p_mean": -1.2, "guide_at": 0.0, "guidance": 1.0,
-                                "guidance_sigma_max": 1e9, "sample_churn": 0.0,
-                                "churn_sigma_max": 1e9}},
+                                "p_mean": -1.2, **UNGUIDED_TEACHER}},
     "DistillConfig": {"vector": {"steps": 10_000, "batch_size": 1024, "lr_generator": 2e-5,
                                  "lr_fake": 5e-4, "lr_schedule": "constant",
                                  "ema_decay": 0.999, "ot_start": 0},

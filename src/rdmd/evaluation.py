@@ -181,9 +181,9 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
     from rdmd.models import load_model
 
     model = load_model(out_dir, map_location=device)
-    den, churn = gathered(model.score()), model.churn
     if dom.kind == "image":
         return evaluate_image_teacher(out_dir, model, dom, n_steps, classifier)
+    den, churn = gathered(model.score()), model.churn
     n = min(len(dom.test), N_EVAL_MAX)
     g = torch.Generator().manual_seed(FLOOR_SEED)
     device = next(den.parameters()).device
@@ -197,7 +197,7 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
     res = {"w2_sq": w2, "w2_sq_std": float(np.std(w2s)), "w2_sq_test": w2s[0],
            "w2_floor_mean": fl["mean"], "w2_floor_std": fl["std"],
            "w2_over_floor": w2 / fl["mean"], "n_eval": n, "sampler_steps": n_steps,
-           "nfe": (2 * n_steps - 1) * (2 if model.guidance != 1 else 1),
+           "nfe": _teacher_nfe(model, n_steps),
            "guidance": model.guidance, "sample_churn": float(model.meta.get("sample_churn", 0)),
            "protocol": PROTOCOL}
     res.update(metrics.known_measures_with_truth(ys, dom.info, dom.sampler, FLOOR_SEED))
@@ -220,6 +220,11 @@ def evaluate_teacher(out_dir: Path, dom: Domain, n_steps: int = 32, pairs: int =
                                   f"teacher samples ({_sampler_name(model)})"
                                   f"{_measures_line(res)}"))
     return res
+
+
+def _teacher_nfe(model: Any, n_steps: int) -> int:
+    """Network evaluations per Heun sample, at most: a guided teacher runs two networks."""
+    return (2 * n_steps - 1) * (2 if model.guidance != 1 else 1)
 
 
 def _sampler_name(model: Any) -> str:
@@ -363,8 +368,7 @@ def evaluate_image_teacher(out_dir: Path, model: Any, dom: Domain, n_steps: int,
         sample(lambda y, s: den(y, s), (len(c), *dom.shape), n_steps, g, device,
                churn=churn).cpu()
         for c in torch.split(torch.arange(n), 256)]).clamp(-1, 1)
-    res: dict[str, Any] = {"sampler_steps": n_steps,
-                           "nfe": (2 * n_steps - 1) * (2 if model.guidance != 1 else 1)}
+    res: dict[str, Any] = {"sampler_steps": n_steps, "nfe": _teacher_nfe(model, n_steps)}
     if feats is not None:
         from rdmd.metrics.image import fd_kid_with_floor
 

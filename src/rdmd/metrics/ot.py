@@ -6,7 +6,6 @@ size are not at distance 0), so the floor comes with it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -156,12 +155,11 @@ def barycentric_ot_map(x: Any, y: Any) -> np.ndarray:
 
     It depends on the held-out sets alone, not on the model, so the last few are kept by a
     hash of their bytes: a sweep or a re-evaluation on the same sets solves it once."""
+    from rdmd.metrics.floor_cache import _digest  # the floors' key: a hash of the sets
+
     x, y = _np(x), _np(y)
     _check_pair(x, y)
-    h = hashlib.sha256(f"{x.shape}|{y.shape}".encode())
-    h.update(np.ascontiguousarray(x).tobytes())
-    h.update(np.ascontiguousarray(y).tobytes())
-    key = h.hexdigest()
+    key = _digest("barycentric_ot_map", [(x, y)])
     if key not in _OT_MAPS:
         p = _plan(x, y)
         if len(_OT_MAPS) >= _OT_MAPS_KEEP:

@@ -135,14 +135,13 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
     teacher = teacher_model.denoiser.to(device)
     method = METHODS[cfg.method].from_config(teacher, cfg, cost)
     if cfg.teacher_dtype == "bf16":
-        hold_in_bf16(teacher)
-    if teacher_model.guide is not None or teacher_model.churn is not None:
-        # the teacher's samples as it draws them (autoguided, rdmd.guidance); the real
-        # score at teacher_guidance (1: the bare network)
-        if cfg.teacher_dtype == "bf16" and teacher_model.guide is not None:
-            hold_in_bf16(teacher_model.guide)
-        method.use_teacher(teacher_model.score().to(device), teacher_model.churn,
-                           teacher_model.score(cfg.teacher_guidance).to(device))
+        for net in (teacher, teacher_model.guide):
+            if net is not None:
+                hold_in_bf16(net)
+    # the teacher's samples as it draws them (autoguided, rdmd.guidance; else the bare
+    # network), and the real score at teacher_guidance (1: the bare network)
+    method.use_teacher(teacher_model.score().to(device), teacher_model.churn,
+                       teacher_model.score(cfg.teacher_guidance).to(device))
     rng = torch.Generator().manual_seed(cfg.seed)
     if method.needs_target:  # real target samples (rdmd_gan's discriminator), same draws
         method.attach_target(data_batches(tgt, norm, norm.encode(tgt.train).to(device), cfg,
