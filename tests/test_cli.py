@@ -413,3 +413,14 @@ def test_resume_from_another_working_directory(files: dict[str, Path], teacher: 
     rc = main(["evaluate", "--model", str(work / "run")])
     _, err = capsys.readouterr()
     assert rc == 0, err
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    """`python -m rdmd` is the rdmd command (experiments run it with their interpreter)."""
+    out = subprocess.run([sys.executable, "-m", "rdmd", "distill", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--lam" in out
+    bad = subprocess.run([sys.executable, "-m", "rdmd", "distill", "--source", "gaussian",
+                          "--teacher", "/nowhere", "--out", "/tmp/rdmd-never-written"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("rdmd: error:")
