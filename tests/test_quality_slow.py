@@ -87,7 +87,7 @@ def test_twod_defaults_reach_issue_15_figures(tmp_path: Path) -> None:
 
 def test_thm31_defaults_d8_within_two_percent_of_the_ot_map(tmp_path: Path) -> None:
     """Theorem 3.1 in d = 8 with the defaults (docs/twod.md, "Theorem 3.1 with the defaults";
-    about 12 minutes on one core): the gradient-field generator, the vector default for the
+    about 15 minutes on one core): the gradient-field generator, the vector default for the
     l2 cost, ends within 2% of the closed-form OT map at lambda 0.01."""
     from thm31_gaussian_ot import target_spec
 
