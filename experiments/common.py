@@ -105,11 +105,8 @@ def requested_teacher(target: str, **cfg: Any) -> tuple[dict[str, Any], TeacherC
 
 def requested_rdmd(source: str, teacher: Path, target: str | None = None, **cfg: Any
                    ) -> tuple[dict[str, Any], DistillConfig]:
-    """The description ``distill`` would save for these settings (defaults filled). The
-    generator is the paper's unless named: d > 2 vectors default to the gradient-field
-    generator since the thirteenth session, and the experiments' documented rows used the
-    paper's."""
-    c = resolve_config(DistillConfig, [{"generator": "denoiser", **cfg}], _kind(source))
+    """The description ``distill`` would save for these settings (defaults filled)."""
+    c = resolve_config(DistillConfig, [cfg], _kind(source))
     if c.generator_fourier is None and c.generator == "denoiser" and _plane_dim(source):
         c.generator_fourier = []
     if target is None:  # distill stores the teacher's target when none is given

@@ -65,8 +65,6 @@ def teacher(target: str, out: Path, steps: int, prog: bool) -> dict[str, Any]:
 
 def rdmd_run(source: str, teacher_dir: Path, out: Path, layers: list[dict[str, Any]],
              prog: bool) -> dict[str, Any]:
-    # the paper's generator, which these rows measured (d > 2 now defaults to another)
-    layers = [{"generator": "denoiser"}, *layers]
     wall = timed(lambda: distill(source, teacher_dir, out, layers,
                                   resume=(out / "config.json").is_file(), progress=prog), out)
     return _record(out, wall)

@@ -52,7 +52,6 @@ def main() -> None:
         if not (out / "metrics.json").is_file():
             distill(f"gaussian:d={a.d}", tdir, out, {
                 "lam": a.lam, "steps": a.steps, "ema_decay": 0.999, "seed": seed,
-                "generator": "denoiser",  # the paper's, which these rows measured
                 "fresh_data": a.fresh == "true", "eval_every": a.eval_every},
                 resume=(out / "config.json").is_file(), progress=False)
         with open(out / "log.csv") as f:

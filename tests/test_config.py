@@ -50,8 +50,7 @@ def test_kind_defaults_fill_only_what_is_unset(cls: type) -> None:
     assert all(getattr(vec, k) is not None and getattr(img, k) is not None for k in keys)
     assert [getattr(vec, k) for k in keys] != [getattr(img, k) for k in keys]
     assert all(getattr(vec, k) == getattr(img, k) for k in
-               (f.name for f in dataclasses.fields(cls))
-               if k not in keys and k not in ("precision", "generator"))
+               (f.name for f in dataclasses.fields(cls)) if k not in keys and k != "precision")
     special = {"batch_size": 7, "steps": 17, "lr_schedule": "cosine", "ot_start": 0}
     explicit = {k: special.get(k, 3e-4) for k in keys}
     for kind in ("vector", "image"):
@@ -83,10 +82,8 @@ def test_precision_default_follows_the_hardware(cls: type, monkeypatch: pytest.M
 
 @pytest.mark.parametrize("cls", [TeacherConfig, DistillConfig])
 def test_plane_defaults_overlay_the_vector_ones(cls: type) -> None:
-    """2-D data get PLANE_DEFAULTS over the vector defaults (of the paper's generator, which
-    2-D data keep); an explicit value still wins."""
-    paper = {"generator": "denoiser"} if cls is DistillConfig else {}
-    plane, vec = fill_kind_defaults(cls(), "plane"), fill_kind_defaults(cls(**paper), "vector")
+    """2-D data get PLANE_DEFAULTS over the vector defaults; an explicit value still wins."""
+    plane, vec = fill_kind_defaults(cls(), "plane"), fill_kind_defaults(cls(), "vector")
     for key, value in PLANE_DEFAULTS[cls.__name__].items():
         assert getattr(plane, key) == value and getattr(vec, key) != value
     for key in KIND_DEFAULTS[cls.__name__]["vector"]:
@@ -111,31 +108,26 @@ def test_plane_generator_features_only_for_the_denoiser_generator() -> None:
         resolve_config(DistillConfig, [{"generator_fourier": [0, 3]}], "plane")
 
 
-def test_default_generator_follows_data_method_and_cost() -> None:
-    """With no generator named: the gradient field for vectors of d > 2 at a fixed lambda
-    and the l2 cost (at its own rate and schedule), the paper's denoiser everywhere else; an
-    explicit generator wins, and a saved run from before the default keeps the denoiser."""
+def test_potential_generator_gets_its_rates_and_the_2d_ot_start() -> None:
+    """The paper's generator is the default everywhere; a vector run that asks for the
+    gradient-field generator gets its rate and schedule (it starts at the identity), an
+    explicit rate still wins, and on 2-D data it starts at the OT map as the denoiser does."""
     from rdmd.config import VECTOR_POTENTIAL_DEFAULTS
 
     def resolved(layer: dict, kind: str = "vector") -> DistillConfig:
         return resolve_config(DistillConfig, [layer], kind)
 
+    for kind in ("vector", "plane", "image"):
+        assert resolved({}, kind).generator == "denoiser"
     vec = resolved({})
-    assert vec.generator == "potential" and vec.ot_start == 0
-    assert {k: getattr(vec, k) for k in VECTOR_POTENTIAL_DEFAULTS} == VECTOR_POTENTIAL_DEFAULTS
+    assert (vec.lr_generator, vec.lr_schedule) == (2e-5, "constant")
+    pot = resolved({"generator": "potential"})
+    assert {k: getattr(pot, k) for k in VECTOR_POTENTIAL_DEFAULTS} == VECTOR_POTENTIAL_DEFAULTS
+    assert pot.ot_start == 0
     assert resolved({"generator": "potential", "lr_generator": 3e-5}).lr_generator == 3e-5
-    for layer in ({"cost": "l1"}, {"method": "rdmd_lam", "lam_range": [0, 0.3]},
-                  {"method": "rdmd_gan"}, {"generator": "denoiser"}):
-        cfg = resolved(layer)
-        assert cfg.generator == "denoiser", layer
-        assert (cfg.lr_generator, cfg.lr_schedule) == (2e-5, "constant"), layer
-    assert resolved({}, "plane").generator == "denoiser"
-    assert resolved({}, "image").generator == "denoiser"
-    # 2-D data: the gradient field starts at the OT map as the denoiser does
-    pot = resolved({"generator": "potential"}, "plane")
-    assert pot.ot_start == resolved({}, "plane").ot_start > 0
-    old = config_from_saved(DistillConfig, {"lam": 0.1}, "old/config.json")
-    assert old.generator == "denoiser"
+    plane_pot = resolved({"generator": "potential"}, "plane")
+    assert plane_pot.ot_start == resolved({}, "plane").ot_start > 0
+    assert resolved({"generator": "convex"}, "plane").ot_start == 0
 
 
 def test_data_kind_reads_the_dimension(tmp_path: Path) -> None:

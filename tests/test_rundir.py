@@ -54,7 +54,7 @@ def test_resume_refuses_any_change_but_steps(tmp_path: Path, key: str, value: ob
 
 
 def test_resume_accepts_a_key_given_with_its_saved_value(tmp_path: Path) -> None:
-    run = _saved_distill(tmp_path / "r", seed=0, lam=0.0, lr_schedule="constant")
+    run = _saved_distill(tmp_path / "r", seed=0, lam=0.0)
     _, cfg = prepare_run(run, "distill", DistillConfig, {}, [{"seed": 0, "lam": 0.0,
                                                               "steps": 20}], _vector, True)
     assert (cfg.seed, cfg.lam, cfg.steps) == (0, 0.0, 20)

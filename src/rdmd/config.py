@@ -107,10 +107,9 @@ class DistillConfig:
     generator_fourier: list[float] | None = None
     # "denoiser": the teacher's network at sigma_g (the paper's); "potential": G(x) = x +
     # grad s(x), a gradient field by construction, as the l2 optimum is (vectors; starts at
-    # the identity, sigma_g unused; docs/twod.md); generator_widths: its MLP's hidden widths.
-    # None: "potential" for vectors of dimension > 2 with method rdmd and the l2 cost
-    # (VECTOR_POTENTIAL_DEFAULTS), "denoiser" otherwise
-    generator: str | None = None
+    # the identity, sigma_g unused; its rates: VECTOR_POTENTIAL_DEFAULTS; docs/twod.md);
+    # generator_widths: its MLP's hidden widths
+    generator: str = "denoiser"
     generator_widths: list[int] | None = None
     # "convex": G = grad of tau*logsumexp of convex quadratics, a monotone map whose jumps
     # between modes are as sharp as tau (vectors; docs/twod.md); its number of pieces (64);
@@ -185,7 +184,6 @@ UNGUIDED_TEACHER: dict[str, Any] = {"guide_at": 0.0, "guidance": 1.0,
 LEGACY: dict[str, dict[str, Any]] = {
     "TeacherConfig": {"ema_warmup": False, "fresh_data": False, **UNGUIDED_TEACHER},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
-                      "generator": "denoiser",
                       "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False,
                       # no run saved before these keys used a GAN term (its method says so):
                       # the defaults, so a saved run and the same run asked for anew compare
@@ -245,20 +243,13 @@ PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-#: vectors of dimension > 2, fixed lambda, l2 cost: the generator is a gradient field, as the
-#: optimum is (Brenier), and cannot rotate a Gaussian source, a map the DM term cannot see;
-#: it starts at the identity, so it trains at a higher, decaying rate. Theorem 3.1's d = 8
-#: gap: 0.5-0.7% against 4-18% for the paper's generator (docs/twod.md, "Theorem 3.1 with
-#: the defaults"). The OT start is not used there (in d = 8 a fit onto 1024 atoms starts
-#: farther from the map: 3.5% at 4000 iterations against 1.1%).
+#: vectors of dimension > 2 with ``generator = "potential"``: it starts at the identity, so it
+#: trains at a higher, decaying rate (Theorem 3.1's d = 8 gap 0.62-0.71%, docs/twod.md,
+#: "Theorem 3.1 with the defaults"). Not the default generator: on clustered d = 8 data it
+#: put 29% of outputs off the modes against the paper's generator's 12%. No OT start there
+#: (in d = 8 a fit onto 1024 atoms starts farther from the map: 3.5% at 4000 iterations
+#: against 1.1%).
 VECTOR_POTENTIAL_DEFAULTS: dict[str, Any] = {"lr_generator": 1e-4, "lr_schedule": "cosine"}
-
-
-def default_generator(cfg: DistillConfig, kind: str) -> str:
-    """The generator a run gets when it names none (see :data:`VECTOR_POTENTIAL_DEFAULTS`)."""
-    if kind == "vector" and cfg.method == "rdmd" and cfg.cost == "l2" and not cfg.lam_range:
-        return "potential"
-    return "denoiser"
 
 
 def data_kind(kind: str, dim: int | None) -> str:
@@ -275,8 +266,6 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
     plane data (:func:`data_kind`), then validate the whole config."""
     name = type(cfg).__name__
     defaults = dict(KIND_DEFAULTS[name]["vector" if kind == "plane" else kind])
-    if isinstance(cfg, DistillConfig) and cfg.generator is None:
-        cfg.generator = default_generator(cfg, kind)
     if kind == "vector" and getattr(cfg, "generator", None) == "potential":
         defaults.update(VECTOR_POTENTIAL_DEFAULTS)
     if kind == "plane":
@@ -590,7 +579,7 @@ def _validate_lam_range(cfg: Any) -> None:
         if cfg.lam_start is not None:
             raise RdmdError(f"lam_start (a lambda continuation) is for a fixed lambda; method "
                             f"{cfg.method} trains every lambda of lam_range at once")
-        if cfg.generator not in (None, "denoiser"):
+        if cfg.generator != "denoiser":
             raise RdmdError(f"generator = {cfg.generator!r} is for a fixed lambda (it has no "
                             f"conditioning input); method {cfg.method} needs the denoiser")
     elif rng or cfg.lam_zero_prob is not None or cfg.lam_shift is not None:
