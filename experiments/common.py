@@ -23,6 +23,7 @@ command that wrote the result file. Runs trained before provenance existed have 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -249,6 +250,25 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def finished(d: Path) -> bool:
     """A run folder whose model and metrics are both written."""
     return (d / "model.json").is_file() and (d / "metrics.json").is_file()
+
+
+#: the ``rdmd`` command of this interpreter (experiments that run the CLI as a user would)
+RDMD = [sys.executable, "-m", "rdmd"]
+
+
+def run_rdmd(args: list[str], out: Path, log: Path | None = None) -> float | None:
+    """Run ``rdmd ARGS`` (with ``--resume`` if ``out`` holds a started run) unless ``out`` is
+    finished; its wall time, None when nothing ran. Output goes to ``log`` if given."""
+    if finished(out):
+        return None
+    cmd = [*RDMD, *args, *(["--resume"] if (out / "config.json").is_file() else [])]
+    t0 = time.perf_counter()
+    if log is None:
+        subprocess.run(cmd, check=True)
+    else:
+        with open(log, "a") as f:
+            subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+    return round(time.perf_counter() - t0, 1)
 
 
 def timed(fn: Callable[[], Any], out: Path) -> float:

@@ -20,35 +20,16 @@ import argparse
 import csv
 import json
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import run_rdmd  # noqa: E402
 from thm31_gaussian_ot import target_spec  # noqa: E402
 
 from rdmd.config import DistillConfig, data_kind, resolve_config  # noqa: E402
 from rdmd.data.registry import vector_dim  # noqa: E402
-
-RDMD = [sys.executable, "-m", "rdmd"]  # the rdmd command of this interpreter
-
-
-def _finished(d: Path) -> bool:
-    return (d / "model.json").is_file() and (d / "metrics.json").is_file()
-
-
-def _run(cmd: list[str], out: Path, log: Path) -> float | None:
-    """Run ``cmd`` (resuming a started run) unless ``out`` is finished; its wall time."""
-    if _finished(out):
-        return None
-    if (out / "config.json").is_file():
-        cmd = [*cmd, "--resume"]
-    t0 = time.perf_counter()
-    with open(log, "a") as f:
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
-    return round(time.perf_counter() - t0, 1)
 
 
 def _curve(run: Path) -> list[tuple[int, float]]:
@@ -87,8 +68,8 @@ def main() -> None:
         base = Path(a.runs) / f"d{d}"
         base.mkdir(parents=True, exist_ok=True)
         teacher = base / "teacher"
-        tcmd = [*RDMD, "train-teacher", "--target", target_spec(d), "--out", str(teacher)]
-        t_wall = _run(tcmd, teacher, base / "teacher.log")
+        t_wall = run_rdmd(["train-teacher", "--target", target_spec(d), "--out", str(teacher)],
+                          teacher, base / "teacher.log")
         extra = [x for k in keys.get(d, []) for x in ("--set", k)]
         layer = dict(k.split("=", 1) for k in keys.get(d, []))
         source = f"gaussian:d={d}"
@@ -100,16 +81,16 @@ def main() -> None:
         jobs += [(s, 2 * steps) for s in (int(x) for x in a.long_seeds.split(",") if x)]
         for seed, n in jobs:
             out = base / (f"lam{lams[d]:g}_s{seed}" + ("" if n == steps else "_x2"))
-            cmd = [*RDMD, "distill", "--source", source, "--teacher", str(teacher),
+            cmd = ["distill", "--source", source, "--teacher", str(teacher),
                    "--lam", str(lams[d]), *extra, "--set", f"seed={seed}",
                    "--set", f"eval_every={max(1, steps // a.evals)}",
                    *([] if n == steps else ["--steps", str(n)]), "--out", str(out)]
-            wall = _run(cmd, out, base / f"{out.name}.log")
+            wall = run_rdmd(cmd, out, base / f"{out.name}.log")
             m = json.loads((out / "metrics.json").read_text())
             row = {"d": d, "lam": lams[d], "seed": seed, "steps": n,
                    "gap": m["gaussian_ot_gap"], "curve": _curve(out),
                    "w2_over_floor_stable": m.get("w2_over_floor_stable"),
-                   "wall_s": wall, "command": shlex.join(["rdmd", *cmd[3:]])}
+                   "wall_s": wall, "command": shlex.join(["rdmd", *cmd])}
             res["runs"][f"d{d}/{out.name}"] = row
             if n == steps:
                 finals.append(m["gaussian_ot_gap"])

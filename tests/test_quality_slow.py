@@ -99,8 +99,7 @@ def test_thm31_d8_potential_within_two_percent_of_the_ot_map(tmp_path: Path) -> 
 
 
 def test_thm31_d2_potential_within_one_percent_of_the_ot_map(tmp_path: Path) -> None:
-    """Theorem 3.1 in d = 2 with the 2-D defaults and one key (the same test's d = 8 note),
-    the gradient-field generator
+    """Theorem 3.1 in d = 2 with the 2-D defaults and one key, the gradient-field generator
     (which 2-D data start at the OT map too): within 1% of the closed-form map at lambda
     0.005 (about 3 minutes)."""
     from thm31_gaussian_ot import target_spec

@@ -245,7 +245,7 @@ PLANE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 #: vectors of dimension > 2 with ``generator = "potential"``: it starts at the identity, so it
 #: trains at a higher, decaying rate (Theorem 3.1's d = 8 gap 0.62-0.71%, docs/twod.md,
-#: "Theorem 3.1 with the defaults"). Not the default generator: on clustered d = 8 data it
+#: "Theorem 3.1 with one key"). Not the default generator: on clustered d = 8 data it
 #: put 29% of outputs off the modes against the paper's generator's 12%. No OT start there
 #: (in d = 8 a fit onto 1024 atoms starts farther from the map: 3.5% at 4000 iterations
 #: against 1.1%).
