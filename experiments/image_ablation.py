@@ -43,6 +43,8 @@ PAIRS: dict[str, dict[str, Any]] = {
                "teacher": ROOT / "runs/fmnist/teacher",
                "classifier": ROOT / "runs/fmnist/classifier"},
 }
+OT_START: dict[str, Any] = {"ot_start": 300, "ot_start_atoms": 100, "ot_start_batch": 32,
+                            "ot_start_lr": 2e-4}
 #: variant -> config overrides on the pair's recipe
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -51,10 +53,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lognormal": {"fake_sigma": "lognormal"},  # EDM's levels instead of the DM term's draw
     "gan_teacher": {"method": "rdmd_gan", "gan_features": "teacher"},
     "gan_fake": {"method": "rdmd_gan", "gan_features": "fake"},
+    # the generator first fitted to the pixel-space OT map onto 100 teacher samples
+    # (rdmd.methods.ot_start; 300 steps of batch 32, about 24 passes over 400 colored 2s)
+    "ot": OT_START,
+    "fake5_ot": {"fake_steps": 5, **OT_START},
+    # fake5 given the OT start's seconds as more iterations (:func:`steps_for_start`)
+    "fake5_more": {"fake_steps": 5},
     }
+#: variant -> (variant it lengthens, variant whose start seconds it is given)
+START_MATCHED = {"fake5_more": ("fake5", "fake5_ot")}
 #: keys that change no computation per iteration (the variant costs what base costs)
 SAME_COST = {"lr_schedule", "fake_sigma"}
-COLUMNS = ["variant", "steps", "wall_s", "cost_ratio", "fd", "fd_floor", "fd_over_floor", "l2",
+#: keys of the start before step 0: no cost per iteration; its seconds are reported apart
+START_KEYS = {"ot_start", "ot_start_atoms", "ot_start_batch", "ot_start_lr"}
+COLUMNS = ["variant", "steps", "wall_s", "start_s", "cost_ratio", "fd", "fd_floor",
+           "fd_over_floor", "l2",
            "hue_difference", "hue_degrees", "target_accuracy", "real_target_accuracy"]
 
 
@@ -75,15 +88,37 @@ def cost_ratios(names: list[str], bench_json: Path) -> dict[str, float]:
     res = json.loads(bench_json.read_text()) if bench_json.is_file() else {}
     out: dict[str, float] = {}
     for name in names:
-        if SAME_COST.issuperset(VARIANTS[name]):
+        per_step = {k: v for k, v in VARIANTS[name].items() if k not in START_KEYS}
+        same = [n for n, o in VARIANTS.items() if o == per_step and f"cpu_ratio_{n}" in res]
+        if SAME_COST.issuperset(per_step):
             out[name] = 1.0
-        elif f"cpu_ratio_{name}" in res:
-            out[name] = float(res[f"cpu_ratio_{name}"])
+        elif same:  # the measured variant whose iterations it runs (fake5_ot: fake5's)
+            out[name] = float(res[f"cpu_ratio_{same[0]}"])
         else:
             raise RdmdError(f"no measured cost for variant {name!r} in {bench_json}: run "
                             "bench/gan_step_cost.py --bf16 --json that file (it times base, "
                             "fake5, gan_teacher and gan_fake)")
     return out
+
+
+def train_seconds(run: Path) -> tuple[int, float]:
+    """The last logged step of a finished run and its training seconds (no evaluation)."""
+    last = (run / "log.csv").read_text().strip().splitlines()[-1].split(",")
+    return int(last[0]), float(last[-1])
+
+
+def steps_for_start(runs: Path, lam: float, seed: int, name: str) -> int:
+    """Equal compute for a start: the iterations of ``START_MATCHED[name][0]`` plus as many as
+    its training pace fits in the seconds that ``START_MATCHED[name][1]``'s start took (both
+    runs of the same seed must be finished first)."""
+    longer, started = (runs / f"{v}_lam{lam}_s{seed}" for v in START_MATCHED[name])
+    meta = started / "model.json"
+    if not (meta.is_file() and (longer / "log.csv").is_file()):
+        raise RdmdError(f"variant {name!r} needs the finished runs {longer} and {started}: "
+                        f"list {' and '.join(START_MATCHED[name])} before it in --variants")
+    steps, seconds = train_seconds(longer)
+    start_s = json.loads(meta.read_text())["start"]["seconds"]
+    return steps + round(start_s * steps / seconds)
 
 
 @torch.no_grad()
@@ -96,13 +131,13 @@ def real_target_rate(pair: str) -> float:
     return float((net(y).argmax(1) == p["target_class"]).float().mean())
 
 
-def summarize(pair: str, lam: float, seeds: list[int]) -> None:
+def summarize(pair: str, lam: float, seeds: list[int], tag: str = "") -> None:
     """Mean and range per variant over the seeds' result files (single runs at these
     budgets move FD by tens of percent, so a variant is only better than its spread)."""
     results = ROOT / "experiments" / "results"
     rows: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
-        f = results / f"{pair}_ablation_lam{lam}_s{seed}.json"
+        f = results / f"{pair}_ablation_lam{lam}_s{seed}{tag}.json"
         if f.is_file():
             for r in json.loads(f.read_text())["rows"]:
                 rows.setdefault(r["variant"], []).append(r)
@@ -120,8 +155,8 @@ def summarize(pair: str, lam: float, seeds: list[int]) -> None:
     cols = ["variant", "seeds", "steps", "fd", "fd_floor", "l2", "hue_degrees",
             "target_accuracy", "real_target_accuracy"]
     text = (f"Mean (range) over seeds {seeds}; per-seed tables: "
-            f"`{pair}_ablation_lam{lam}_s<seed>.md`\n\n" + markdown_table(out, cols) + "\n")
-    (results / f"{pair}_ablation_lam{lam}.md").write_text(text)
+            f"`{pair}_ablation_lam{lam}_s<seed>{tag}.md`\n\n" + markdown_table(out, cols) + "\n")
+    (results / f"{pair}_ablation_lam{lam}{tag}.md").write_text(text)
     print(text)
 
 
@@ -135,11 +170,15 @@ def main() -> None:
     ap.add_argument("--variants", default="base,fake5,cosine,lognormal,gan_teacher,gan_fake")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=None)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                    help="override the pair config's precision (bf16 is 14x slower on a CPU "
+                         "without bf16 arithmetic, docs/images.md)")
+    ap.add_argument("--tag", default="", help="suffix of the result files' names")
     ap.add_argument("--summary", help="seeds (e.g. 0,1,2): only write the per-variant mean "
                                       "and range over these seeds' finished result files")
     a = ap.parse_args()
     if a.summary:
-        summarize(a.pair, a.lam, [int(s) for s in a.summary.split(",")])
+        summarize(a.pair, a.lam, [int(s) for s in a.summary.split(",")], a.tag)
         return
     names = a.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -152,7 +191,7 @@ def main() -> None:
         plan = json.loads(steps_file.read_text())
     else:
         plan = {"cost_ratio": {}, "steps": {}}
-    todo = [n for n in ["base", *names] if n not in plan["steps"]]
+    todo = [n for n in ["base", *names] if n not in plan["steps"] and n not in START_MATCHED]
     if todo:
         ratios = cost_ratios(todo, a.costs)
         for n in todo:
@@ -166,10 +205,16 @@ def main() -> None:
     rows = []
     for n in names:
         out = runs / f"{n}_lam{a.lam}_s{a.seed}"
+        if n in START_MATCHED:
+            plan["steps"][n] = steps_for_start(runs, a.lam, a.seed, n)
         cfg = recipe(a.pair, a.lam, a.seed, VARIANTS[n]) | {"steps": plan["steps"][n]}
+        if a.precision:
+            cfg["precision"] = a.precision
         res = ensure_rdmd(p["source"], p["teacher"], out, progress=False, **cfg)
+        start = json.loads((out / "model.json").read_text()).get("start", {})
         fd, floor = res.get(fd_key), res.get(f"{fd_key}_floor")
         rows.append({"variant": n, "steps": plan["steps"][n], "wall_s": res["wall_s"],
+                     "start_s": start.get("seconds"),
                      "cost_ratio": plan["cost_ratio"][n], "fd": fd, "fd_floor": floor,
                      "fd_over_floor": fd / floor if fd and floor else None,
                      "l2": res.get("l2"), "hue_difference": res.get("hue_difference"),
@@ -179,7 +224,7 @@ def main() -> None:
                      "real_target_accuracy": real_rate, "fd_n": res.get("fd_n"),
                      "run": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)})
         print(markdown_table(rows[-1:], COLUMNS), flush=True)
-    stem = results / f"{a.pair}_ablation_lam{a.lam}_s{a.seed}"
+    stem = results / f"{a.pair}_ablation_lam{a.lam}_s{a.seed}{a.tag}"
     Path(f"{stem}.json").write_text(json.dumps(
         {"pair": a.pair, "lam": a.lam, "seed": a.seed, "base_steps": a.base_steps,
          "plan": plan, "rows": rows, "command": " ".join(sys.argv)}, indent=2))

@@ -91,15 +91,40 @@ def test_distill_starts_once_and_resumes_without_it(tmp_path: Path, monkeypatch)
     assert calls == []  # the checkpoint holds the fitted weights: no second start
 
 
-def test_refused_for_images_and_checked() -> None:
+def test_images_are_assigned_by_pixel_distance() -> None:
+    """Images: the cells are those of the flattened squared distance, and the fit moves the
+    generator onto its atoms (here on four source images, each its own cell)."""
+    from rdmd.backbones.unet import UNetBackbone
+
+    torch.manual_seed(0)
+    teacher = EDMDenoiser(UNetBackbone(3, 8, "tiny8"), 0.5)
+    src = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    atoms = src.flip(0) + 0.01 * torch.randn(4, 3, 8, 8)  # atom k sits on source 3 - k
+    v = cell_potentials(src, atoms)
+    assert cell_of(src, atoms, v).tolist() == [3, 2, 1, 0]
+    draw = lambda n: src.repeat(n // 4, 1, 1, 1)  # noqa: E731  (each source as often)
+    m = RDMD.from_teacher(teacher, 0.1)
+    info = fit_to_ot_map(m.generator, teacher, draw, steps=100, atoms=4, lr=3e-3, batch=8)
+    assert info["ot_start_loss"] >= 0
+    from rdmd.sampler import sample
+
+    y = sample(teacher, (4, 3, 8, 8), n_steps=32, generator=torch.Generator().manual_seed(0))
+    target = y[cell_of(src, y, cell_potentials(draw(16), y))]
+    fresh = RDMD.from_teacher(teacher, 0.1).generator
+    with torch.no_grad():
+        err_fit = (m.generator(src) - target).pow(2).mean()
+        err_fresh = (fresh(src) - target).pow(2).mean()
+    assert err_fit < 0.3 * err_fresh, (err_fit, err_fresh)
+
+
+def test_checked_and_off_by_default() -> None:
     from rdmd.config import DistillConfig, fill_kind_defaults
 
-    with pytest.raises(RdmdError, match="'ot_start' is for vector data"):
-        fill_kind_defaults(DistillConfig(ot_start=10), "image")
     with pytest.raises(RdmdError, match="'ot_start_atoms' must be > 0"):
         fill_kind_defaults(DistillConfig(ot_start_atoms=0), "vector")
     assert fill_kind_defaults(DistillConfig(), "vector").ot_start == 0
     assert fill_kind_defaults(DistillConfig(), "image").ot_start == 0
+    assert fill_kind_defaults(DistillConfig(ot_start=10), "image").ot_start == 10
 
 
 def test_plane_default_scales_with_the_iterations() -> None:

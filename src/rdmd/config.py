@@ -117,8 +117,8 @@ class DistillConfig:
     generator_pieces: int | None = None
     # steps of a least-squares fit of the generator to the semi-discrete OT map onto
     # ot_start_atoms teacher samples before RDMD's first step, at rate ot_start_lr (cosine)
-    # on batches of ot_start_batch;
-    # vectors only (rdmd.methods.ot_start, docs/twod.md); None: 0 (off), except 2-D data
+    # on batches of ot_start_batch; images are assigned by the pixel-space squared distance
+    # (rdmd.methods.ot_start, docs/twod.md, docs/images.md); None: 0 (off), except 2-D data
     # with the "denoiser" or "potential" generator: OT_START_PER_STEP (8) times steps, at
     # most 8000
     ot_start: int | None = None
@@ -284,10 +284,6 @@ def fill_kind_defaults(cfg: C, kind: str) -> C:
         from rdmd.training.runtime import resolve_device
 
         cfg.precision = default_precision(kind == "image", resolve_device(cfg.device))
-    if kind == "image" and getattr(cfg, "ot_start", 0):
-        raise RdmdError("config key 'ot_start' is for vector data (the OT start fits the "
-                        "generator to teacher samples by a pixel-space assignment rdmd does "
-                        "not make); set ot_start=0 for images")
     validate(cfg)
     return cfg
 

@@ -9,8 +9,11 @@ teacher's own samples (32 Heun steps): each source point goes to the atom of its
 (Laguerre) cell, the cells holding ``1/K`` of the source each. RDMD then trains from there.
 
 The atoms come from the teacher, never from the target set, so the start knows nothing a
-distillation may not know. Vectors only: a pixel-space assignment to a thousand teacher
-images is a different question (docs/twod.md, "Starting at the OT map").
+distillation may not know. Images are flattened for the cost, so their cells are those of the
+pixel-space squared distance, the cost RDMD's ``l2`` term pays: the start is a translation
+that keeps what pixels keep (a digit's hue), which the DM term then sharpens (docs/images.md,
+"Starting images at the pixel OT map"). On a finite training set the source draws repeat
+rows, so fewer atoms than training images give every atom a cell.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def cell_potentials(source: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
     ``argmax_k x.y_k - |y_k|^2 / 2 + v_k``, and the cells split the source evenly."""
     import ot
 
-    cost = 0.5 * torch.cdist(source.double(), atoms.double()).pow(2).numpy()
+    cost = 0.5 * torch.cdist(_flat(source).double(), _flat(atoms).double()).pow(2).numpy()
     n, k = cost.shape
     _, log = ot.emd(np.full(n, 1.0 / n), np.full(k, 1.0 / k), cost, log=True,
                     numItermax=max(100_000, 200 * n * k // 100))
@@ -45,7 +48,13 @@ def cell_potentials(source: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
 
 def cell_of(x: torch.Tensor, atoms: torch.Tensor, potentials: torch.Tensor) -> torch.Tensor:
     """The index of each row of ``x``'s cell (see :func:`cell_potentials`)."""
+    x, atoms = _flat(x), _flat(atoms)
     return (x @ atoms.T - 0.5 * atoms.pow(2).sum(1) + potentials).argmax(1)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """Samples of any shape (vectors, images) as rows."""
+    return t.reshape(len(t), -1)
 
 
 def fit_to_ot_map(generator: nn.Module, teacher: nn.Module,
@@ -71,7 +80,7 @@ def fit_to_ot_map(generator: nn.Module, teacher: nn.Module,
     probe = draw(SOURCE_PER_ATOM * atoms).float()
     device = probe.device
     g = torch.Generator().manual_seed(seed)
-    y = sample(teacher, (atoms, probe.shape[1]), n_steps=32, generator=g, device=device,
+    y = sample(teacher, (atoms, *probe.shape[1:]), n_steps=32, generator=g, device=device,
                churn=churn).float()
     v = cell_potentials(probe.cpu(), y.cpu()).to(device)
     fresh = cell_of(draw(SOURCE_PER_ATOM * atoms).float(), y, v)
