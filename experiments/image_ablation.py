@@ -38,13 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PAIRS: dict[str, dict[str, Any]] = {
     "cmnist": {"source": "cmnist2", "target": "cmnist3", "target_class": 3,
                "teacher": ROOT / "src/rdmd/pretrained/cmnist/teacher",
-               "classifier": ROOT / "src/rdmd/pretrained/cmnist/classifier"},
+               "classifier": ROOT / "src/rdmd/pretrained/cmnist/classifier",
+               "ot_start_atoms": 100},  # a quarter of the 400 training 2s
     "fmnist": {"source": "fmnist-sneaker", "target": "fmnist-boot", "target_class": 9,
-               "teacher": ROOT / "runs/fmnist/teacher",
-               "classifier": ROOT / "runs/fmnist/classifier"},
+               "teacher": ROOT / "src/rdmd/pretrained/fmnist/teacher",
+               "classifier": ROOT / "src/rdmd/pretrained/fmnist/classifier",
+               "ot_start_atoms": 1024},
 }
-OT_START: dict[str, Any] = {"ot_start": 300, "ot_start_atoms": 100, "ot_start_batch": 32,
-                            "ot_start_lr": 2e-4}
+OT_START: dict[str, Any] = {"ot_start": 300, "ot_start_batch": 32, "ot_start_lr": 2e-4}
 #: variant -> config overrides on the pair's recipe
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -53,17 +54,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lognormal": {"fake_sigma": "lognormal"},  # EDM's levels instead of the DM term's draw
     "gan_teacher": {"method": "rdmd_gan", "gan_features": "teacher"},
     "gan_fake": {"method": "rdmd_gan", "gan_features": "fake"},
-    # the generator first fitted to the pixel-space OT map onto 100 teacher samples
-    # (rdmd.methods.ot_start; 300 steps of batch 32, about 24 passes over 400 colored 2s)
+    # the generator first fitted to the pixel-space OT map onto the pair's ot_start_atoms
+    # teacher samples (rdmd.methods.ot_start; 300 steps of batch 32: about 24 passes over
+    # the 400 colored 2s)
     "ot": OT_START,
     "fake5_ot": {"fake_steps": 5, **OT_START},
+    # the start kept at low frequencies: the DM term (and the fake score) only at noise
+    # levels up to 1, where it sharpens strokes but no longer sees a digit's hue or layout
+    "fake5_ot_sharp": {"fake_steps": 5, **OT_START, "dm_sigma_max": 1.0},
     # fake5 given the OT start's seconds as more iterations (:func:`steps_for_start`)
     "fake5_more": {"fake_steps": 5},
     }
 #: variant -> (variant it lengthens, variant whose start seconds it is given)
 START_MATCHED = {"fake5_more": ("fake5", "fake5_ot")}
 #: keys that change no computation per iteration (the variant costs what base costs)
-SAME_COST = {"lr_schedule", "fake_sigma"}
+SAME_COST = {"lr_schedule", "fake_sigma", "dm_sigma_max"}
 #: keys of the start before step 0: no cost per iteration; its seconds are reported apart
 START_KEYS = {"ot_start", "ot_start_atoms", "ot_start_batch", "ot_start_lr"}
 COLUMNS = ["variant", "steps", "wall_s", "start_s", "cost_ratio", "fd", "fd_floor",
@@ -76,6 +81,8 @@ def recipe(pair: str, lam: float, seed: int, overrides: dict[str, Any]) -> dict[
     cfg = read_config_file(ROOT / "configs" / f"{pair}_rdmd.toml")
     cfg.update(lam=lam, seed=seed, classifier=str(p["classifier"]),
                target_class=p["target_class"], **overrides)
+    if overrides.get("ot_start"):
+        cfg["ot_start_atoms"] = p["ot_start_atoms"]
     return cfg
 
 
@@ -88,9 +95,10 @@ def cost_ratios(names: list[str], bench_json: Path) -> dict[str, float]:
     res = json.loads(bench_json.read_text()) if bench_json.is_file() else {}
     out: dict[str, float] = {}
     for name in names:
-        per_step = {k: v for k, v in VARIANTS[name].items() if k not in START_KEYS}
+        # what it computes per iteration: no start keys, no keys that cost nothing
+        per_step = {k: v for k, v in VARIANTS[name].items() if k not in START_KEYS | SAME_COST}
         same = [n for n, o in VARIANTS.items() if o == per_step and f"cpu_ratio_{n}" in res]
-        if SAME_COST.issuperset(per_step):
+        if not per_step:
             out[name] = 1.0
         elif same:  # the measured variant whose iterations it runs (fake5_ot: fake5's)
             out[name] = float(res[f"cpu_ratio_{same[0]}"])
@@ -129,6 +137,19 @@ def real_target_rate(pair: str) -> float:
     net, _ = load_classifier(p["classifier"])
     y = load_domain(p["target"]).test
     return float((net(y).argmax(1) == p["target_class"]).float().mean())
+
+
+def plot_grid(path: Path, source: str, rows: list[dict[str, Any]], n: int = 10) -> None:
+    """The same held-out sources through every variant's generator (one row each)."""
+    import rdmd
+    from rdmd.plots import plot_method_grid
+
+    x = load_domain(source).test[:n]
+    outputs = [torch.as_tensor(rdmd.translate(ROOT / r["run"], x)) for r in rows]
+    labels = [f"{r['variant']}\nFD {r['fd']:.1f}, L2 {r['l2']:.2f}\n"
+              f"hue {r['hue_degrees']:.1f} deg" for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_method_grid(path, x, outputs, labels)
 
 
 def summarize(pair: str, lam: float, seeds: list[int], tag: str = "") -> None:
@@ -173,6 +194,9 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                     help="override the pair config's precision (bf16 is 14x slower on a CPU "
                          "without bf16 arithmetic, docs/images.md)")
+    ap.add_argument("--grid", type=Path, default=None,
+                    help="also write the variants' translations of the first 10 held-out "
+                         "source images, one row per variant, to this PNG")
     ap.add_argument("--tag", default="", help="suffix of the result files' names")
     ap.add_argument("--summary", help="seeds (e.g. 0,1,2): only write the per-variant mean "
                                       "and range over these seeds' finished result files")
@@ -198,7 +222,9 @@ def main() -> None:
             plan["cost_ratio"][n] = ratios[n]
             plan["steps"][n] = max(1, round(a.base_steps / ratios[n]))
         runs.mkdir(parents=True, exist_ok=True)
-        steps_file.write_text(json.dumps(plan, indent=2))
+        tmp = steps_file.with_suffix(f".tmp{a.seed}")  # two seeds may start at once
+        tmp.write_text(json.dumps(plan, indent=2))
+        tmp.replace(steps_file)
     p = PAIRS[a.pair]
     real_rate = real_target_rate(a.pair)
     fd_key = f"fd_cnn_{a.pair}"
@@ -207,6 +233,7 @@ def main() -> None:
         out = runs / f"{n}_lam{a.lam}_s{a.seed}"
         if n in START_MATCHED:
             plan["steps"][n] = steps_for_start(runs, a.lam, a.seed, n)
+            plan["cost_ratio"][n] = plan["cost_ratio"][START_MATCHED[n][0]]
         cfg = recipe(a.pair, a.lam, a.seed, VARIANTS[n]) | {"steps": plan["steps"][n]}
         if a.precision:
             cfg["precision"] = a.precision
@@ -228,6 +255,8 @@ def main() -> None:
     Path(f"{stem}.json").write_text(json.dumps(
         {"pair": a.pair, "lam": a.lam, "seed": a.seed, "base_steps": a.base_steps,
          "plan": plan, "rows": rows, "command": " ".join(sys.argv)}, indent=2))
+    if a.grid:
+        plot_grid(a.grid, p["source"], rows)
     Path(f"{stem}.md").write_text(
         f"`{' '.join(['python', *sys.argv])}`\n\n" + markdown_table(rows, COLUMNS) + "\n")
     print(markdown_table(rows, COLUMNS))
