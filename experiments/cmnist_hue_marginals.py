@@ -82,6 +82,9 @@ def main() -> None:
     ap.add_argument("--runs", default="", help="generator run folders, comma-separated")
     ap.add_argument("--labels", default="", help="their labels (default: folder names)")
     ap.add_argument("--n-teacher", type=int, default=500)
+    ap.add_argument("--sdedit", default="1,2,5,10",
+                    help="also the teacher's own flow: SDEdit (18 Heun steps) of the first 100 "
+                         "held-out 2s and 3s from these noise levels, and its signed hue shift")
     ap.add_argument("--json", type=Path,
                     default=ROOT / "experiments/results/cmnist_hue_marginals.json")
     ap.add_argument("--figure", type=Path,
@@ -123,8 +126,23 @@ def main() -> None:
             mean_abs_shift_degrees=float(s.abs().mean()),
             mean_signed_shift_degrees=float(s.mean()),
             signed_shift_by_source_bin=by_bin)
-        print(f"{label}: mean |shift| {float(s.abs().mean()):.1f} deg, by source hue bin "
+        print(f"{label}: mean |shift| {float(s.abs().mean()):.1f} deg, signed "
+              f"{float(s.mean()):+.1f} deg, by source hue bin "
               + " ".join("-" if v is None else f"{v:+.0f}" for v in by_bin))
+    res["teacher_sdedit"] = {}
+    for name, dom in (("2s", twos), ("3s", threes)):
+        for level in [float(v) for v in a.sdedit.split(",") if v]:
+            src = dom.test[:100]
+            out = torch.as_tensor(rdmd.translate(a.teacher, src, method="sdedit",
+                                                 sigma_start=level, n_steps=18, seed=0))
+            s = signed_shift(src, out)
+            res["teacher_sdedit"][f"{name} sigma_start {level:g}"] = {
+                "mean_signed_shift_degrees": float(s.mean()),
+                "mean_abs_shift_degrees": float(s.abs().mean()),
+                "share_negative": float((s < 0).double().mean())}
+            print(f"teacher SDEdit of held-out {name} from sigma {level:g}: signed "
+                  f"{float(s.mean()):+.1f} deg, |shift| {float(s.abs().mean()):.1f} deg, "
+                  f"{float((s < 0).double().mean()):.0%} negative")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(res, indent=2))
     plot(res, a.figure)
