@@ -135,14 +135,14 @@ def main() -> None:
             src = dom.test[:100]
             out = torch.as_tensor(rdmd.translate(a.teacher, src, method="sdedit",
                                                  sigma_start=level, n_steps=18, seed=0))
-            s = signed_shift(src, out)
+            shift = signed_shift(src, out)
             res["teacher_sdedit"][f"{name} sigma_start {level:g}"] = {
-                "mean_signed_shift_degrees": float(s.mean()),
-                "mean_abs_shift_degrees": float(s.abs().mean()),
-                "share_negative": float((s < 0).double().mean())}
+                "mean_signed_shift_degrees": float(shift.mean()),
+                "mean_abs_shift_degrees": float(shift.abs().mean()),
+                "share_negative": float((shift < 0).double().mean())}
             print(f"teacher SDEdit of held-out {name} from sigma {level:g}: signed "
-                  f"{float(s.mean()):+.1f} deg, |shift| {float(s.abs().mean()):.1f} deg, "
-                  f"{float((s < 0).double().mean()):.0%} negative")
+                  f"{float(shift.mean()):+.1f} deg, |shift| {float(shift.abs().mean()):.1f} deg, "
+                  f"{float((shift < 0).double().mean()):.0%} negative")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(res, indent=2))
     plot(res, a.figure)
