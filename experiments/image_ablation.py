@@ -62,13 +62,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the start kept at low frequencies: the DM term (and the fake score) only at noise
     # levels up to 1, where it sharpens strokes but no longer sees a digit's hue or layout
     "fake5_ot_sharp": {"fake_steps": 5, **OT_START, "dm_sigma_max": 1.0},
+    # a cost that also charges a change of the mean colour's chromaticity (rdmd.costs.chroma):
+    # the hue rotation the DM term cannot see, ten times dearer, and no shape term added
+    "fake5_chroma": {"fake_steps": 5, "cost": "l2+10*chroma"},
+    "fake5_ot_chroma": {"fake_steps": 5, **OT_START, "cost": "l2+10*chroma"},
     # fake5 given the OT start's seconds as more iterations (:func:`steps_for_start`)
     "fake5_more": {"fake_steps": 5},
     }
 #: variant -> (variant it lengthens, variant whose start seconds it is given)
 START_MATCHED = {"fake5_more": ("fake5", "fake5_ot")}
 #: keys that change no computation per iteration (the variant costs what base costs)
-SAME_COST = {"lr_schedule", "fake_sigma", "dm_sigma_max"}
+SAME_COST = {"lr_schedule", "fake_sigma", "dm_sigma_max", "cost"}  # cost: l2-sized
 #: keys of the start before step 0: no cost per iteration; its seconds are reported apart
 START_KEYS = {"ot_start", "ot_start_atoms", "ot_start_batch", "ot_start_lr"}
 COLUMNS = ["variant", "steps", "wall_s", "start_s", "cost_ratio", "fd", "fd_floor",

@@ -99,7 +99,7 @@ class DistillConfig:
     # from lam_start to lam over the first lam_anneal share of the steps; None: constant lam
     lam_start: float | None = None
     lam_anneal: float = 0.5
-    cost: str = "l2"  # l2 (squared), l1, lowpass:<factor>, feature:<classifier dir>
+    cost: str = "l2"  # l2, l1, chroma, lowpass:<f>, feature:<dir>; sums: l2+10*chroma
     sigma_g: float = 1.0
     # MLP: [n, scale] random Fourier features as an extra, zero-initialised input path of the
     # generator only (the teacher and fake score unchanged; docs/twod.md); None: none, except
