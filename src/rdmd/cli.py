@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: the teacher's target)")
     d.add_argument("--cost", help="transport cost (default l2): l2 (squared), l1, "
                                   "lowpass:<factor> (squared L2 of average-pooled images), "
-                                  "feature:<classifier dir> (squared L2 of its features)")
+                                  "chroma (mean colour's chromaticity, RGB), "
+                                  "feature:<classifier dir> (squared L2 of its features), "
+                                  "or a weighted sum such as l2+10*chroma")
     d.add_argument("--sigma-g", type=float, help="generator noise level sigma_g (default 1)")
     _common(d)
 
