@@ -260,7 +260,7 @@ def test_api_translate_tensors_and_pil(chain: dict[str, Any]) -> None:
 
 # -- 3. transport costs on images ----------------------------------------------------------------
 
-@pytest.mark.parametrize("cost", ["l1", "lowpass:2", "feature:{clf}"])
+@pytest.mark.parametrize("cost", ["l1", "lowpass:2", "feature:{clf}", "l2+0.5*lowpass:2"])
 def test_costs_run_on_images(chain: dict[str, Any], tmp_path: Path, cost: str) -> None:
     cost = cost.format(clf=chain["clf"])
     out = tmp_path / "run"
@@ -295,6 +295,7 @@ def _rgb_classifier(d: Path) -> Path:
     # a feature classifier for RGB images on grey digits: must be refused before training
     # (currently a ValueError traceback from SmallConvNet.features at the first step)
     ("feature:{rgb}", ""),
+    ("l2+10*chroma", "chroma cost needs RGB images"),  # grey digits have no hue
 ])
 def test_bad_costs_are_refused_before_anything_is_written(
         chain: dict[str, Any], tmp_path: Path, cost: str, needle: str) -> None:

@@ -157,6 +157,9 @@ def test_a_bug_inside_a_cost_is_not_called_the_users(teacher: Path, tmp_path: Pa
         rdmd.distill("gaussian", teacher, tmp_path / "r", steps=2, cost="buggy", **TINY)
     with pytest.raises(RdmdError, match="lowpass cost needs images"):
         rdmd.distill("gaussian", teacher, tmp_path / "l", steps=2, cost="lowpass:2", **TINY)
+    with pytest.raises(RdmdError, match="chroma cost needs RGB images; this data is vectors"):
+        rdmd.distill("gaussian", teacher, tmp_path / "c", steps=2, cost="l2+chroma", **TINY)
+    assert not (tmp_path / "c").exists()  # refused before the run folder is made
 
 
 def test_lambda_continuation_is_geometric_then_constant() -> None:
