@@ -156,16 +156,34 @@ def plot_grid(path: Path, source: str, rows: list[dict[str, Any]], n: int = 10) 
     plot_method_grid(path, x, outputs, labels)
 
 
-def summarize(pair: str, lam: float, seeds: list[int], tag: str = "") -> None:
-    """Mean and range per variant over the seeds' result files (single runs at these
-    budgets move FD by tens of percent, so a variant is only better than its spread)."""
+def seed_rows(pair: str, lam: float, seed: int, tags: list[str]) -> list[dict[str, Any]]:
+    """One seed's rows from the result files of ``tags`` (a variant listed under two tags is
+    the same finished run, reused: it is counted once)."""
     results = ROOT / "experiments" / "results"
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for seed in seeds:
+    rows: dict[str, dict[str, Any]] = {}
+    for tag in tags:
         f = results / f"{pair}_ablation_lam{lam}_s{seed}{tag}.json"
         if f.is_file():
             for r in json.loads(f.read_text())["rows"]:
-                rows.setdefault(r["variant"], []).append(r)
+                rows.setdefault(r["variant"], r)
+    return list(rows.values())
+
+
+def summarize(pair: str, lam: float, seeds: list[int], tag: str = "",
+              grid: Path | None = None) -> None:
+    """Mean and range per variant over the seeds' result files (single runs at these
+    budgets move FD by tens of percent, so a variant is only better than its spread).
+    ``tag`` may list several (``_a,_b``): their variants go into one table, written under
+    the tags joined; ``grid``: the last seed's generators on the first held-out sources."""
+    results = ROOT / "experiments" / "results"
+    tags = tag.split(",")
+    tag = "".join(tags)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for seed in seeds:
+        for r in seed_rows(pair, lam, seed, tags):
+            rows.setdefault(r["variant"], []).append(r)
+    if grid:
+        plot_grid(grid, PAIRS[pair]["source"], seed_rows(pair, lam, seeds[-1], tags))
     keys = ["fd", "l2", "hue_degrees", "target_accuracy"]
     out = []
     for name, rs in rows.items():
@@ -201,12 +219,13 @@ def main() -> None:
     ap.add_argument("--grid", type=Path, default=None,
                     help="also write the variants' translations of the first 10 held-out "
                          "source images, one row per variant, to this PNG")
-    ap.add_argument("--tag", default="", help="suffix of the result files' names")
+    ap.add_argument("--tag", default="", help="suffix of the result files' names (with "
+                                              "--summary: several, comma-separated)")
     ap.add_argument("--summary", help="seeds (e.g. 0,1,2): only write the per-variant mean "
                                       "and range over these seeds' finished result files")
     a = ap.parse_args()
     if a.summary:
-        summarize(a.pair, a.lam, [int(s) for s in a.summary.split(",")], a.tag)
+        summarize(a.pair, a.lam, [int(s) for s in a.summary.split(",")], a.tag, a.grid)
         return
     names = a.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
