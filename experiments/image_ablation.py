@@ -214,8 +214,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=Path, default=None)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                    help="override the pair config's precision (bf16 is 14x slower on a CPU "
-                         "without bf16 arithmetic, docs/images.md)")
+                    help="default: the hardware decides (rdmd.precision); bf16 is 14x "
+                         "slower on a CPU without bf16 arithmetic, docs/images.md")
     ap.add_argument("--grid", type=Path, default=None,
                     help="also write the variants' translations of the first 10 held-out "
                          "source images, one row per variant, to this PNG")
