@@ -46,6 +46,7 @@ PAIRS: dict[str, dict[str, Any]] = {
                "ot_start_atoms": 1024},
 }
 OT_START: dict[str, Any] = {"ot_start": 300, "ot_start_batch": 32, "ot_start_lr": 2e-4}
+CHROMA: dict[str, Any] = {"cost": "l2+10*chroma"}  # rdmd.costs.chroma, ten times l2's hue price
 #: variant -> config overrides on the pair's recipe
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -64,8 +65,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fake5_ot_sharp": {"fake_steps": 5, **OT_START, "dm_sigma_max": 1.0},
     # a cost that also charges a change of the mean colour's chromaticity (rdmd.costs.chroma):
     # the hue rotation the DM term cannot see, ten times dearer, and no shape term added
-    "fake5_chroma": {"fake_steps": 5, "cost": "l2+10*chroma"},
-    "fake5_ot_chroma": {"fake_steps": 5, **OT_START, "cost": "l2+10*chroma"},
+    "fake5_chroma": {"fake_steps": 5, **CHROMA},
+    "fake5_ot_chroma": {"fake_steps": 5, **OT_START, **CHROMA},
     # fake5 given the OT start's seconds as more iterations (:func:`steps_for_start`)
     "fake5_more": {"fake_steps": 5},
     }
@@ -178,12 +179,12 @@ def summarize(pair: str, lam: float, seeds: list[int], tag: str = "",
     results = ROOT / "experiments" / "results"
     tags = tag.split(",")
     tag = "".join(tags)
+    per_seed = [seed_rows(pair, lam, seed, tags) for seed in seeds]
     rows: dict[str, list[dict[str, Any]]] = {}
-    for seed in seeds:
-        for r in seed_rows(pair, lam, seed, tags):
-            rows.setdefault(r["variant"], []).append(r)
+    for r in (r for seed in per_seed for r in seed):
+        rows.setdefault(r["variant"], []).append(r)
     if grid:
-        plot_grid(grid, PAIRS[pair]["source"], seed_rows(pair, lam, seeds[-1], tags))
+        plot_grid(grid, PAIRS[pair]["source"], per_seed[-1])
     keys = ["fd", "l2", "hue_degrees", "target_accuracy"]
     out = []
     for name, rs in rows.items():

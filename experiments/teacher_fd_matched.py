@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,16 +34,16 @@ from rdmd.evaluation import _fd_sets, _feature_fns  # noqa: E402
 from rdmd.metrics.image import fd_kid_with_floor  # noqa: E402
 from rdmd.models import load_model  # noqa: E402
 from rdmd.sampler import sample  # noqa: E402
+from rdmd.training.runtime import resolve_device  # noqa: E402
 
 
 @torch.no_grad()
-def teacher_samples(teacher: Path, shape: tuple[int, ...], n: int, steps: int,
-                    seed: int) -> torch.Tensor:
-    model = load_model(teacher)
-    den = model.score()
+def teacher_samples(model: Any, shape: tuple[int, ...], n: int, steps: int,
+                    seed: int, device: torch.device) -> torch.Tensor:
+    den = model.score().to(device)
     g = torch.Generator().manual_seed(seed)
-    return torch.cat([sample(lambda y, s: den(y, s), (len(c), *shape), steps, g, "cpu",
-                             churn=model.churn)
+    return torch.cat([sample(lambda y, s: den(y, s), (len(c), *shape), steps, g, device,
+                             churn=model.churn).cpu()
                       for c in torch.split(torch.arange(n), 250)]).clamp(-1, 1)
 
 
@@ -56,10 +57,11 @@ def main() -> None:
     src, tgt = load_domain(p["source"]), load_domain(p["target"])
     n = len(src.test)  # as many as a generator's outputs
     feats, net, name = _feature_fns(str(p["classifier"]))
+    model, device = load_model(p["teacher"]), resolve_device("auto")  # CUDA when present
     rows = []
     for d in range(a.draws):
         t0 = time.perf_counter()
-        y = teacher_samples(p["teacher"], tuple(tgt.shape), n, a.steps, seed=1000 + d)
+        y = teacher_samples(model, tuple(tgt.shape), n, a.steps, 1000 + d, device)
         gen, real_a, real_b = _fd_sets(y, tgt)
         res = fd_kid_with_floor(feats, gen, real_a, real_b)
         rate = float((net(y).argmax(1) == p["target_class"]).float().mean())
