@@ -5,6 +5,8 @@ run description and the metrics into ``src/rdmd/pretrained/cmnist`` and writes
 ``MODEL_CARD.md`` there with the exact commands and the metrics they reached.
 
     python experiments/cmnist_models.py --lams 0.05,0.25,1.0
+    python experiments/cmnist_models.py --teacher src/rdmd/pretrained/cmnist/teacher \
+        --steps 133 --lams 0.05,0.25,0.5,1   # new generators from the shipped teacher
     python experiments/cmnist_models.py --ship-only   # re-copy finished runs, rewrite card
     python experiments/cmnist_models.py --rescore-shipped --lams 0.05,0.1,0.25,0.35,0.5,1.0
         # re-evaluate the shipped generators in place (current protocol); prints the card's rows
@@ -20,7 +22,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import check_reusable_run, requested_rdmd, requested_teacher, run_main  # noqa: E402
+from common import (  # noqa: E402
+    check_reusable_run,
+    requested_rdmd,
+    requested_teacher,
+    run_main,
+    run_record,
+)
 
 from rdmd.config import (  # noqa: E402
     DistillConfig,
@@ -33,6 +41,7 @@ from rdmd.models import store_half  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHIP = ROOT / "src" / "rdmd" / "pretrained" / "cmnist"
 CLASSIFIER = SHIP / "classifier"
+RECIPE = "configs/cmnist_ot_chroma_rdmd.toml"
 KEEP = ("model.safetensors", "model.json", "metrics.json", "config.json", "log.csv")
 COLUMNS = ("lam", "l2", "rmse", "psnr", "ssim", "hue_difference", "target_accuracy",
            "fd_cnn_cmnist", "fd_cnn_cmnist_floor")
@@ -51,6 +60,8 @@ def check_reusable(args: list[str], out: Path) -> None:
         else:
             opts[flag] = value
     cfg = {**read_config_file(ROOT / opts["--config"]), **parse_overrides(sets)}
+    if "--steps" in opts:
+        cfg["steps"] = int(opts["--steps"])
     if args[0] == "train-teacher":
         requested, _ = requested_teacher(opts["--target"], **cfg)
         check_reusable_run(out, requested, TeacherConfig, "image")
@@ -80,22 +91,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/cmnist")
     ap.add_argument("--lams", default="0.05,0.25,1.0")
+    ap.add_argument("--config", default=RECIPE,
+                    help=f"the generators' config file (default {RECIPE})")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="generator iterations (default: the config file's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further config override for the generators (repeatable)")
+    ap.add_argument("--teacher", default=None,
+                    help="distill from this teacher instead of training RUNS/teacher (e.g. "
+                         "the shipped src/rdmd/pretrained/cmnist/teacher, which then stays)")
     ap.add_argument("--ship-only", action="store_true")
     ap.add_argument("--rescore-shipped", action="store_true",
                     help="re-evaluate the shipped generators in place with the current "
                          "evaluation protocol (metrics.json, plots) and print the card's rows")
     a = ap.parse_args()
     clf = str(CLASSIFIER.relative_to(ROOT))
-    teacher = f"{a.runs}/teacher"
+    teacher = a.teacher or f"{a.runs}/teacher"
     lams = [float(v) for v in a.lams.split(",")]
     plan: list[tuple[list[str], Path]] = [
-        (["train-classifier", "--data", "cmnist", "--out", clf], CLASSIFIER),
-        (["train-teacher", "--target", "cmnist3", "--config", "configs/cmnist_teacher.toml",
-          "--set", f"classifier={clf}", "--out", teacher], ROOT / teacher)]
+        (["train-classifier", "--data", "cmnist", "--out", clf], CLASSIFIER)]
+    if a.teacher is None:
+        plan.append((["train-teacher", "--target", "cmnist3", "--config",
+                      "configs/cmnist_teacher.toml", "--set", f"classifier={clf}", "--out",
+                      teacher], ROOT / teacher))
+    extra = (["--steps", str(a.steps)] if a.steps is not None else [])
+    extra += [arg for kv in a.set for arg in ("--set", kv)]
     for lam in lams:
         out = f"{a.runs}/rdmd_lam{lam:g}"
         plan.append((["distill", "--source", "cmnist2", "--teacher", teacher, "--lam",
-                      f"{lam:g}", "--config", "configs/cmnist_rdmd.toml", "--set",
+                      f"{lam:g}", "--config", a.config, *extra, "--set",
                       f"classifier={clf}", "--set", "target_class=3", "--out", out],
                      ROOT / out))
     if a.rescore_shipped:
@@ -115,10 +139,12 @@ def main() -> None:
         out = ROOT / a.runs / f"rdmd_lam{lam:g}"
         rows.append(json.loads((out / "metrics.json").read_text()))
         ship(out, SHIP / f"rdmd_lam{lam:g}")
-    ship(ROOT / teacher, SHIP / "teacher")
+    if a.teacher is None:
+        ship(ROOT / teacher, SHIP / "teacher")
     write_card(["rdmd " + " ".join(args) for args, _ in plan], rows,
                json.loads((ROOT / teacher / "metrics.json").read_text()),
-               json.loads((CLASSIFIER / "classifier.json").read_text()))
+               json.loads((CLASSIFIER / "classifier.json").read_text()),
+               [ROOT / a.runs / f"rdmd_lam{lam:g}" for lam in lams])
 
 
 def ship(run_dir: Path, dest: Path, half: bool = True) -> None:
@@ -148,9 +174,37 @@ def table_row(values: list[object]) -> str:
     return "| " + " | ".join(fmt(v) for v in values) + " |"
 
 
-def write_card(commands: list[str], rows: list[dict], teacher: dict, clf: dict) -> None:
+def recipe(run_dir: Path) -> str:
+    """One line of the generators' recipe, read from a finished run (what ran, not what a
+    config file says today)."""
+    rec = run_record(run_dir)
+    c = rec["config"]
+    parts = [f"{c['steps']} iterations, batch {c['batch_size']}",
+             f"{c.get('fake_steps', 1)} fake-score update(s) per generator update",
+             f"cost `{c['cost']}`", f"generator lr {c['lr_generator']:g}",
+             f"fake lr {c['lr_fake']:g} ({c['lr_schedule']} schedule)",
+             f"sigma_g {c['sigma_g']:g}", f"precision {c['precision']}"]
+    if c.get("ot_start"):
+        parts.append(f"pixel OT start ({c['ot_start']} steps on {c['ot_start_atoms']} "
+                     "teacher samples)")
+    wall = rec.get("wall_s")
+    if wall:
+        parts.append(f"about {wall / 60:.0f} minutes of wall time on one CPU thread")
+    return "; ".join(parts)
+
+
+COND_HEADING = "## `rdmd_cond`"
+
+
+def write_card(commands: list[str], rows: list[dict], teacher: dict, clf: dict,
+               runs: list[Path] | None = None) -> None:
+    """The card's fixed-generator part; a ``rdmd_cond`` section already in the card (written
+    by hand from ``cmnist_lambda_front.py``'s tables) is kept."""
     table = [table_row(list(COLUMNS)), "|" + "---|" * len(COLUMNS)]
     table += [table_row([r.get(c, "") for c in COLUMNS]) for r in rows]
+    how = recipe(runs[0]) if runs else "see the commands"
+    old = (SHIP / "MODEL_CARD.md").read_text() if (SHIP / "MODEL_CARD.md").is_file() else ""
+    cond = old[old.index(COND_HEADING):] if COND_HEADING in old else ""
     card = f"""# Shipped models: colored MNIST 2 -> 3
 
 Trained on CPU by the project's own commands (run from the repository root; the script
@@ -167,9 +221,9 @@ Trained on CPU by the project's own commands (run from the repository root; the 
   training images. Its samples (Heun, {teacher.get('sampler_steps')} steps):
   fd_cnn_cmnist {fmt(teacher.get('fd_cnn_cmnist'))} vs floor
   {fmt(teacher.get('fd_cnn_cmnist_floor'))} (n = {teacher.get('fd_n')}).
-- `rdmd_lam*/`: one-step generators from colored 2s, one per lambda (800 iterations, batch 32,
-  bf16 autocast, generator lr 1e-4, fake lr 2e-4, sigma_g 1; about 22 minutes each on one
-  shared CPU core).
+- `rdmd_lam*/`: one-step generators from colored 2s, one per lambda: {how}. Weights are
+  stored in float16 (`rdmd.models.store_half`; they load into float32 networks) to keep the
+  repository's model files under 30 MB.
 
 Honest notes: the teacher run was started with a 4000-step cosine schedule and shortened at
 step 1000 with `--resume --steps 2500` (the config file now says 2500), so re-running the
@@ -183,6 +237,8 @@ disjoint halves of real 3s, n = {rows[0].get('fd_n') if rows else ''}):
 
 {chr(10).join(table)}
 """
+    if cond:
+        card += "\n" + cond
     (SHIP / "MODEL_CARD.md").write_text(card)
     print(card)
 

@@ -1,0 +1,55 @@
+"""The shipped colored-MNIST card says the recipe that ran (read from the runs, not from a
+config file that may have changed since) and keeps the conditioned generator's section,
+which another script measures (issue 14: retraining the shipped models with a new recipe)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import cmnist_models  # noqa: E402
+import common  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cm")
+    teacher = common.ensure_teacher("8gaussians", root / "teacher", False, steps=3,
+                                    batch_size=64, n_train=200, n_test=100, sample_steps=4,
+                                    device="cpu")
+    out = root / "rdmd"
+    common.ensure_rdmd("gaussian", teacher, out, False, steps=2, lam=0.1, batch_size=64,
+                       n_train=200, n_test=100, floor_pairs=1, device="cpu",
+                       cost="l2+0.5*l1", fake_steps=2)
+    return out
+
+
+def test_recipe_reads_the_run(run: Path) -> None:
+    line = cmnist_models.recipe(run)
+    assert "2 iterations, batch 64" in line
+    assert "2 fake-score update(s)" in line and "cost `l2+0.5*l1`" in line
+    assert "OT start" not in line  # this run had none
+
+
+def test_card_keeps_the_conditioned_section(run: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cmnist_models, "SHIP", tmp_path)
+    cond = f"{cmnist_models.COND_HEADING}: one generator\n\nits table\n"
+    (tmp_path / "MODEL_CARD.md").write_text("# old card\n\nold rows\n\n" + cond)
+    row = {"lam": 0.1, "l2": 1.5, "fd_cnn_cmnist": 3.0, "fd_n": 100}
+    cmnist_models.write_card(["rdmd distill ..."], [row], {"sampler_steps": 18},
+                             {"test_accuracy": 0.9}, [run])
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "old rows" not in card and card.endswith(cond)
+    assert "| 0.1 | 1.5 |" in card and cmnist_models.recipe(run) in card
+    # without a conditioned section the card ends with the fixed generators' table
+    (tmp_path / "MODEL_CARD.md").unlink()
+    cmnist_models.write_card(["rdmd distill ..."], [row], {}, {}, None)
+    assert cmnist_models.COND_HEADING not in (tmp_path / "MODEL_CARD.md").read_text()
