@@ -1,0 +1,103 @@
+"""Held-out metrics along training, read from runs trained with ``--set eval_every=K``.
+
+One panel per metric, one line per run, plus a JSON of the points and of each run's mean
+and spread over its evaluations. Why: with 100 held-out images the Frechet distance of one
+checkpoint carries several units of noise; a curve shows whether a longer run or a schedule
+moves the distance or only redraws it (docs/images.md, sixteenth session).
+
+    python experiments/eval_curves.py \\
+        --runs cos400=/work/runs16/otchroma_cos400_lam0.1_s0,lam0.05=runs/cmnist/rdmd_lam0.05 \\
+        --figure docs/figures/cmnist_eval_curves.png \\
+        --results experiments/results/cmnist_eval_curves.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from rdmd.errors import RdmdError  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import run_main  # noqa: E402
+
+KEYS = "fd_cnn_cmnist,target_accuracy,l2,hue_difference"
+
+
+def read_curve(run_dir: Path, keys: list[str]) -> list[dict[str, float]]:
+    """The rows of ``log.csv`` that hold an evaluation: step and the requested metrics."""
+    log = run_dir / "log.csv"
+    if not log.is_file():
+        raise RdmdError(f"{run_dir} has no log.csv (not a training run folder)")
+    with log.open() as f:
+        rows = list(csv.DictReader(f))
+    missing = [k for k in keys if rows and k not in rows[0]]
+    if missing:
+        raise RdmdError(f"{log} has no column {missing[0]!r}: was the run trained with "
+                        "--set eval_every=K? (a lambda-conditioned run names them "
+                        "metric@lambda)")
+    points = [{"step": int(r["step"]), **{k: float(r[k]) for k in keys}}
+              for r in rows if all(r.get(k) for k in keys)]
+    if not points:
+        raise RdmdError(f"{log} holds no evaluation rows (train with --set eval_every=K)")
+    return points
+
+
+def summary(points: list[dict[str, float]], keys: list[str]) -> dict[str, dict[str, float]]:
+    """Mean, standard deviation, min and max of each metric over a run's evaluations."""
+    out = {}
+    for k in keys:
+        v = [p[k] for p in points]
+        out[k] = {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+                  "min": min(v), "max": max(v), "n": len(v)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", required=True, help="comma-separated LABEL=RUN_DIR")
+    ap.add_argument("--keys", default=KEYS, help=f"metrics to draw (default {KEYS})")
+    ap.add_argument("--figure", required=True)
+    ap.add_argument("--results", default=None, help="JSON of the points and summaries")
+    a = ap.parse_args()
+    keys = [k for k in a.keys.split(",") if k]
+    runs: dict[str, Path] = {}
+    for item in a.runs.split(","):
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise RdmdError(f"--runs wants LABEL=RUN_DIR items, got {item!r}")
+        runs[label] = Path(path)
+    curves = {label: read_curve(d, keys) for label, d in runs.items()}
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], keys, strict=True):
+        for label, pts in curves.items():
+            ax.plot([p["step"] for p in pts], [p[k] for p in pts], "o-", ms=3, label=label)
+        ax.set_xlabel("generator iteration")
+        ax.set_title(k, fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    Path(a.figure).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(a.figure, dpi=110)
+    out = {label: {"run": str(runs[label]), "points": pts, "summary": summary(pts, keys)}
+           for label, pts in curves.items()}
+    for label, rec in out.items():
+        print(label, {k: f"{s['mean']:.3g} +- {s['sd']:.2g} [{s['min']:.3g}, {s['max']:.3g}]"
+                      for k, s in rec["summary"].items()})
+    if a.results:
+        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.results).write_text(json.dumps({"command": " ".join(sys.argv), "runs": out},
+                                              indent=2) + "\n")
+    print(f"wrote {a.figure}" + (f", {a.results}" if a.results else ""))
+
+
+if __name__ == "__main__":
+    run_main(main)

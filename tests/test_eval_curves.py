@@ -1,0 +1,57 @@
+"""experiments/eval_curves.py reads the evaluation rows of a run's log.csv and refuses a run
+without them in one line (issue 14: is a longer run better, or only a new draw?)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import eval_curves  # noqa: E402
+
+from rdmd.errors import RdmdError  # noqa: E402
+
+LOG = """step,loss_dm,time_s,l2,fd_cnn_cmnist
+20,0.4,1.0,,
+40,0.3,2.0,8.0,20.0
+60,0.3,3.0,,
+80,0.2,4.0,7.0,10.0
+"""
+
+
+def test_curve_and_summary(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text(LOG)
+    pts = eval_curves.read_curve(tmp_path, ["fd_cnn_cmnist", "l2"])
+    assert [p["step"] for p in pts] == [40, 80]
+    s = eval_curves.summary(pts, ["fd_cnn_cmnist"])["fd_cnn_cmnist"]
+    assert s["mean"] == 15.0 and s["min"] == 10.0 and s["max"] == 20.0 and s["n"] == 2
+
+
+def test_runs_without_evaluations_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RdmdError, match="no log.csv"):
+        eval_curves.read_curve(tmp_path, ["l2"])
+    (tmp_path / "log.csv").write_text("step,loss_dm\n20,0.4\n")
+    with pytest.raises(RdmdError, match="eval_every"):
+        eval_curves.read_curve(tmp_path, ["l2"])
+    (tmp_path / "log.csv").write_text("step,l2\n20,\n")
+    with pytest.raises(RdmdError, match="no evaluation rows"):
+        eval_curves.read_curve(tmp_path, ["l2"])
+
+
+def test_script_draws_and_refuses(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.csv").write_text(LOG)
+    fig, res = tmp_path / "c.png", tmp_path / "c.json"
+    cmd = [sys.executable, str(EXPERIMENTS / "eval_curves.py"), "--keys", "fd_cnn_cmnist,l2",
+           "--figure", str(fig), "--results", str(res)]
+    ok = subprocess.run([*cmd, "--runs", f"a={run}"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert fig.stat().st_size > 0 and '"mean": 15.0' in res.read_text()
+    bad = subprocess.run([*cmd, "--runs", str(run)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "LABEL=RUN_DIR" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
