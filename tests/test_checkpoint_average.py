@@ -1,0 +1,44 @@
+"""experiments/checkpoint_average.py scores a run's kept checkpoints with the run's own
+protocol: the last checkpoint reproduces the run's final metrics, an average of identical
+weights changes nothing, and a missing checkpoint is refused in one line (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import checkpoint_average as ca  # noqa: E402
+import common  # noqa: E402
+
+from rdmd.errors import RdmdError  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def test_scores_checkpoints_and_their_average(tmp_path: Path) -> None:
+    teacher = common.ensure_teacher("digits:class=3", tmp_path / "teacher", False, steps=10,
+                                    batch_size=32, sample_steps=4, warmup_steps=2,
+                                    device="cpu")
+    run = tmp_path / "rdmd"
+    common.ensure_rdmd("digits:class=2", teacher, run, False, steps=2, lam=0.1, batch_size=32,
+                       device="cpu", ckpt_every=1, keep_checkpoints=5)
+    final = json.loads((run / "metrics.json").read_text())
+    last = ca.generator_weights(run, 2)
+    first = ca.generator_weights(run, 1)
+    assert any(not torch.equal(first[k], last[k]) for k in last)  # training moved it
+    got = ca.score(run, last)
+    for key in ("l2", "ssim"):  # the run's own final evaluation, reproduced
+        assert got[key] == pytest.approx(final[key], rel=1e-5)
+    same = ca.average([last, last])
+    assert all(torch.equal(same[k], last[k]) for k in last)
+    mid = ca.average([first, last])
+    k = next(k for k in last if last[k].is_floating_point() and not torch.equal(first[k], last[k]))
+    assert torch.allclose(mid[k], (first[k] + last[k]) / 2)
+    with pytest.raises(RdmdError, match="no checkpoint at step 7"):
+        ca.generator_weights(run, 7)
