@@ -10,12 +10,15 @@ the question of a finished run at no training cost.
 
     python experiments/checkpoint_average.py --run runs/cmnist/rdmd_lam0.1 \\
         --steps 200,300,400 --json experiments/results/cmnist_ckpt_average_lam0.1.json
+    python experiments/checkpoint_average.py --run R --steps 100,200,300,400 --write R_avg
+        # a model folder holding the averaged generator, its metrics.json and plots
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,8 @@ from rdmd import checkpoint as ckpt
 from rdmd.config import DistillConfig, config_from_saved
 from rdmd.data import load_domain
 from rdmd.errors import RdmdError
-from rdmd.evaluation import evaluate_translation
-from rdmd.models import load_model
+from rdmd.evaluation import evaluate_translation, write_translation_report
+from rdmd.models import load_model, save_model
 from rdmd.training.rundir import read_run
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -60,8 +63,8 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return out
 
 
-def score(run_dir: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The run's final-evaluation protocol, with ``state`` loaded into its generator."""
+def _loaded(run_dir: Path, state: dict[str, torch.Tensor]) -> tuple[Any, ...]:
+    """The run's generator holding ``state``, its config and its data."""
     model = load_model(run_dir)
     missing, unexpected = model.net.load_state_dict(state, strict=False)
     if unexpected or missing:
@@ -69,9 +72,33 @@ def score(run_dir: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
                         f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
     run = read_run(run_dir)
     cfg = config_from_saved(DistillConfig, run["config"], run_dir / "config.json")
-    src, tgt = load_domain(run["source"]), load_domain(run["target"])
+    return model, cfg, load_domain(run["source"]), load_domain(run["target"])
+
+
+def score(run_dir: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The run's final-evaluation protocol, with ``state`` loaded into its generator."""
+    model, cfg, src, tgt = _loaded(run_dir, state)
     res = evaluate_translation(model.net.eval(), model.normalizer, src, tgt, cfg)
     return {k: v for k, v in res.items() if isinstance(v, (int, float))}
+
+
+def write_model(run_dir: Path, state: dict[str, torch.Tensor], steps: list[int],
+                out: Path) -> dict[str, Any]:
+    """A model folder like the run's, holding ``state``: weights, ``model.json`` (which says
+    they are an average of which checkpoints), the run's config and log, and the run's
+    final report (metrics.json, plots) for these weights."""
+    if (out / "model.json").is_file():
+        raise RdmdError(f"{out} already holds a model; give a new folder")
+    model, cfg, src, tgt = _loaded(run_dir, state)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "log.csv"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, out / name)
+    meta = {k: v for k, v in model.meta.items() if k != "format_version"}
+    meta["weights_average"] = {"run": run_dir.name, "steps": steps}
+    res = write_translation_report(out, model.net.eval(), model.normalizer, src, tgt, cfg)
+    save_model(out, model.net, meta)  # model.json last: a folder with it is complete
+    return res
 
 
 def main() -> None:
@@ -81,6 +108,8 @@ def main() -> None:
                     help="comma-separated kept checkpoint steps: each is scored, then their "
                          "average")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--write", default=None, metavar="OUT",
+                    help="also write the averaged generator as a model folder OUT")
     a = ap.parse_args()
     run_dir = Path(a.run)
     meta = json.loads((run_dir / "model.json").read_text())
@@ -99,6 +128,9 @@ def main() -> None:
     for r in rows:
         print(f"{r['weights']:>28}: " + " ".join(f"{k} {r[k]:.4g}" for k in (*shown, *KEYS)
                                                  if k in r))
+    if a.write:
+        write_model(run_dir, average(states), steps, Path(a.write))
+        print(f"wrote the average of steps {a.steps} to {a.write}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"command": " ".join(sys.argv), "run": str(run_dir),

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from checkpoint_average import average, generator_weights, write_model  # noqa: E402
 from common import (  # noqa: E402
     check_reusable_run,
     requested_rdmd,
@@ -97,6 +98,9 @@ def main() -> None:
                     help="generator iterations (default: the config file's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a further config override for the generators (repeatable)")
+    ap.add_argument("--average", default=None, metavar="STEPS",
+                    help="ship the average of the generator's weights at these kept "
+                         "checkpoints (experiments/checkpoint_average.py), not its final ones")
     ap.add_argument("--teacher", default=None,
                     help="distill from this teacher instead of training RUNS/teacher (e.g. "
                          "the shipped src/rdmd/pretrained/cmnist/teacher, which then stays)")
@@ -134,17 +138,30 @@ def main() -> None:
     if not a.ship_only:
         for args, out in plan:
             execute(args, out)
-    rows = []
+    commands = ["rdmd " + " ".join(args) for args, _ in plan]
+    rows, finals = [], []
     for lam in lams:
         out = ROOT / a.runs / f"rdmd_lam{lam:g}"
+        finals.append(json.loads((out / "metrics.json").read_text()))
+        if a.average:
+            avg = out.with_name(out.name + "_avg")
+            if not (avg / "model.json").is_file():
+                steps = [int(v) for v in a.average.split(",")]
+                write_model(out, average([generator_weights(out, s) for s in steps]), steps,
+                            avg)
+            commands.append(f"python experiments/checkpoint_average.py --run "
+                            f"{a.runs}/{out.name} --steps {a.average} --write "
+                            f"{a.runs}/{avg.name}")
+            out = avg
         rows.append(json.loads((out / "metrics.json").read_text()))
         ship(out, SHIP / f"rdmd_lam{lam:g}")
     if a.teacher is None:
         ship(ROOT / teacher, SHIP / "teacher")
-    write_card(["rdmd " + " ".join(args) for args, _ in plan], rows,
+    write_card(commands, rows,
                json.loads((ROOT / teacher / "metrics.json").read_text()),
                json.loads((CLASSIFIER / "classifier.json").read_text()),
-               [ROOT / a.runs / f"rdmd_lam{lam:g}" for lam in lams])
+               [ROOT / a.runs / f"rdmd_lam{lam:g}" for lam in lams],
+               finals if a.average else None, a.average)
 
 
 def ship(run_dir: Path, dest: Path, half: bool = True) -> None:
@@ -197,12 +214,22 @@ COND_HEADING = "## `rdmd_cond`"
 
 
 def write_card(commands: list[str], rows: list[dict], teacher: dict, clf: dict,
-               runs: list[Path] | None = None) -> None:
+               runs: list[Path] | None = None, finals: list[dict] | None = None,
+               averaged: str | None = None) -> None:
     """The card's fixed-generator part; a ``rdmd_cond`` section already in the card (written
     by hand from ``cmnist_lambda_front.py``'s tables) is kept."""
     table = [table_row(list(COLUMNS)), "|" + "---|" * len(COLUMNS)]
     table += [table_row([r.get(c, "") for c in COLUMNS]) for r in rows]
     how = recipe(runs[0]) if runs else "see the commands"
+    if averaged:
+        how += (f". The shipped weights are the uniform average of the generator's weights at "
+                f"iterations {averaged} (Polyak averaging after the fact; docs/images.md)")
+    final_table = ""
+    if finals:
+        final_table = "\n".join(
+            ["", "The same runs' final weights (not shipped), same protocol:", "",
+             table_row(list(COLUMNS)), "|" + "---|" * len(COLUMNS),
+             *[table_row([r.get(c, "") for c in COLUMNS]) for r in finals], ""])
     old = (SHIP / "MODEL_CARD.md").read_text() if (SHIP / "MODEL_CARD.md").is_file() else ""
     cond = old[old.index(COND_HEADING):] if COND_HEADING in old else ""
     card = f"""# Shipped models: colored MNIST 2 -> 3
@@ -236,7 +263,7 @@ on [0, 1] images, EGSDE's definition; hue difference in turns; fd with its floor
 disjoint halves of real 3s, n = {rows[0].get('fd_n') if rows else ''}):
 
 {chr(10).join(table)}
-"""
+{final_table}"""
     if cond:
         card += "\n" + cond
     (SHIP / "MODEL_CARD.md").write_text(card)

@@ -42,3 +42,15 @@ def test_scores_checkpoints_and_their_average(tmp_path: Path) -> None:
     assert torch.allclose(mid[k], (first[k] + last[k]) / 2)
     with pytest.raises(RdmdError, match="no checkpoint at step 7"):
         ca.generator_weights(run, 7)
+    # --write: a model folder that loads, says what it averages, and is not overwritten
+    out = tmp_path / "avg"
+    res = ca.write_model(run, mid, [1, 2], out)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["weights_average"] == {"run": "rdmd", "steps": [1, 2]}
+    assert json.loads((out / "metrics.json").read_text())["l2"] == pytest.approx(res["l2"])
+    from rdmd.models import load_model
+
+    got = load_model(out).net.state_dict()
+    assert torch.allclose(got[k], mid[k])
+    with pytest.raises(RdmdError, match="already holds a model"):
+        ca.write_model(run, mid, [1, 2], out)

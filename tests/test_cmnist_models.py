@@ -53,3 +53,16 @@ def test_card_keeps_the_conditioned_section(run: Path, tmp_path: Path,
     (tmp_path / "MODEL_CARD.md").unlink()
     cmnist_models.write_card(["rdmd distill ..."], [row], {}, {}, None)
     assert cmnist_models.COND_HEADING not in (tmp_path / "MODEL_CARD.md").read_text()
+
+
+def test_card_with_averaged_weights(run: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shipping averaged weights, the card says so and shows the final weights' rows too."""
+    monkeypatch.setattr(cmnist_models, "SHIP", tmp_path)
+    shipped = {"lam": 0.1, "l2": 1.5, "fd_cnn_cmnist": 3.0, "fd_n": 100}
+    final = {"lam": 0.1, "l2": 1.7, "fd_cnn_cmnist": 4.0, "fd_n": 100}
+    cmnist_models.write_card(["x"], [shipped], {}, {}, [run], [final], "1,2")
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "average of the generator's weights at iterations 1,2" in card
+    assert card.index("| 0.1 | 1.5 |") < card.index("final weights (not shipped)") \
+        < card.index("| 0.1 | 1.7 |")
