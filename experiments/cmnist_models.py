@@ -139,6 +139,10 @@ def main() -> None:
         for args, out in plan:
             execute(args, out)
     commands = ["rdmd " + " ".join(args) for args, _ in plan]
+    if a.teacher is not None:
+        commands.insert(1, f"# the teacher {a.teacher} was trained earlier by: rdmd "
+                           "train-teacher --target cmnist3 --config configs/cmnist_teacher.toml "
+                           f"--set classifier={clf} --out runs/cmnist/teacher")
     rows, finals = [], []
     for lam in lams:
         out = ROOT / a.runs / f"rdmd_lam{lam:g}"
@@ -205,6 +209,12 @@ def recipe(run_dir: Path) -> str:
         parts.append(f"pixel OT start ({c['ot_start']} steps on {c['ot_start_atoms']} "
                      "teacher samples)")
     wall = rec.get("wall_s")
+    log = run_dir / "log.csv"
+    if not wall and log.is_file():  # runs of the CLI record no provenance: the log's clock
+        lines = log.read_text().splitlines()
+        head, last = lines[0].split(","), lines[-1].split(",")
+        if "time_s" in head and len(lines) > 1:
+            wall = float(last[head.index("time_s")])
     if wall:
         parts.append(f"about {wall / 60:.0f} minutes of wall time on one CPU thread")
     return "; ".join(parts)
