@@ -63,42 +63,68 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _loaded(run_dir: Path, state: dict[str, torch.Tensor]) -> tuple[Any, ...]:
-    """The run's generator holding ``state``, its config and its data."""
-    model = load_model(run_dir)
-    missing, unexpected = model.net.load_state_dict(state, strict=False)
-    if unexpected or missing:
-        raise RdmdError(f"checkpoint weights do not fit {run_dir}'s generator "
-                        f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
-    run = read_run(run_dir)
-    cfg = config_from_saved(DistillConfig, run["config"], run_dir / "config.json")
-    return model, cfg, load_domain(run["source"]), load_domain(run["target"])
+def parse_steps(text: str) -> list[int]:
+    """``100,200,300`` -> ``[100, 200, 300]``; anything else is a one-line user error."""
+    try:
+        steps = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        steps = []
+    if not steps:
+        raise RdmdError(f"checkpoint steps must be comma-separated iterations, got {text!r}")
+    return steps
 
 
-def score(run_dir: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The run's final-evaluation protocol, with ``state`` loaded into its generator."""
-    model, cfg, src, tgt = _loaded(run_dir, state)
-    res = evaluate_translation(model.net.eval(), model.normalizer, src, tgt, cfg)
-    return {k: v for k, v in res.items() if isinstance(v, (int, float))}
+class Run:
+    """A finished image run, loaded once: its generator (whose weights are swapped per
+    checkpoint), config and data."""
 
+    def __init__(self, run_dir: Path) -> None:
+        if not (run_dir / "model.json").is_file():
+            raise RdmdError(f"{run_dir} holds no finished model (model.json)")
+        self.dir = run_dir
+        self.model = load_model(run_dir)
+        if self.model.lam_range is not None:
+            raise RdmdError("a lambda-conditioned run is scored per lambda: not supported here")
+        if self.model.meta.get("kind") != "image":  # vector runs score fresh draws elsewhere
+            raise RdmdError(f"{run_dir} is not an image run: this script scores image "
+                            "generators")
+        run = read_run(run_dir)
+        self.cfg = config_from_saved(DistillConfig, run["config"], run_dir / "config.json")
+        self.src, self.tgt = load_domain(run["source"]), load_domain(run["target"])
 
-def write_model(run_dir: Path, state: dict[str, torch.Tensor], steps: list[int],
-                out: Path) -> dict[str, Any]:
-    """A model folder like the run's, holding ``state``: weights, ``model.json`` (which says
-    they are an average of which checkpoints), the run's config and log, and the run's
-    final report (metrics.json, plots) for these weights."""
-    if (out / "model.json").is_file():
-        raise RdmdError(f"{out} already holds a model; give a new folder")
-    model, cfg, src, tgt = _loaded(run_dir, state)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "log.csv"):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, out / name)
-    meta = {k: v for k, v in model.meta.items() if k != "format_version"}
-    meta["weights_average"] = {"run": run_dir.name, "steps": steps}
-    res = write_translation_report(out, model.net.eval(), model.normalizer, src, tgt, cfg)
-    save_model(out, model.net, meta)  # model.json last: a folder with it is complete
-    return res
+    def holding(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """The generator with ``state`` loaded, in eval mode."""
+        net = self.model.net
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if unexpected or missing:
+            raise RdmdError(f"checkpoint weights do not fit {self.dir}'s generator "
+                            f"(missing {missing[:2]}, unexpected {unexpected[:2]})")
+        return net.eval()
+
+    def score(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The run's final-evaluation protocol, with ``state`` loaded into its generator."""
+        res = evaluate_translation(self.holding(state), self.model.normalizer, self.src,
+                                   self.tgt, self.cfg)
+        return {k: v for k, v in res.items() if isinstance(v, (int, float))}
+
+    def write(self, state: dict[str, torch.Tensor], steps: list[int],
+              out: Path) -> dict[str, Any]:
+        """A model folder like the run's, holding ``state``: weights, ``model.json`` (which
+        says they average which checkpoints), the run's config and log, and the run's final
+        report (metrics.json, plots) for these weights; returns those metrics."""
+        if (out / "model.json").is_file():
+            raise RdmdError(f"{out} already holds a model; give a new folder")
+        net = self.holding(state)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "log.csv"):
+            if (self.dir / name).is_file():
+                shutil.copy2(self.dir / name, out / name)
+        meta = {k: v for k, v in self.model.meta.items() if k != "format_version"}
+        meta["weights_average"] = {"run": self.dir.name, "steps": steps}
+        res = write_translation_report(out, net, self.model.normalizer, self.src, self.tgt,
+                                       self.cfg)
+        save_model(out, net, meta)  # model.json last: a folder with it is complete
+        return {k: v for k, v in res.items() if isinstance(v, (int, float))}
 
 
 def main() -> None:
@@ -111,29 +137,24 @@ def main() -> None:
     ap.add_argument("--write", default=None, metavar="OUT",
                     help="also write the averaged generator as a model folder OUT")
     a = ap.parse_args()
-    run_dir = Path(a.run)
-    meta = json.loads((run_dir / "model.json").read_text())
-    if meta.get("lam_range") is not None:
-        raise RdmdError("a lambda-conditioned run is scored per lambda: not supported here")
-    if meta.get("kind") != "image":  # vector runs are scored on fresh draws by another path
-        raise RdmdError(f"{run_dir} is not an image run: this script scores image generators")
-    steps = [int(s) for s in a.steps.split(",") if s]
-    states = [generator_weights(run_dir, s) for s in steps]
-    rows = []
-    for s, st in zip(steps, states, strict=True):
-        rows.append({"weights": f"step {s}", **score(run_dir, st)})
-    if len(states) > 1:
-        rows.append({"weights": f"average of steps {a.steps}", **score(run_dir, average(states))})
+    run = Run(Path(a.run))
+    steps = parse_steps(a.steps)
+    states = [generator_weights(run.dir, s) for s in steps]
+    rows = [{"weights": f"step {s}", **run.score(st)}
+            for s, st in zip(steps, states, strict=True)]
+    if len(states) > 1 or a.write:
+        avg = average(states)
+        res = run.write(avg, steps, Path(a.write)) if a.write else run.score(avg)
+        rows.append({"weights": f"average of steps {a.steps}", **res})
     shown = [k for k in rows[0] if k.startswith(("fd_", "w2")) and not k.endswith("_n")]
     for r in rows:
         print(f"{r['weights']:>28}: " + " ".join(f"{k} {r[k]:.4g}" for k in (*shown, *KEYS)
                                                  if k in r))
     if a.write:
-        write_model(run_dir, average(states), steps, Path(a.write))
         print(f"wrote the average of steps {a.steps} to {a.write}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"command": " ".join(sys.argv), "run": str(run_dir),
+        Path(a.json).write_text(json.dumps({"command": " ".join(sys.argv), "run": str(run.dir),
                                             "rows": rows}, indent=2) + "\n")
 
 

@@ -6,7 +6,9 @@ run description and the metrics into ``src/rdmd/pretrained/cmnist`` and writes
 
     python experiments/cmnist_models.py --lams 0.05,0.25,1.0
     python experiments/cmnist_models.py --teacher src/rdmd/pretrained/cmnist/teacher \
-        --steps 133 --lams 0.05,0.25,0.5,1   # new generators from the shipped teacher
+        --steps 400 --set precision=fp32 --set lr_schedule=cosine --set eval_every=40 \
+        --set keep_checkpoints=20 --average 100,200,300,400 --lams 0.05,0.1,0.25,0.5,1
+        # the shipped generators since the sixteenth session (model card)
     python experiments/cmnist_models.py --ship-only   # re-copy finished runs, rewrite card
     python experiments/cmnist_models.py --rescore-shipped --lams 0.05,0.1,0.25,0.35,0.5,1.0
         # re-evaluate the shipped generators in place (current protocol); prints the card's rows
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from checkpoint_average import average, generator_weights, write_model  # noqa: E402
+from checkpoint_average import Run, average, generator_weights, parse_steps  # noqa: E402
 from common import (  # noqa: E402
     check_reusable_run,
     requested_rdmd,
@@ -150,9 +152,8 @@ def main() -> None:
         if a.average:
             avg = out.with_name(out.name + "_avg")
             if not (avg / "model.json").is_file():
-                steps = [int(v) for v in a.average.split(",")]
-                write_model(out, average([generator_weights(out, s) for s in steps]), steps,
-                            avg)
+                steps = parse_steps(a.average)
+                Run(out).write(average([generator_weights(out, s) for s in steps]), steps, avg)
             commands.append(f"python experiments/checkpoint_average.py --run "
                             f"{a.runs}/{out.name} --steps {a.average} --write "
                             f"{a.runs}/{avg.name}")

@@ -6,7 +6,7 @@ checkpoint carries several units of noise; a curve shows whether a longer run or
 moves the distance or only redraws it (docs/images.md, sixteenth session).
 
     python experiments/eval_curves.py \\
-        --runs cos400=/work/runs16/otchroma_cos400_lam0.1_s0,lam0.05=runs/cmnist/rdmd_lam0.05 \\
+        --runs lam0.05=runs/cmnist/rdmd_lam0.05,lam0.1=runs/cmnist/rdmd_lam0.1 \\
         --figure docs/figures/cmnist_eval_curves.png \\
         --results experiments/results/cmnist_eval_curves.json
 """

@@ -29,10 +29,11 @@ def test_scores_checkpoints_and_their_average(tmp_path: Path) -> None:
     common.ensure_rdmd("digits:class=2", teacher, run, False, steps=2, lam=0.1, batch_size=32,
                        device="cpu", ckpt_every=1, keep_checkpoints=5)
     final = json.loads((run / "metrics.json").read_text())
+    loaded = ca.Run(run)
     last = ca.generator_weights(run, 2)
     first = ca.generator_weights(run, 1)
     assert any(not torch.equal(first[k], last[k]) for k in last)  # training moved it
-    got = ca.score(run, last)
+    got = loaded.score(last)
     for key in ("l2", "ssim"):  # the run's own final evaluation, reproduced
         assert got[key] == pytest.approx(final[key], rel=1e-5)
     same = ca.average([last, last])
@@ -44,7 +45,7 @@ def test_scores_checkpoints_and_their_average(tmp_path: Path) -> None:
         ca.generator_weights(run, 7)
     # --write: a model folder that loads, says what it averages, and is not overwritten
     out = tmp_path / "avg"
-    res = ca.write_model(run, mid, [1, 2], out)
+    res = loaded.write(mid, [1, 2], out)
     meta = json.loads((out / "model.json").read_text())
     assert meta["weights_average"] == {"run": "rdmd", "steps": [1, 2]}
     assert json.loads((out / "metrics.json").read_text())["l2"] == pytest.approx(res["l2"])
@@ -53,4 +54,13 @@ def test_scores_checkpoints_and_their_average(tmp_path: Path) -> None:
     got = load_model(out).net.state_dict()
     assert torch.allclose(got[k], mid[k])
     with pytest.raises(RdmdError, match="already holds a model"):
-        ca.write_model(run, mid, [1, 2], out)
+        loaded.write(mid, [1, 2], out)
+
+
+def test_bad_steps_and_folders_are_one_line_errors(tmp_path: Path) -> None:
+    assert ca.parse_steps("100, 200,") == [100, 200]
+    for bad in ("", "a,100", ","):
+        with pytest.raises(RdmdError, match="comma-separated iterations"):
+            ca.parse_steps(bad)
+    with pytest.raises(RdmdError, match="no finished model"):
+        ca.Run(tmp_path)
