@@ -186,6 +186,25 @@ def test_signal_writes_a_checkpoint_and_resume_loses_no_step(
     assert (out / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
 
 
+def test_sigterm_during_the_ot_start_leaves_nothing(teacher: Path, tmp_path: Path) -> None:
+    """SIGTERM before the steps (here RDMD's OT start, minutes on images) used to end the
+    process without unwinding and leave a half-made run folder behind; it now ends like
+    Ctrl-C there: one line, exit 143, nothing kept, so the same command runs again."""
+    out = tmp_path / "run"
+    args = [*DISTILL, "--teacher", str(teacher), "--set", "ot_start=10000000", "--steps",
+            "3", "--out", str(out)]
+    a = _start(args)
+    wait_for(lambda: (out / LOCK_FILE).is_file(), a, "the run folder's lock")
+    time.sleep(3.0)  # the 2-D data and teacher load in well under this: in the OT start
+    a.send_signal(signal.SIGTERM)
+    _, err = a.communicate(timeout=120)
+    assert a.returncode == 128 + signal.SIGTERM, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rdmd: interrupted: SIGTERM before the first checkpoint; nothing of "
+                           f"this run was kept in {out}"), last
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
 # -- failing before the first checkpoint -----------------------------------------------------
 
 @pytest.mark.parametrize("flag,value", [("--lam", "nan"), ("--lam", "inf"),

@@ -31,7 +31,7 @@ from rdmd.config import (
 from rdmd.distributed import env_world
 from rdmd.errors import RdmdError, RunInterrupted
 from rdmd.training.lock import RunLock
-from rdmd.training.stop import StopSignals
+from rdmd.training.stop import StopSignals, raise_on_sigterm
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"
@@ -165,7 +165,8 @@ def claim_run(out_dir: Path, job: str, resume: bool, main: bool = True) -> Itera
         lock.acquire()
     existed = {name for name in _EARLY_FILES if (out_dir / name).exists()}
     claim = Claim(out_dir, job, StopSignals(announce=main))
-    try:
+    term = raise_on_sigterm()  # SIGTERM before the steps (loading, RDMD's OT start) and
+    try:  # after them unwinds like Ctrl-C, so the clean-up below runs
         yield claim  # the loop installs claim.stop around its steps
     except BaseException as e:
         removed = main and not resume and _forget_unstarted(out_dir, existed)
@@ -177,6 +178,7 @@ def claim_run(out_dir: Path, job: str, resume: bool, main: bool = True) -> Itera
         raise
     finally:
         claim.stop.__exit__()  # the handlers, if the loop raised with them installed
+        term()
         if lock is not None:
             lock.release()
 

@@ -5,8 +5,11 @@ either to every rank, and then sends its own). While the loop steps, a signal is
 (:attr:`StopSignals.signum`); the loop finishes the current step, writes a checkpoint at it
 and raises :class:`rdmd.errors.RunInterrupted`. Further signals meanwhile are ignored;
 SIGKILL still stops the process at once, and the checkpoints survive it. Outside the steps
-(loading data, the final evaluation) the signals keep their usual effect: nothing trained is
-lost there, and :func:`rdmd.training.rundir.claim_run` turns a Ctrl-C into the same one line.
+(loading data, RDMD's OT start, the final evaluation) a signal stops the process at once,
+as Ctrl-C does: nothing trained is lost there. SIGTERM is made to raise there too
+(:func:`raise_on_sigterm`; by default it would end the process without unwinding), so
+:func:`rdmd.training.rundir.claim_run` can remove a run that never reached its first
+checkpoint and end with the same one line either way.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+from rdmd.errors import RunInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -56,3 +62,20 @@ class StopSignals:
             # os.write, not print: a handler may run in the middle of another write to stderr
             os.write(2, f"\nrdmd: {signal.Signals(signum).name}: stopping after this step "
                         "with a checkpoint (SIGKILL stops at once)\n".encode())
+
+
+def raise_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM raise :class:`RunInterrupted` (as SIGINT raises ``KeyboardInterrupt``)
+    until the returned function is called, which restores the old handler. Does nothing off
+    the main thread or where SIGTERM is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = signal.getsignal(signal.SIGTERM)
+    if old is signal.SIG_IGN:
+        return lambda: None
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted(signum, "SIGTERM")
+
+    signal.signal(signal.SIGTERM, handle)
+    return lambda: signal.signal(signal.SIGTERM, old)
