@@ -61,6 +61,10 @@ class TeacherConfig:
     # built-in distributions: draw every batch afresh (n_train then only fits the
     # normalizer); files and image sets always use their finite training set
     fresh_data: bool = True
+    # "hue": each training image's hue rotated by a fresh uniform angle every time it is
+    # drawn. Coloured MNIST only, whose hues are uniform, so the distribution is unchanged
+    # while 400 shapes stop being 400 fixed colours (docs/images.md)
+    augment: str = "none"
     seed: int = 0
     device: str = "auto"
     log_every: int = 100
@@ -182,7 +186,8 @@ UNGUIDED_TEACHER: dict[str, Any] = {"guide_at": 0.0, "guidance": 1.0,
 
 #: values of keys that runs saved by earlier rdmd versions lack: what those runs used
 LEGACY: dict[str, dict[str, Any]] = {
-    "TeacherConfig": {"ema_warmup": False, "fresh_data": False, **UNGUIDED_TEACHER},
+    "TeacherConfig": {"ema_warmup": False, "fresh_data": False, "augment": "none",
+                      **UNGUIDED_TEACHER},
     "DistillConfig": {"ema_decay": 0.0, "fake_sigma": "lognormal", "method": "rdmd",
                       "lr_schedule": "constant", "warmup_steps": 0, "fresh_data": False,
                       # no run saved before these keys used a GAN term (its method says so):
@@ -200,6 +205,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "gan_features": ("teacher", "fake"),
     "dm_weight": ("sample", "sigma"),
     "generator": ("denoiser", "potential", "convex"),
+    "augment": ("none", "hue"),
 }
 
 #: methods with DMD2's GAN term (their keys are refused for any other method)

@@ -61,6 +61,21 @@ def data_batches(dom: Any, norm: Any, data: torch.Tensor, cfg: Any, rng: torch.G
     return batches(data, cfg.batch_size, rng, d)
 
 
+def augmented(batches_: Iterator[torch.Tensor], augment: str, dom: Any,
+              rng: torch.Generator) -> Iterator[torch.Tensor]:
+    """``augment = "hue"``: every batch's images with their hues rotated by fresh uniform
+    angles, drawn from the run generator (so a resumed run draws the same). Only for data
+    whose hues are uniform (coloured MNIST), where the rotation keeps the distribution."""
+    if augment == "none":
+        return batches_
+    if "hue_train" not in dom.info:
+        raise RdmdError(f"augment 'hue' keeps the distribution only of coloured MNIST (one "
+                        f"uniform random hue per image); {dom.name!r} is not")
+    from rdmd.classifier import random_hue_rotation
+
+    return (random_hue_rotation(x, rng) for x in batches_)
+
+
 def source_draw(dom: Any, norm: Any, data: torch.Tensor, cfg: Any, device: torch.device
                 ) -> Any:
     """``draw(n)``: ``n`` encoded source inputs for a method's start

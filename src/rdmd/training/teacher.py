@@ -27,7 +27,7 @@ from rdmd.training.rundir import (
     prepare_run,
     start_run,
 )
-from rdmd.training.runtime import data_batches, setup_dist
+from rdmd.training.runtime import augmented, data_batches, setup_dist
 
 
 def _kind(data: dict[str, Any]) -> str:
@@ -86,7 +86,8 @@ def _train_teacher(target: str | None, out: Path, layers: list[dict[str, Any] | 
     method = DSM(net, EDMLoss(LogNormalSigma(cfg.p_mean, cfg.p_std)), cfg.lr, cfg.grad_clip,
                  guide_at=cfg.guide_at)
     rng = torch.Generator().manual_seed(cfg.seed)
-    run_loop(out, method, data_batches(dom, norm, data, cfg, rng, d, device), rng, cfg, dist=d,
+    draws = augmented(data_batches(dom, norm, data, cfg, rng, d, device), cfg.augment, dom, rng)
+    run_loop(out, method, draws, rng, cfg, dist=d,
                    device=device, signature={"job": "teacher", "backbone": backbone,
                                              "data_shape": list(dom.shape)},
                    ema_name="ema", ema_warmup=cfg.ema_warmup, resume=resume, progress=progress,
