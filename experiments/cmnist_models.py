@@ -100,9 +100,13 @@ def main() -> None:
                     help="generator iterations (default: the config file's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a further config override for the generators (repeatable)")
+    ap.add_argument("--set-for", action="append", default=[], metavar="LAM:KEY=VALUE",
+                    help="a config override for the generator at LAM only (repeatable), e.g. "
+                         "0.05:ema_decay=0.99")
     ap.add_argument("--average", default=None, metavar="STEPS",
                     help="ship the average of the generator's weights at these kept "
-                         "checkpoints (experiments/checkpoint_average.py), not its final ones")
+                         "checkpoints (experiments/checkpoint_average.py), not its final ones "
+                         "(a run with a generator EMA ships its EMA weights instead)")
     ap.add_argument("--teacher", default=None,
                     help="distill from this teacher instead of training RUNS/teacher (e.g. "
                          "the shipped src/rdmd/pretrained/cmnist/teacher, which then stays)")
@@ -122,10 +126,12 @@ def main() -> None:
                       teacher], ROOT / teacher))
     extra = (["--steps", str(a.steps)] if a.steps is not None else [])
     extra += [arg for kv in a.set for arg in ("--set", kv)]
+    per_lam = sets_for(a.set_for, lams)
     for lam in lams:
         out = f"{a.runs}/rdmd_lam{lam:g}"
+        own = [arg for kv in per_lam.get(lam, []) for arg in ("--set", kv)]
         plan.append((["distill", "--source", "cmnist2", "--teacher", teacher, "--lam",
-                      f"{lam:g}", "--config", a.config, *extra, "--set",
+                      f"{lam:g}", "--config", a.config, *extra, *own, "--set",
                       f"classifier={clf}", "--set", "target_class=3", "--out", out],
                      ROOT / out))
     if a.rescore_shipped:
@@ -145,11 +151,14 @@ def main() -> None:
         commands.insert(1, f"# the teacher {a.teacher} was trained earlier by: rdmd "
                            "train-teacher --target cmnist3 --config configs/cmnist_teacher.toml "
                            f"--set classifier={clf} --out runs/cmnist/teacher")
-    rows, finals = [], []
+    rows, finals, weights = [], [], []
     for lam in lams:
         out = ROOT / a.runs / f"rdmd_lam{lam:g}"
         finals.append(json.loads((out / "metrics.json").read_text()))
-        if a.average:
+        ema = float(run_record(out)["config"].get("ema_decay") or 0.0)
+        weights.append(f"EMA {ema:g}" if ema else
+                       f"average {a.average}" if a.average else "final")
+        if a.average and not ema:
             avg = out.with_name(out.name + "_avg")
             if not (avg / "model.json").is_file():
                 steps = parse_steps(a.average)
@@ -166,7 +175,26 @@ def main() -> None:
                json.loads((ROOT / teacher / "metrics.json").read_text()),
                json.loads((CLASSIFIER / "classifier.json").read_text()),
                [ROOT / a.runs / f"rdmd_lam{lam:g}" for lam in lams],
-               finals if a.average else None, a.average)
+               finals if a.average else None, a.average, weights, per_lam)
+
+
+def sets_for(specs: list[str], lams: list[float]) -> dict[float, list[str]]:
+    """``--set-for LAM:KEY=VALUE`` as {lambda: [KEY=VALUE, ...]}; a lambda not trained here
+    is refused in one line."""
+    out: dict[float, list[str]] = {}
+    for spec in specs:
+        lam_s, sep, kv = spec.partition(":")
+        try:
+            lam = float(lam_s)
+        except ValueError:
+            lam = None
+        if not sep or "=" not in kv or lam is None:
+            raise SystemExit(f"cmnist_models: --set-for wants LAM:KEY=VALUE, got {spec!r}")
+        if lam not in lams:
+            raise SystemExit(f"cmnist_models: --set-for {spec!r}: lambda {lam:g} is not in "
+                             f"--lams")
+        out.setdefault(lam, []).append(kv)
+    return out
 
 
 def ship(run_dir: Path, dest: Path, half: bool = True) -> None:
@@ -226,21 +254,35 @@ COND_HEADING = "## `rdmd_cond`"
 
 def write_card(commands: list[str], rows: list[dict], teacher: dict, clf: dict,
                runs: list[Path] | None = None, finals: list[dict] | None = None,
-               averaged: str | None = None) -> None:
+               averaged: str | None = None, weights: list[str] | None = None,
+               per_lam: dict[float, list[str]] | None = None) -> None:
     """The card's fixed-generator part; a ``rdmd_cond`` section already in the card (written
-    by hand from ``cmnist_lambda_front.py``'s tables) is kept."""
-    table = [table_row(list(COLUMNS)), "|" + "---|" * len(COLUMNS)]
-    table += [table_row([r.get(c, "") for c in COLUMNS]) for r in rows]
-    how = recipe(runs[0]) if runs else "see the commands"
+    by hand from ``cmnist_lambda_front.py``'s tables) is kept. ``weights`` says per row which
+    weights ship (final, EMA, an average of checkpoints); ``per_lam`` the overrides one
+    generator was trained with beyond the common recipe (``--set-for``)."""
+    per_lam = per_lam or {}
+    cols = [*COLUMNS, "weights"] if weights else list(COLUMNS)
+    table = [table_row(cols), "|" + "---|" * len(cols)]
+    table += [table_row([r.get(c, "") for c in COLUMNS] + ([weights[i]] if weights else []))
+              for i, r in enumerate(rows)]
+    lams = [float(r.get("lam", "nan")) for r in rows]
+    plain = [i for i, lam in enumerate(lams) if lam not in per_lam] or [0]
+    how = recipe(runs[plain[0]]) if runs else "see the commands"
+    for lam, kvs in sorted(per_lam.items()):
+        how += f"; lambda {lam:g} also with " + ", ".join(f"`{kv}`" for kv in kvs)
     if averaged:
         how += (f". The shipped weights are the uniform average of the generator's weights at "
                 f"iterations {averaged} (Polyak averaging after the fact; docs/images.md)")
+        if weights and any(w.startswith("EMA") for w in weights):
+            how += ", except where the generator kept an EMA: that ships (`weights` column)"
     final_table = ""
-    if finals:
+    averaged_rows = [r for i, r in enumerate(finals or [])
+                     if not weights or weights[i].startswith("average")]
+    if averaged_rows:
         final_table = "\n".join(
-            ["", "The same runs' final weights (not shipped), same protocol:", "",
+            ["", "The averaged runs' final weights (not shipped), same protocol:", "",
              table_row(list(COLUMNS)), "|" + "---|" * len(COLUMNS),
-             *[table_row([r.get(c, "") for c in COLUMNS]) for r in finals], ""])
+             *[table_row([r.get(c, "") for c in COLUMNS]) for r in averaged_rows], ""])
     old = (SHIP / "MODEL_CARD.md").read_text() if (SHIP / "MODEL_CARD.md").is_file() else ""
     cond = old[old.index(COND_HEADING):] if COND_HEADING in old else ""
     card = f"""# Shipped models: colored MNIST 2 -> 3

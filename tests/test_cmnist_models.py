@@ -66,3 +66,28 @@ def test_card_with_averaged_weights(run: Path, tmp_path: Path,
     assert "average of the generator's weights at iterations 1,2" in card
     assert card.index("| 0.1 | 1.5 |") < card.index("final weights (not shipped)") \
         < card.index("| 0.1 | 1.7 |")
+
+
+def test_card_with_one_ema_generator(run: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """One generator trained with an EMA (``--set-for``) beside averaged ones: the card says
+    which weights each row ships and lists final weights only for the averaged ones."""
+    monkeypatch.setattr(cmnist_models, "SHIP", tmp_path)
+    rows = [{"lam": 0.05, "l2": 1.1, "fd_n": 100}, {"lam": 0.1, "l2": 1.5, "fd_n": 100}]
+    finals = [{"lam": 0.05, "l2": 1.1, "fd_n": 100}, {"lam": 0.1, "l2": 1.7, "fd_n": 100}]
+    cmnist_models.write_card(["x"], rows, {}, {}, [run, run], finals, "1,2",
+                             ["EMA 0.99", "average 1,2"], {0.05: ["ema_decay=0.99"]})
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "lambda 0.05 also with `ema_decay=0.99`" in card
+    assert "| 0.05 | 1.1 |" in card and "| EMA 0.99 |" in card and "| average 1,2 |" in card
+    finals_part = card[card.index("final weights (not shipped)"):]
+    assert "| 0.1 | 1.7 |" in finals_part and "| 0.05 |" not in finals_part
+
+
+@pytest.mark.parametrize("spec", ["0.05ema_decay=0.99", "x:ema_decay=0.99", "0.05:ema",
+                                  "0.3:ema_decay=0.99"])
+def test_set_for_refuses_bad_specs(spec: str) -> None:
+    with pytest.raises(SystemExit, match="--set-for"):
+        cmnist_models.sets_for([spec], [0.05, 0.1])
+    assert cmnist_models.sets_for(["0.05:ema_decay=0.99", "0.05:seed=1"], [0.05]) == {
+        0.05: ["ema_decay=0.99", "seed=1"]}
