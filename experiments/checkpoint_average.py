@@ -21,16 +21,17 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from rdmd import checkpoint as ckpt
 from rdmd.config import DistillConfig, config_from_saved
-from rdmd.data import load_domain
 from rdmd.errors import RdmdError
 from rdmd.evaluation import evaluate_translation, write_translation_report
 from rdmd.models import load_model, save_model
+from rdmd.training.distill import load_pair
 from rdmd.training.rundir import read_run
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -74,6 +75,14 @@ def parse_steps(text: str) -> list[int]:
     return steps
 
 
+def _teacher_meta(run: dict[str, Any], model: Any) -> Any:
+    """What :func:`rdmd.training.distill.load_pair` reads of the teacher (its metadata, not
+    its weights); the generator's own where the teacher's folder is gone."""
+    path = Path(run["teacher"]) / "model.json"
+    meta = json.loads(path.read_text()) if path.is_file() else model.meta
+    return SimpleNamespace(meta=meta)
+
+
 class Run:
     """A finished image run, loaded once: its generator (whose weights are swapped per
     checkpoint), config and data."""
@@ -90,7 +99,7 @@ class Run:
                             "generators")
         run = read_run(run_dir)
         self.cfg = config_from_saved(DistillConfig, run["config"], run_dir / "config.json")
-        self.src, self.tgt = load_domain(run["source"]), load_domain(run["target"])
+        self.src, self.tgt = load_pair(run, self.cfg, _teacher_meta(run, self.model))
 
     def holding(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         """The generator with ``state`` loaded, in eval mode."""

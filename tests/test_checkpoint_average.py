@@ -57,6 +57,22 @@ def test_scores_checkpoints_and_their_average(tmp_path: Path) -> None:
         loaded.write(mid, [1, 2], out)
 
 
+def test_a_run_with_another_seed_is_scored_on_its_own_data(tmp_path: Path) -> None:
+    """Coloured MNIST's hues follow the run's seed: a seed-3 run's held-out 2s and 3s are
+    not the seed-0 ones, and its last checkpoint must still reproduce its final report
+    (the script once loaded seed-0 data, and read a seed-1 run 1.1 FD off)."""
+    teacher = common.ensure_teacher("cmnist3", tmp_path / "teacher", False, steps=3,
+                                    batch_size=8, sample_steps=2, warmup_steps=1,
+                                    backbone="unet:tiny8", device="cpu")
+    run = tmp_path / "rdmd"
+    common.ensure_rdmd("cmnist2", teacher, run, False, steps=2, lam=0.1, batch_size=8,
+                       device="cpu", ckpt_every=1, seed=3)
+    final = json.loads((run / "metrics.json").read_text())
+    got = ca.Run(run).score(ca.generator_weights(run, 2))
+    for key in ("l2", "ssim"):
+        assert got[key] == pytest.approx(final[key], rel=1e-5)
+
+
 def test_bad_steps_and_folders_are_one_line_errors(tmp_path: Path) -> None:
     assert ca.parse_steps("100, 200,") == [100, 200]
     for bad in ("", "a,100", ","):
