@@ -21,7 +21,6 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -75,12 +74,11 @@ def parse_steps(text: str) -> list[int]:
     return steps
 
 
-def _teacher_meta(run: dict[str, Any], model: Any) -> Any:
-    """What :func:`rdmd.training.distill.load_pair` reads of the teacher (its metadata, not
-    its weights); the generator's own where the teacher's folder is gone."""
+def _teacher_meta(run: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The teacher's metadata, all :func:`rdmd.training.distill.load_pair` reads; the
+    generator's own where the teacher's folder is gone."""
     path = Path(run["teacher"]) / "model.json"
-    meta = json.loads(path.read_text()) if path.is_file() else model.meta
-    return SimpleNamespace(meta=meta)
+    return json.loads(path.read_text()) if path.is_file() else model.meta
 
 
 class Run:

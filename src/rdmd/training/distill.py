@@ -42,15 +42,18 @@ def _load_teacher(path: str) -> Model:
     return model
 
 
-def load_pair(run: dict[str, Any], cfg: DistillConfig, teacher: Model) -> tuple[Domain, Domain]:
+def load_pair(run: dict[str, Any], cfg: DistillConfig, teacher_meta: dict[str, Any]
+              ) -> tuple[Domain, Domain]:
     """Source and target at the teacher's shape, by the folder policy the teacher's target
     went through (rdmd.data.folders): what the teacher accepted, distillation accepts. The
-    teacher's own target folder is read as the teacher read it (``recursive`` included)."""
-    shape = tuple(teacher.meta["data_shape"])
+    teacher's own target folder is read as the teacher read it (``recursive`` included).
+    Only the teacher's metadata (``model.json``) is read, so a finished run's data can be
+    loaded again without its weights."""
+    shape = tuple(teacher_meta["data_shape"])
     size, channels = (shape[-1], shape[0]) if len(shape) == 3 else (None, None)
     purpose = f"the teacher in {run['teacher']}"
-    t_info = teacher.meta.get("target_info") or {}
-    t_rec = cfg.recursive or (run["target"] == teacher.meta.get("target")
+    t_info = teacher_meta.get("target_info") or {}
+    t_rec = cfg.recursive or (run["target"] == teacher_meta.get("target")
                               and bool(t_info.get("recursive", False)))
     src = load_domain(run["source"], cfg.n_train, cfg.n_test, cfg.seed, size, channels,
                       recursive=cfg.recursive, purpose=purpose)
@@ -118,7 +121,7 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
         if distributed.is_main():
             print(f"rdmd: {clipped}", file=sys.stderr)
     shape = tuple(teacher_model.meta["data_shape"])
-    src, tgt = load_pair(run, cfg, teacher_model)
+    src, tgt = load_pair(run, cfg, teacher_model.meta)
     for name, dom in (("source", src), ("target", tgt)):
         if dom.shape != shape:
             what = "images" if dom.kind == "image" else "samples"
