@@ -170,6 +170,10 @@ class DistillConfig:
     ckpt_every: int = 1000
     keep_checkpoints: int = 3
     eval_every: int = 0  # held-out metrics during training; 0: only at the end
+    # training sources held out for validation (the generator never trains on them): scored
+    # at every evaluation against target data the test never uses (rdmd.training.select)
+    val_size: int = 0
+    select: str = "last"  # "best_val": ship the weights of the best validation score
     floor_pairs: int = 5  # pairs of target sets for the W2 noise floor
     precision: str | None = None  # "bf16" / "fp32"; None: as TeacherConfig.precision
     teacher_dtype: str = "fp32"  # "bf16": hold the frozen teacher's weights in bf16
@@ -206,6 +210,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dm_weight": ("sample", "sigma"),
     "generator": ("denoiser", "potential", "convex"),
     "augment": ("none", "hue"),
+    "select": ("last", "best_val"),
 }
 
 #: methods with DMD2's GAN term (their keys are refused for any other method)
@@ -496,6 +501,7 @@ POSITIVE = ("batch_size", "lr", "lr_generator", "lr_fake", "log_every", "ckpt_ev
             "ot_start_atoms", "ot_start_lr", "ot_start_batch", "guidance",
             "teacher_guidance", "guidance_sigma_max", "churn_sigma_max")
 NON_NEGATIVE = ("steps", "warmup_steps", "decay_steps", "ema_decay", "grad_clip", "eval_every",
+                "val_size",
                 "lam", "gan_weight_gen", "gan_weight_disc", "ot_start", "guide_at",
                 "sample_churn")
 
@@ -519,6 +525,10 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
     if whole and cfg.steps is not None and cfg.decay_steps > cfg.steps:
         raise RdmdError(f"config key 'decay_steps' ({cfg.decay_steps}) must be at most "
                         f"steps ({cfg.steps})")
+    if whole and getattr(cfg, "select", "last") == "best_val" and not (cfg.val_size
+                                                                      and cfg.eval_every):
+        raise RdmdError("select 'best_val' needs val_size > 0 and eval_every > 0 (the "
+                        "validation score is computed at each evaluation)")
     guide_at = getattr(cfg, "guide_at", None)
     if guide_at is not None and guide_at >= 1:
         raise RdmdError(f"config key 'guide_at' is a share of the steps, in [0, 1); got "

@@ -10,8 +10,11 @@ their ratio. For built-in targets ``*_stable`` values are computed on fresh draw
 against its floor over ``STABLE_PAIRS`` sets of ``STABLE_N`` (``w2_over_floor_stable``,
 with a standard error), and the known-density measures on those same 12000 points
 (``mode_outliers_stable``, ``log_density_stable``, ``off_curve_stable``, the shares with a
-binomial standard error). The final weights are evaluated; there is no best-checkpoint
-selection.
+binomial standard error). The final weights are evaluated, unless the run chose its weights
+on a validation split (``select = "best_val"``, :mod:`rdmd.training.select`): validation
+scores the held-out training sources against target data the test never compares with
+(:func:`validation_metrics`), so the test numbers of the chosen weights are not chosen on the
+test.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rdmd import metrics
 from rdmd.checkpoint import atomic_write_json
 from rdmd.data import Domain, Normalizer
 from rdmd.distributed import gathered, is_main
+from rdmd.errors import RdmdError
 from rdmd.metrics.floor_cache import w2_floor_values
 from rdmd.sampler import sample
 
@@ -245,9 +249,12 @@ def _measures_line(res: dict[str, Any], true: bool = False) -> str:
 
 
 def write_translation_report(out_dir: Path, generator: nn.Module, norm: Normalizer,
-                             src: Domain, tgt: Domain, cfg: Any) -> dict[str, Any]:
+                             src: Domain, tgt: Domain, cfg: Any,
+                             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metrics.json`` (the held-out metrics, ``extra`` beside them) and the report plots."""
     res = evaluate_translation(generator, norm, src, tgt, cfg, floor=True)
     res["lam"] = cfg.lam
+    res.update(extra or {})
     if is_main():
         atomic_write_json(out_dir / "metrics.json", res)
     if src.kind == "image":
@@ -283,15 +290,66 @@ def _feature_fns(classifier: str | None) -> tuple[Any, Any, str | None]:
     return net.features, net, fd_metric_name(meta)
 
 
+def _target_pool(tgt: Domain) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    """Every target image, the fixed order the FD draws its reference sets in, and the
+    generator that drew it."""
+    pool = torch.cat([tgt.train, tgt.test])
+    g = torch.Generator().manual_seed(FD_SEED)
+    return pool, torch.randperm(len(pool), generator=g), g
+
+
 def _fd_sets(generated: torch.Tensor, tgt: Domain) -> tuple[torch.Tensor, ...]:
     """Equal-size sets: ``n`` generated, and two disjoint ``n``-subsets of all target images
     (the floor). Frechet distances are biased by sample size, so all three share ``n``."""
-    pool = torch.cat([tgt.train, tgt.test])
+    pool, perm, g = _target_pool(tgt)
     n = min(len(generated), len(pool) // 2)
-    g = torch.Generator().manual_seed(FD_SEED)
-    perm = torch.randperm(len(pool), generator=g)
     gen = generated[torch.randperm(len(generated), generator=g)[:n]]
     return gen, pool[perm[:n]], pool[perm[n:2 * n]]
+
+
+def validation_reference(tgt: Domain, n_test: int) -> torch.Tensor:
+    """The target images the test's Frechet distance never compares with (those outside its
+    two reference sets for ``n_test`` outputs): what validation scores against, so choosing
+    weights by it does not fit the test's references."""
+    pool, perm, _ = _target_pool(tgt)
+    n = min(n_test, len(pool) // 2)
+    rest = pool[perm[2 * n:]]
+    if len(rest) < 2:
+        raise RdmdError(f"validation needs target images beyond the test's two reference sets "
+                        f"of {n}: {tgt.name!r} has {len(pool)} in all")
+    return rest
+
+
+def validation_metrics(generator: nn.Module, norm: Normalizer, x_val: torch.Tensor,
+                       src: Domain, tgt: Domain, cfg: Any) -> dict[str, float]:
+    """Scores of ``G`` on the sources held out of training (``val_size``), keys ``val_*``:
+    images, the Frechet distance over the classifier's features to
+    :func:`validation_reference` (with L2 and target accuracy); vectors, W2^2 to as many
+    target training samples (the test uses the held-out ones). ``select = "best_val"``
+    minimises :func:`validation_score_key`."""
+    from rdmd.metrics.image import _batched, frechet_distance, l2_per_image, target_accuracy
+
+    if src.kind != "image":
+        gx = apply_generator(generator.eval(), norm, x_val).numpy()
+        n = min(len(gx), len(tgt.train))
+        return {"val_w2_sq": metrics.w2_squared(gx[:n], tgt.train[:n].numpy())}
+    gx = images_as_written(generator, x_val)
+    res = {"val_l2": float(l2_per_image(x_val, gx).mean())}
+    feats, net, name = _feature_fns(cfg.classifier)
+    if net is not None and cfg.target_class is not None:
+        res["val_target_accuracy"] = target_accuracy(net, gx, cfg.target_class)
+    if feats is not None:
+        ref = validation_reference(tgt, len(src.test))
+        res[f"val_{name}"] = frechet_distance(_batched(feats, gx), _batched(feats, ref))
+    return res
+
+
+def validation_score_key(src: Domain, classifier: str | None) -> str | None:
+    """The ``val_*`` key a best-validation run minimises (None: images without a
+    classifier have no validation score)."""
+    if src.kind != "image":
+        return "val_w2_sq"
+    return f"val_{_feature_fns(classifier)[2]}" if classifier else None
 
 
 def _rename_fd(res: dict[str, Any], name: str | None, n: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from rdmd.training.rundir import (
     start_run,
 )
 from rdmd.training.runtime import data_batches, hold_in_bf16, setup_dist, source_draw
+from rdmd.training.select import BestWeights, split_validation
 from rdmd.training.state import fmt_shape
 
 
@@ -134,7 +135,8 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
     distributed.barrier()  # every rank has checked the run folder before rank 0 creates it
     torch.manual_seed(cfg.seed)
     norm = teacher_model.normalizer
-    x_train = norm.encode(src.train).to(device)
+    fit, x_val = split_validation(src.train, cfg.val_size, cfg.seed, src.name)
+    x_train = norm.encode(fit).to(device)
     teacher = teacher_model.denoiser.to(device)
     method = METHODS[cfg.method].from_config(teacher, cfg, cost)
     if cfg.teacher_dtype == "bf16":
@@ -165,6 +167,24 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
         meta["folder_policy"] = {"source": src.info.get("policy"),
                                  "target": tgt.info.get("policy")}
     code = getattr(method, "code", None)  # a lambda-conditioned method's range (rdmd_lam)
+    from rdmd.evaluation import (
+        validation_metrics,
+        validation_reference,
+        validation_score_key,
+    )
+
+    score = validation_score_key(src, cfg.classifier)
+    best = None
+    if cfg.select == "best_val":
+        if code is not None:
+            raise RdmdError("select 'best_val' chooses one generator by one score; a "
+                            "lambda-conditioned run has one per lambda (use select 'last')")
+        if score is None:
+            raise RdmdError("select 'best_val' on images needs a classifier (its Frechet "
+                            "distance is the validation score)")
+        if src.kind == "image":
+            validation_reference(tgt, len(src.test))  # enough target images, before training
+        best = BestWeights(method.result())
     # The generator's EMA (if on) is what is evaluated and saved; the raw one trains.
     from rdmd.evaluation import evaluate_translation, write_translation_report
 
@@ -174,9 +194,14 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
 
         def evaluate(g: torch.nn.Module) -> dict[str, float]:
             m = evaluate_translation(distributed.gathered(g), norm, src, tgt, cfg, floor=False)
+            if x_val is not None:
+                m.update(validation_metrics(distributed.gathered(g), norm, x_val, src, tgt,
+                                            cfg))
             return {k: v for k, v in m.items() if isinstance(v, float)}
 
         res = evaluate(net) if code is None else eval_at_lams(net, code, evaluate)
+        if best is not None and score is not None:
+            best.offer(net, res[score], step)
         net.train(was)
         return res
 
@@ -191,13 +216,20 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
                    progress=progress, eval_fn=eval_fn,
                    desc=f"{cfg.method} lam={cfg.lam:g}" if code is None else
                    f"{cfg.method} lam={code.lo:g}:{code.hi:g}",
-                   on_start=lambda: start_run(out, run), stop=claim.stop)
+                   on_start=lambda: start_run(out, run), stop=claim.stop,
+                   keep=None if best is None else {"generator_best": best})
+    final = method.result()
+    if best is not None and best.chosen() is not None:
+        final = best.net  # the evaluation with the best validation score, not the last
+        meta["selected"] = {"rule": "best_val", "metric": score, **best.chosen()}
+    if x_val is not None:
+        meta["val_size"] = len(x_val)
     if d.main:
-        save_model(out, method.result(), meta)
+        save_model(out, final, meta)
     # every rank translates its share of the held-out set; rank 0 writes the report
     if code is None:
-        write_translation_report(out, distributed.gathered(method.result()), norm, src, tgt,
-                                 cfg)
+        write_translation_report(out, distributed.gathered(final), norm, src, tgt, cfg,
+                                 {k: meta[k] for k in ("selected", "val_size") if k in meta})
     else:
         write_lam_report(out, method.result(), code, norm, src, tgt, cfg)
     distributed.barrier()  # every rank returns with the model and report written

@@ -126,7 +126,8 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
              signature: dict[str, Any], ema_name: str | None, ema_warmup: bool, resume: bool,
              progress: bool, desc: str, eval_fn: Callable[[int], dict] | None = None,
              on_start: Callable[[], None] | None = None,
-             stop: StopSignals | None = None) -> None:
+             stop: StopSignals | None = None,
+             keep: dict[str, torch.nn.Module] | None = None) -> None:
     """Train ``method`` for ``cfg.steps`` steps; the EMA it keeps is ``method.ema``.
 
     ``cfg`` supplies the schedule and bookkeeping keys (``steps``, ``lr_schedule``,
@@ -137,7 +138,9 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     the ranks); rank 0 alone logs, shows progress and writes checkpoints, and all ranks resume
     from the checkpoint rank 0 picked. ``stop`` (the run's SIGINT/SIGTERM handlers) is polled
     after every step: on a signal the loop writes a checkpoint at that step and raises
-    :class:`~rdmd.errors.RunInterrupted` (all ranks agree on the step).
+    :class:`~rdmd.errors.RunInterrupted` (all ranks agree on the step). ``keep`` are modules
+    that are not trained but checkpointed and restored with the run (the best weights of
+    ``select = "best_val"``, :mod:`rdmd.training.select`).
     """
     d = dist
     total = cfg.steps
@@ -149,6 +152,7 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
     modules = dict(method.modules)
     if ema is not None:
         modules[ema_name] = ema.model
+    modules.update(keep or {})
     state = RunState(modules, method.optimizers, rng, d, signature)
     root = out_dir / CHECKPOINTS
     start = _resume(state, root, d) if resume else 0
