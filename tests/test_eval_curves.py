@@ -55,3 +55,20 @@ def test_script_draws_and_refuses(tmp_path: Path) -> None:
     bad = subprocess.run([*cmd, "--runs", str(run)], capture_output=True, text=True)
     assert bad.returncode != 0 and "LABEL=RUN_DIR" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_val_selection_reports_the_validation_choice(tmp_path: Path) -> None:
+    """experiments/val_selection.py: the chosen evaluation is the validation minimum (here
+    not the test's), set beside the last and the test's own best, with the rank agreement."""
+    import val_selection
+
+    (tmp_path / "log.csv").write_text(
+        "step,fd_cnn_cmnist,val_fd_cnn_cmnist\n20,12.0,9.0\n40,10.0,7.0\n60,9.0,8.0\n"
+        "80,14.0,10.0\n")
+    pts = eval_curves.read_curve(tmp_path, ["fd_cnn_cmnist", "val_fd_cnn_cmnist"])
+    sel = val_selection.selection(pts, "fd_cnn_cmnist", "val_fd_cnn_cmnist")
+    assert (sel["chosen_step"], sel["chosen_test"]) == (40, 10.0)
+    assert (sel["last_step"], sel["last_test"]) == (80, 14.0)
+    assert (sel["oracle_step"], sel["oracle_test"]) == (60, 9.0)
+    assert sel["spearman_val_test"] == pytest.approx(0.8)
+    assert sel["evaluations"] == 4
