@@ -156,9 +156,9 @@ def main() -> None:
         out = ROOT / a.runs / f"rdmd_lam{lam:g}"
         finals.append(json.loads((out / "metrics.json").read_text()))
         ema = float(run_record(out)["config"].get("ema_decay") or 0.0)
-        weights.append(f"EMA {ema:g}" if ema else
-                       f"average {a.average}" if a.average else "final")
-        if a.average and not ema:
+        chosen = json.loads((out / "model.json").read_text()).get("selected")
+        weights.append(shipped_weights(ema, chosen, a.average))
+        if a.average and not ema and not chosen:
             avg = out.with_name(out.name + "_avg")
             if not (avg / "model.json").is_file():
                 steps = parse_steps(a.average)
@@ -176,6 +176,16 @@ def main() -> None:
                json.loads((CLASSIFIER / "classifier.json").read_text()),
                [ROOT / a.runs / f"rdmd_lam{lam:g}" for lam in lams],
                finals if a.average else None, a.average, weights, per_lam)
+
+
+def shipped_weights(ema: float, chosen: dict | None, average: str | None) -> str:
+    """What a run ships, for the card's ``weights`` column: the weights its validation
+    chose (``select = "best_val"``, whose EMA if it kept one), else its EMA, else the
+    average of checkpoints asked for, else its final weights."""
+    if chosen:
+        return (f"best validation (iteration {chosen['step']}"
+                + (f", EMA {ema:g})" if ema else ")"))
+    return f"EMA {ema:g}" if ema else f"average {average}" if average else "final"
 
 
 def sets_for(specs: list[str], lams: list[float]) -> dict[float, list[str]]:
@@ -273,8 +283,13 @@ def write_card(commands: list[str], rows: list[dict], teacher: dict, clf: dict,
     if averaged:
         how += (f". The shipped weights are the uniform average of the generator's weights at "
                 f"iterations {averaged} (Polyak averaging after the fact; docs/images.md)")
-        if weights and any(w.startswith("EMA") for w in weights):
-            how += ", except where the generator kept an EMA: that ships (`weights` column)"
+        if weights and any(not w.startswith("average") for w in weights):
+            how += (", except where the `weights` column says otherwise (a generator that "
+                    "kept an EMA ships it; one that chose on validation ships its choice)")
+    if weights and any(w.startswith("best validation") for w in weights):
+        how += (". `best validation`: the run held out `val_size` of the training 2s "
+                "(its config.json), scored its weights on them at every evaluation against real 3s "
+                "the test never uses, and ships the lowest (`select = \"best_val\"`)")
     final_table = ""
     averaged_rows = [r for i, r in enumerate(finals or [])
                      if not weights or weights[i].startswith("average")]

@@ -84,6 +84,26 @@ def test_card_with_one_ema_generator(run: Path, tmp_path: Path,
     assert "| 0.1 | 1.7 |" in finals_part and "| 0.05 |" not in finals_part
 
 
+def test_weights_column_says_what_ships(run: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that chose on validation ships its choice (not an average, not its EMA's last)
+    and the card says how it chose."""
+    w = cmnist_models.shipped_weights
+    assert w(0.0, {"step": 120, "value": 9.0}, "1,2") == "best validation (iteration 120)"
+    assert w(0.99, {"step": 60, "value": 9.0}, None) == "best validation (iteration 60, EMA 0.99)"
+    assert w(0.99, None, "1,2") == "EMA 0.99"
+    assert w(0.0, None, "1,2") == "average 1,2" and w(0.0, None, None) == "final"
+    monkeypatch.setattr(cmnist_models, "SHIP", tmp_path)
+    rows = [{"lam": 0.05, "l2": 1.1, "fd_n": 100}, {"lam": 0.1, "l2": 1.5, "fd_n": 100}]
+    cmnist_models.write_card(["x"], rows, {}, {}, [run, run], rows, "1,2",
+                             ["best validation (iteration 120)", "average 1,2"])
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "| best validation (iteration 120) |" in card
+    assert "ships the lowest" in card and "`val_size`" in card
+    finals_part = card[card.index("final weights (not shipped)"):]
+    assert "| 0.1 | 1.5 |" in finals_part and "| 0.05 |" not in finals_part
+
+
 @pytest.mark.parametrize("spec", ["0.05ema_decay=0.99", "x:ema_decay=0.99", "0.05:ema",
                                   "0.3:ema_decay=0.99"])
 def test_set_for_refuses_bad_specs(spec: str) -> None:
