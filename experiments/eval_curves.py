@@ -70,12 +70,7 @@ def main() -> None:
     ap.add_argument("--results", default=None, help="JSON of the points and summaries")
     a = ap.parse_args()
     keys = [k for k in a.keys.split(",") if k]
-    runs: dict[str, Path] = {}
-    for item in a.runs.split(","):
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise RdmdError(f"--runs wants LABEL=RUN_DIR items, got {item!r}")
-        runs[label] = Path(path)
+    runs = parse_runs(a.runs)
     curves = {label: read_curve(d, keys) for label, d in runs.items()}
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
     for ax, k in zip(axes[0], keys, strict=True):
@@ -84,19 +79,35 @@ def main() -> None:
         ax.set_xlabel("generator iteration")
         ax.set_title(k, fontsize=9)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    Path(a.figure).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.figure, dpi=110)
     out = {label: {"run": str(runs[label]), "points": pts, "summary": summary(pts, keys)}
            for label, pts in curves.items()}
     for label, rec in out.items():
         print(label, {k: f"{s['mean']:.3g} +- {s['sd']:.2g} [{s['min']:.3g}, {s['max']:.3g}]"
                       for k, s in rec["summary"].items()})
-    if a.results:
-        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.results).write_text(json.dumps({"command": " ".join(sys.argv), "runs": out},
-                                              indent=2) + "\n")
-    print(f"wrote {a.figure}" + (f", {a.results}" if a.results else ""))
+    save(fig, a.figure, a.results, out)
+
+
+def parse_runs(spec: str) -> dict[str, Path]:
+    """``--runs LABEL=RUN_DIR,...``"""
+    runs: dict[str, Path] = {}
+    for item in spec.split(","):
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise RdmdError(f"--runs wants LABEL=RUN_DIR items, got {item!r}")
+        runs[label] = Path(path)
+    return runs
+
+
+def save(fig: plt.Figure, figure: str, results: str | None, runs: dict) -> None:
+    """The figure, and the per-run records with the command that made them."""
+    fig.tight_layout()
+    Path(figure).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figure, dpi=110)
+    if results:
+        Path(results).parent.mkdir(parents=True, exist_ok=True)
+        Path(results).write_text(json.dumps({"command": " ".join(sys.argv), "runs": runs},
+                                            indent=2) + "\n")
+    print(f"wrote {figure}" + (f", {results}" if results else ""))
 
 
 if __name__ == "__main__":

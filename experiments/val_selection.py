@@ -30,11 +30,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from rdmd.errors import RdmdError  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).parent))
 from common import run_main  # noqa: E402
-from eval_curves import read_curve  # noqa: E402
+from eval_curves import parse_runs, read_curve, save  # noqa: E402
 
 
 def selection(points: list[dict[str, float]], test: str, val: str) -> dict[str, Any]:
@@ -57,12 +55,7 @@ def main() -> None:
     ap.add_argument("--results", default=None)
     a = ap.parse_args()
     test, val = a.test_key, f"val_{a.test_key}"
-    runs: dict[str, Path] = {}
-    for item in a.runs.split(","):
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise RdmdError(f"--runs wants LABEL=RUN_DIR items, got {item!r}")
-        runs[label] = Path(path)
+    runs = parse_runs(a.runs)
     out: dict[str, Any] = {}
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.3), squeeze=False)
     for ax, (label, run) in zip(axes[0], runs.items(), strict=True):
@@ -83,14 +76,7 @@ def main() -> None:
               f"{sel['oracle_step']} | mean {sel['mean_test']:.3f} | spearman "
               f"{sel['spearman_val_test']:.2f} over {sel['evaluations']}")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    Path(a.figure).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.figure, dpi=110)
-    if a.results:
-        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.results).write_text(json.dumps({"command": " ".join(sys.argv), "runs": out},
-                                              indent=2) + "\n")
-    print(f"wrote {a.figure}" + (f", {a.results}" if a.results else ""))
+    save(fig, a.figure, a.results, out)
 
 
 if __name__ == "__main__":
