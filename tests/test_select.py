@@ -167,3 +167,23 @@ def test_image_validation_scores_and_choice(chain: dict[str, Any],  # noqa: F811
     assert_user_error(run_cli(distill_args(chain["teacher"], bare, 6, *sel)),
                       "select 'best_val' on images needs a classifier")
     assert not bare.exists() or not any(bare.iterdir())
+
+
+def test_validation_reference_is_what_the_test_fd_never_sees() -> None:
+    """The validation FD's real images are the target pool outside the test FD's two
+    reference sets (its real set and its floor's), so choosing on validation does not fit
+    the test's references; too small a pool is refused."""
+    from rdmd.data import Domain
+    from rdmd.evaluation import _fd_sets, validation_reference
+
+    ids = torch.arange(50.0)
+    imgs = ids[:, None, None, None].expand(50, 1, 4, 4).contiguous()
+    tgt = Domain("t", imgs[:40], imgs[40:], kind="image")
+    _, real_a, real_b = _fd_sets(torch.zeros(10, 1, 4, 4), tgt)
+    ref = validation_reference(tgt, 10)
+    seen = {float(v) for v in torch.cat([real_a, real_b])[:, 0, 0, 0]}
+    rest = {float(v) for v in ref[:, 0, 0, 0]}
+    assert len(seen) == 20 and len(rest) == 30 and not seen & rest
+    assert seen | rest == set(ids.tolist())
+    with pytest.raises(RdmdError, match="beyond the test's two reference sets"):
+        validation_reference(Domain("t", imgs[:10], imgs[10:20], kind="image"), 10)
