@@ -320,6 +320,9 @@ def validation_reference(tgt: Domain, n_test: int) -> torch.Tensor:
     return rest
 
 
+_VAL_FEATS: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
 def validation_metrics(generator: nn.Module, norm: Normalizer, x_val: torch.Tensor,
                        src: Domain, tgt: Domain, cfg: Any) -> dict[str, float]:
     """Scores of ``G`` on the sources held out of training (``val_size``), keys ``val_*``:
@@ -339,8 +342,11 @@ def validation_metrics(generator: nn.Module, norm: Normalizer, x_val: torch.Tens
     if net is not None and cfg.target_class is not None:
         res["val_target_accuracy"] = target_accuracy(net, gx, cfg.target_class)
     if feats is not None:
-        ref = validation_reference(tgt, len(src.test))
-        res[f"val_{name}"] = frechet_distance(_batched(feats, gx), _batched(feats, ref))
+        key = (str(cfg.classifier), tgt.name, len(tgt.train), len(tgt.test), len(src.test))
+        if key not in _VAL_FEATS:  # the same reference at every evaluation of a run
+            _VAL_FEATS.clear()
+            _VAL_FEATS[key] = _batched(feats, validation_reference(tgt, len(src.test)))
+        res[f"val_{name}"] = frechet_distance(_batched(feats, gx), _VAL_FEATS[key])
     return res
 
 
