@@ -174,16 +174,13 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
     )
 
     score = validation_score_key(src, cfg.classifier)
+    if x_val is not None and src.kind == "image" and score is not None:
+        validation_reference(tgt, len(src.test))  # enough target images, before training
     best = None
     if cfg.select == "best_val":
-        if code is not None:
-            raise RdmdError("select 'best_val' chooses one generator by one score; a "
-                            "lambda-conditioned run has one per lambda (use select 'last')")
         if score is None:
             raise RdmdError("select 'best_val' on images needs a classifier (its Frechet "
                             "distance is the validation score)")
-        if src.kind == "image":
-            validation_reference(tgt, len(src.test))  # enough target images, before training
         best = BestWeights(method.result())
     # The generator's EMA (if on) is what is evaluated and saved; the raw one trains.
     from rdmd.evaluation import evaluate_translation, write_translation_report
@@ -200,8 +197,8 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
             return {k: v for k, v in m.items() if isinstance(v, float)}
 
         res = evaluate(net) if code is None else eval_at_lams(net, code, evaluate)
-        if best is not None and score is not None:
-            best.offer(net, res[score], step)
+        if best is not None:
+            best.offer(net, res[str(score)], step)
         net.train(was)
         return res
 
