@@ -529,9 +529,6 @@ def validate(cfg: TeacherConfig | DistillConfig, whole: bool = True) -> None:
                                                                       and cfg.eval_every):
         raise RdmdError("select 'best_val' needs val_size > 0 and eval_every > 0 (the "
                         "validation score is computed at each evaluation)")
-    if whole and getattr(cfg, "select", "last") == "best_val" and cfg.lam_range:
-        raise RdmdError("select 'best_val' chooses one generator by one score; a "
-                        "lambda-conditioned run has one per lambda (use select 'last')")
     guide_at = getattr(cfg, "guide_at", None)
     if guide_at is not None and guide_at >= 1:
         raise RdmdError(f"config key 'guide_at' is a share of the steps, in [0, 1); got "

@@ -202,20 +202,37 @@ def lam_settings(cfg: Any) -> tuple[LamCode, float]:
     return code, float(zero_prob)
 
 
-def eval_at_lams(net: nn.Module, code: LamCode, evaluate: Any) -> dict[str, float]:
+def gmean_key(key: str) -> str:
+    """The log column of ``key``'s geometric mean over the report lambdas."""
+    return f"{key}@gmean"
+
+
+def eval_at_lams(net: nn.Module, code: LamCode, evaluate: Any,
+                 gmean: str | None = None) -> dict[str, float]:
     """Training-time metrics at the report lambdas, keyed ``metric@lambda`` (the log's
-    columns)."""
+    columns), and the geometric mean of ``gmean`` over them (:func:`gmean_key`).
+
+    One network serves every lambda, so a choice of its weights needs one score over all of
+    them; the geometric mean weighs each lambda by its relative change, where an arithmetic
+    mean would follow the large-lambda end alone (its distances are 10-30x the small end's
+    on images). A missing or non-positive value makes it NaN, which is never chosen."""
     out: dict[str, float] = {}
     for lam in code.report_lams():
         for k, v in evaluate(AtLambda(net, code, lam)).items():
             out[f"{k}@{lam:g}"] = v
+    if gmean is not None:
+        vals = [out.get(f"{gmean}@{lam:g}", math.nan) for lam in code.report_lams()]
+        out[gmean_key(gmean)] = (math.exp(sum(math.log(v) for v in vals) / len(vals))
+                                 if all(v > 0 for v in vals) else math.nan)
     return out
 
 
 def write_lam_report(out_dir: Path, net: nn.Module, code: LamCode, norm: Any, src: Any,
-                     tgt: Any, cfg: Any) -> dict[str, Any]:
+                     tgt: Any, cfg: Any, extra: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
     """``metrics.json`` of a conditioned run: its range and the held-out metrics at each
-    report lambda (the fixed run's protocol at each); 2-D runs get one plot per lambda."""
+    report lambda (the fixed run's protocol at each), ``extra`` beside them; 2-D runs get
+    one plot per lambda."""
     from rdmd.distributed import gathered, is_main
     from rdmd.evaluation import (
         apply_generator,
@@ -244,7 +261,7 @@ def write_lam_report(out_dir: Path, net: nn.Module, code: LamCode, norm: Any, sr
                 plot_translation(out_dir / "plots" / f"translation_lam{lam:g}.png",
                                  x.numpy(), gx.numpy(), tgt.test[:n].numpy(),
                                  title=f"lambda = {lam:g} (conditioned)")
-    report = {**code.to_meta(), "by_lam": by_lam}
+    report = {**code.to_meta(), "by_lam": by_lam, **(extra or {})}
     if is_main():
         from rdmd.checkpoint import atomic_write_json
 

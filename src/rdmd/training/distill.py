@@ -18,7 +18,7 @@ from rdmd.data import Domain, load_domain
 from rdmd.data.folders import announce
 from rdmd.errors import RdmdError
 from rdmd.methods import METHODS
-from rdmd.methods.rdmd_lam import eval_at_lams, write_lam_report
+from rdmd.methods.rdmd_lam import eval_at_lams, gmean_key, write_lam_report
 from rdmd.models import Model, load_model, save_model
 from rdmd.training.checks import check_classifier
 from rdmd.training.loop import run_loop
@@ -182,6 +182,8 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
             raise RdmdError("select 'best_val' on images needs a classifier (its Frechet "
                             "distance is the validation score)")
         best = BestWeights(method.result())
+    # a conditioned run is one network for every lambda: scored over the report lambdas
+    chosen_by = score if code is None or score is None else gmean_key(score)
     # The generator's EMA (if on) is what is evaluated and saved; the raw one trains.
     from rdmd.evaluation import evaluate_translation, write_translation_report
 
@@ -196,9 +198,10 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
                                             cfg))
             return {k: v for k, v in m.items() if isinstance(v, float)}
 
-        res = evaluate(net) if code is None else eval_at_lams(net, code, evaluate)
+        res = (evaluate(net) if code is None else
+               eval_at_lams(net, code, evaluate, gmean=score if x_val is not None else None))
         if best is not None:
-            best.offer(net, res[str(score)], step)
+            best.offer(net, res[str(chosen_by)], step)
         net.train(was)
         return res
 
@@ -218,16 +221,16 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
     final = method.result()
     if best is not None and best.chosen() is not None:
         final = best.net  # the evaluation with the best validation score, not the last
-        meta["selected"] = {"rule": "best_val", "metric": score, **best.chosen()}
+        meta["selected"] = {"rule": "best_val", "metric": chosen_by, **best.chosen()}
     if x_val is not None:
         meta["val_size"] = len(x_val)
     if d.main:
         save_model(out, final, meta)
     # every rank translates its share of the held-out set; rank 0 writes the report
+    extra = {k: meta[k] for k in ("selected", "val_size") if k in meta}
     if code is None:
-        write_translation_report(out, distributed.gathered(final), norm, src, tgt, cfg,
-                                 {k: meta[k] for k in ("selected", "val_size") if k in meta})
+        write_translation_report(out, distributed.gathered(final), norm, src, tgt, cfg, extra)
     else:
-        write_lam_report(out, method.result(), code, norm, src, tgt, cfg)
+        write_lam_report(out, final, code, norm, src, tgt, cfg, extra)
     distributed.barrier()  # every rank returns with the model and report written
     return out
