@@ -13,6 +13,8 @@ holding another run is refused in one line), in this order:
     python experiments/fmnist_pipeline.py [--stages 1,2,3,4,5] [--rdmd-steps 1600]
     python experiments/fmnist_pipeline.py --ship   # copy the finished models to
                                                    # src/rdmd/pretrained/fmnist
+    python experiments/fmnist_pipeline.py --ship-fixed RUN --command "rdmd distill ..."
+        # ship one fixed-lambda generator (rdmd_lam<L>) and its section of the card
 
 Each stage needs the ones before it. A stage that would run for hours on a CPU can be stopped
 (Ctrl-C checkpoints) and continued by the same command.
@@ -27,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cmnist_models import execute, ship, table_row  # noqa: E402
+from cmnist_models import execute, recipe, ship, shipped_weights, table_row  # noqa: E402
 from common import run_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +165,64 @@ its floor (issue 14 asks for 2x); the generator's best Frechet distance above is
 its floor. The teacher's and the generator's numbers use different n (3500 and 1000): compare
 each with its own floor.
 """
-    (SHIP / "MODEL_CARD.md").write_text(card)
+    path = SHIP / "MODEL_CARD.md"
+    kept = fixed_section(path.read_text()) if path.is_file() else None
+    path.write_text(card if kept is None else place_fixed(card, kept))  # --ship-fixed's stay
+
+
+FIXED_BEGIN = "<!-- fixed generators (fmnist_pipeline.py --ship-fixed) -->"
+FIXED_END = "<!-- end of fixed generators -->"
+
+
+def ship_fixed(run: Path, command: str) -> Path:
+    """Ship a finished fixed-lambda run as ``rdmd_lam<L>`` and (re)write its section of the
+    card, numbers read from the run's own report; the rest of the card is kept."""
+    meta = json.loads((run / "model.json").read_text())
+    if meta.get("role") != "generator" or meta.get("lam_range") or "lam" not in meta:
+        raise SystemExit(f"fmnist_pipeline: {run} is not a finished fixed-lambda generator")
+    dest = SHIP / f"rdmd_lam{meta['lam']:g}"
+    ship(run, dest)
+    m = json.loads((run / "metrics.json").read_text())
+    weights = shipped_weights(meta.get("ema_decay") or 0.0, meta.get("selected"), None)
+    section = f"""{FIXED_BEGIN}
+- `{dest.name}/`: a **fixed-lambda generator** (lambda {meta['lam']:g}, method
+  `{meta['method']}`) from `configs/fmnist_ot_rdmd.toml`, the image recipe of docs/images.md:
+  {recipe(run)}. Shipped weights: {weights}; the run held out {meta.get('val_size', 0)} of
+  the 6000 training sneakers for that choice and never trained on them. Command:
+
+  ```
+  {command}
+  ```
+
+  On the 1000 held-out sneakers (n = {m.get('fd_n', m.get('n_eval'))}, the conditioned
+  generator's protocol): fd_cnn_fmnist **{m['fd_cnn_fmnist']:.3f}** (floor
+  {m['fd_cnn_fmnist_floor']:.3f}), L2 {m['l2']:.3f}, PSNR {m['psnr']:.2f}, SSIM
+  {m['ssim']:.3f}, target rate {m['target_accuracy']:.3f}. Translate with
+  `rdmd translate --model src/rdmd/pretrained/fmnist/{dest.name} --input DIR --out OUT`.
+{FIXED_END}"""
+    card_path = SHIP / "MODEL_CARD.md"
+    card_path.write_text(place_fixed(card_path.read_text(), section))
+    return dest
+
+
+def fixed_section(card: str) -> str | None:
+    """The fixed generators' section of a card, markers included (None: there is none)."""
+    if FIXED_BEGIN not in card:
+        return None
+    return FIXED_BEGIN + card.partition(FIXED_BEGIN)[2].partition(FIXED_END)[0] + FIXED_END
+
+
+def place_fixed(card: str, section: str) -> str:
+    """``card`` with ``section`` in place of its fixed generators' section, or before the
+    conditioned generator's metrics if it has none."""
+    old = fixed_section(card)
+    if old is not None:
+        return card.replace(old, section, 1)
+    marker = "\nMetrics of `rdmd_cond`"
+    if marker not in card:
+        raise SystemExit("fmnist_pipeline: the card has no `rdmd_cond` metrics to place the "
+                         "fixed generator before; run --ship first")
+    return card.replace(marker, "\n" + section + "\n" + marker, 1)
 
 
 def main() -> None:
@@ -171,7 +230,13 @@ def main() -> None:
     ap.add_argument("--stages", default="1,2,3,4,5")
     ap.add_argument("--rdmd-steps", type=int, default=1600)
     ap.add_argument("--ship", action="store_true")
+    ap.add_argument("--ship-fixed", metavar="RUN", help="a finished fixed-lambda run to ship")
+    ap.add_argument("--command", default="", help="the command that trained --ship-fixed's run "
+                    "(for the card)")
     a = ap.parse_args()
+    if a.ship_fixed:
+        print(ship_fixed(Path(a.ship_fixed), a.command))
+        return
     steps = plan(a.rdmd_steps)
     if a.ship:
         for _, out in steps:

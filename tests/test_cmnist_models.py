@@ -111,3 +111,22 @@ def test_set_for_refuses_bad_specs(spec: str) -> None:
         cmnist_models.sets_for([spec], [0.05, 0.1])
     assert cmnist_models.sets_for(["0.05:ema_decay=0.99", "0.05:seed=1"], [0.05]) == {
         0.05: ["ema_decay=0.99", "seed=1"]}
+
+
+def test_fmnist_card_keeps_the_fixed_generators_section() -> None:
+    """``fmnist_pipeline.py --ship-fixed`` writes its section before the conditioned
+    generator's metrics, replaces it on a second call, and a card rewritten by ``--ship``
+    keeps it."""
+    import fmnist_pipeline as fp
+
+    card = "# card\n\n- `rdmd_cond/`: one generator\n\nMetrics of `rdmd_cond` here\n| a |\n"
+    first = f"{fp.FIXED_BEGIN}\n- `rdmd_lam0.05/`: FD 2.1\n{fp.FIXED_END}"
+    once = fp.place_fixed(card, first)
+    assert once.index(first) < once.index("Metrics of `rdmd_cond`")
+    assert fp.fixed_section(once) == first and fp.fixed_section(card) is None
+    second = first.replace("2.1", "1.9")
+    twice = fp.place_fixed(once, second)
+    assert "2.1" not in twice and twice.count(fp.FIXED_BEGIN) == 1
+    assert twice.replace(second, first) == once
+    with pytest.raises(SystemExit, match="run --ship first"):
+        fp.place_fixed("# no conditioned metrics\n", first)
