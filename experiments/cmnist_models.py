@@ -234,9 +234,9 @@ def table_row(values: list[object]) -> str:
     return "| " + " | ".join(fmt(v) for v in values) + " |"
 
 
-def recipe(run_dir: Path) -> str:
+def recipe(run_dir: Path, where: str = "one CPU thread") -> str:
     """One line of the generators' recipe, read from a finished run (what ran, not what a
-    config file says today)."""
+    config file says today); ``where`` it ran is not in the run's records."""
     rec = run_record(run_dir)
     c = rec["config"]
     parts = [f"{c['steps']} iterations, batch {c['batch_size']}",
@@ -255,7 +255,7 @@ def recipe(run_dir: Path) -> str:
         if "time_s" in head and len(lines) > 1:
             wall = float(last[head.index("time_s")])
     if wall:
-        parts.append(f"about {wall / 60:.0f} minutes of wall time on one CPU thread")
+        parts.append(f"about {wall / 60:.0f} minutes of wall time on {where}")
     return "; ".join(parts)
 
 

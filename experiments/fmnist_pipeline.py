@@ -174,7 +174,7 @@ FIXED_BEGIN = "<!-- fixed generators (fmnist_pipeline.py --ship-fixed) -->"
 FIXED_END = "<!-- end of fixed generators -->"
 
 
-def ship_fixed(run: Path, command: str) -> Path:
+def ship_fixed(run: Path, command: str, where: str) -> Path:
     """Ship a finished fixed-lambda run as ``rdmd_lam<L>`` and (re)write its section of the
     card, numbers read from the run's own report; the rest of the card is kept."""
     meta = json.loads((run / "model.json").read_text())
@@ -184,10 +184,18 @@ def ship_fixed(run: Path, command: str) -> Path:
     ship(run, dest)
     m = json.loads((run / "metrics.json").read_text())
     weights = shipped_weights(meta.get("ema_decay") or 0.0, meta.get("selected"), None)
+    matched = ROOT / "experiments" / "results" / "fmnist_teacher_fd_matched.json"
+    teacher_note = ""
+    if matched.is_file():  # the teacher's samples scored the same way (teacher_fd_matched.py)
+        t = json.loads(matched.read_text())
+        if t.get("n") == m.get("fd_n"):
+            teacher_note = (f"; the teacher's own samples read {t['fd_mean']:.3f} at the same "
+                            f"n, so this is {m['fd_cnn_fmnist'] / t['fd_mean']:.1f}x the "
+                            "teacher")
     section = f"""{FIXED_BEGIN}
 - `{dest.name}/`: a **fixed-lambda generator** (lambda {meta['lam']:g}, method
   `{meta['method']}`) from `configs/fmnist_ot_rdmd.toml`, the image recipe of docs/images.md:
-  {recipe(run)}. Shipped weights: {weights}; the run held out {meta.get('val_size', 0)} of
+  {recipe(run, where)}. Shipped weights: {weights}; the run held out {meta.get('val_size', 0)} of
   the 6000 training sneakers for that choice and never trained on them. Command:
 
   ```
@@ -197,7 +205,7 @@ def ship_fixed(run: Path, command: str) -> Path:
   On the 1000 held-out sneakers (n = {m.get('fd_n', m.get('n_eval'))}, the conditioned
   generator's protocol): fd_cnn_fmnist **{m['fd_cnn_fmnist']:.3f}** (floor
   {m['fd_cnn_fmnist_floor']:.3f}), L2 {m['l2']:.3f}, PSNR {m['psnr']:.2f}, SSIM
-  {m['ssim']:.3f}, target rate {m['target_accuracy']:.3f}. Translate with
+  {m['ssim']:.3f}, target rate {m['target_accuracy']:.3f}{teacher_note}. Translate with
   `rdmd translate --model src/rdmd/pretrained/fmnist/{dest.name} --input DIR --out OUT`.
 {FIXED_END}"""
     card_path = SHIP / "MODEL_CARD.md"
@@ -233,9 +241,11 @@ def main() -> None:
     ap.add_argument("--ship-fixed", metavar="RUN", help="a finished fixed-lambda run to ship")
     ap.add_argument("--command", default="", help="the command that trained --ship-fixed's run "
                     "(for the card)")
+    ap.add_argument("--where", default="2 CPU threads (no GPU)",
+                    help="what --ship-fixed's run trained on (for the card)")
     a = ap.parse_args()
     if a.ship_fixed:
-        print(ship_fixed(Path(a.ship_fixed), a.command))
+        print(ship_fixed(Path(a.ship_fixed), a.command, a.where))
         return
     steps = plan(a.rdmd_steps)
     if a.ship:
