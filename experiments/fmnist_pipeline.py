@@ -181,7 +181,6 @@ def ship_fixed(run: Path, command: str, where: str) -> Path:
     if meta.get("role") != "generator" or meta.get("lam_range") or "lam" not in meta:
         raise SystemExit(f"fmnist_pipeline: {run} is not a finished fixed-lambda generator")
     dest = SHIP / f"rdmd_lam{meta['lam']:g}"
-    ship(run, dest)
     m = json.loads((run / "metrics.json").read_text())
     weights = shipped_weights(meta.get("ema_decay") or 0.0, meta.get("selected"), None)
     matched = ROOT / "experiments" / "results" / "fmnist_teacher_fd_matched.json"
@@ -209,7 +208,9 @@ def ship_fixed(run: Path, command: str, where: str) -> Path:
   `rdmd translate --model src/rdmd/pretrained/fmnist/{dest.name} --input DIR --out OUT`.
 {FIXED_END}"""
     card_path = SHIP / "MODEL_CARD.md"
-    card_path.write_text(place_fixed(card_path.read_text(), section))
+    card = place_fixed(card_path.read_text() if card_path.is_file() else "", section)
+    ship(run, dest)  # only once the card is known to take the section
+    card_path.write_text(card)
     return dest
 
 

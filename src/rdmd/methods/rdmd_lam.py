@@ -22,6 +22,7 @@ defaults to ``hi / 10`` (small lambdas are dense but 0 is reachable) and a share
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,8 @@ def eval_at_lams(net: nn.Module, code: LamCode, evaluate: Any,
             out[f"{k}@{lam:g}"] = v
     if gmean is not None:
         vals = [out.get(f"{gmean}@{lam:g}", math.nan) for lam in code.report_lams()]
-        out[gmean_key(gmean)] = (math.exp(sum(math.log(v) for v in vals) / len(vals))
-                                 if all(v > 0 for v in vals) else math.nan)
+        out[gmean_key(gmean)] = (statistics.geometric_mean(vals) if all(v > 0 for v in vals)
+                                 else math.nan)
     return out
 
 
