@@ -10,6 +10,9 @@ run description and the metrics into ``src/rdmd/pretrained/cmnist`` and writes
         --set keep_checkpoints=20 --average 100,200,300,400 --lams 0.05,0.1,0.25,0.5,1
         # the shipped generators since the sixteenth session (model card)
     python experiments/cmnist_models.py --ship-only   # re-copy finished runs, rewrite card
+    python experiments/cmnist_models.py ... --keep-shipped 0.05,0.5
+        # train the other lambdas; those two are already shipped (their runs are gone): the
+        # shipped folder stands for the run, checked to be what the command asks for
     python experiments/cmnist_models.py --rescore-shipped --lams 0.05,0.1,0.25,0.35,0.5,1.0
         # re-evaluate the shipped generators in place (current protocol); prints the card's rows
 """
@@ -110,6 +113,9 @@ def main() -> None:
     ap.add_argument("--teacher", default=None,
                     help="distill from this teacher instead of training RUNS/teacher (e.g. "
                          "the shipped src/rdmd/pretrained/cmnist/teacher, which then stays)")
+    ap.add_argument("--keep-shipped", default="", metavar="LAMS",
+                    help="lambdas whose shipped generator stays: its folder stands for the "
+                         "run (checked against the command; not retrained, not re-copied)")
     ap.add_argument("--ship-only", action="store_true")
     ap.add_argument("--rescore-shipped", action="store_true",
                     help="re-evaluate the shipped generators in place with the current "
@@ -118,6 +124,7 @@ def main() -> None:
     clf = str(CLASSIFIER.relative_to(ROOT))
     teacher = a.teacher or f"{a.runs}/teacher"
     lams = [float(v) for v in a.lams.split(",")]
+    kept = kept_lams(a.keep_shipped, lams, bool(a.average))
     plan: list[tuple[list[str], Path]] = [
         (["train-classifier", "--data", "cmnist", "--out", clf], CLASSIFIER)]
     if a.teacher is None:
@@ -127,13 +134,15 @@ def main() -> None:
     extra = (["--steps", str(a.steps)] if a.steps is not None else [])
     extra += [arg for kv in a.set for arg in ("--set", kv)]
     per_lam = sets_for(a.set_for, lams)
-    for lam in lams:
+    run_dirs = [SHIP / f"rdmd_lam{lam:g}" if lam in kept else ROOT / a.runs / f"rdmd_lam{lam:g}"
+                for lam in lams]
+    for lam, run_dir in zip(lams, run_dirs, strict=True):
         out = f"{a.runs}/rdmd_lam{lam:g}"
         own = [arg for kv in per_lam.get(lam, []) for arg in ("--set", kv)]
         plan.append((["distill", "--source", "cmnist2", "--teacher", teacher, "--lam",
                       f"{lam:g}", "--config", a.config, *extra, *own, "--set",
                       f"classifier={clf}", "--set", "target_class=3", "--out", out],
-                     ROOT / out))
+                     run_dir))
     if a.rescore_shipped:
         from common import reevaluate
 
@@ -146,14 +155,17 @@ def main() -> None:
     if not a.ship_only:
         for args, out in plan:
             execute(args, out)
+    else:  # a kept generator is still checked to be the one its command makes
+        for args, out in plan:
+            if out.parent == SHIP and out.name.startswith("rdmd_lam"):
+                check_reusable(args, out)
     commands = ["rdmd " + " ".join(args) for args, _ in plan]
     if a.teacher is not None:
         commands.insert(1, f"# the teacher {a.teacher} was trained earlier by: rdmd "
                            "train-teacher --target cmnist3 --config configs/cmnist_teacher.toml "
                            f"--set classifier={clf} --out runs/cmnist/teacher")
     rows, finals, weights = [], [], []
-    for lam in lams:
-        out = ROOT / a.runs / f"rdmd_lam{lam:g}"
+    for lam, out in zip(lams, run_dirs, strict=True):
         finals.append(json.loads((out / "metrics.json").read_text()))
         ema = float(run_record(out)["config"].get("ema_decay") or 0.0)
         chosen = json.loads((out / "model.json").read_text()).get("selected")
@@ -168,14 +180,14 @@ def main() -> None:
                             f"{a.runs}/{avg.name}")
             out = avg
         rows.append(json.loads((out / "metrics.json").read_text()))
-        ship(out, SHIP / f"rdmd_lam{lam:g}")
+        if lam not in kept:
+            ship(out, SHIP / f"rdmd_lam{lam:g}")
     if a.teacher is None:
         ship(ROOT / teacher, SHIP / "teacher")
     write_card(commands, rows,
                json.loads((ROOT / teacher / "metrics.json").read_text()),
                json.loads((CLASSIFIER / "classifier.json").read_text()),
-               [ROOT / a.runs / f"rdmd_lam{lam:g}" for lam in lams],
-               finals if a.average else None, a.average, weights, per_lam)
+               run_dirs, finals if a.average else None, a.average, weights, per_lam)
 
 
 def shipped_weights(ema: float, chosen: dict | None, average: str | None) -> str:
@@ -186,6 +198,27 @@ def shipped_weights(ema: float, chosen: dict | None, average: str | None) -> str
         return (f"best validation (iteration {chosen['step']}"
                 + (f", EMA {ema:g})" if ema else ")"))
     return f"EMA {ema:g}" if ema else f"average {average}" if average else "final"
+
+
+def kept_lams(spec: str, lams: list[float], averaged: bool) -> set[float]:
+    """``--keep-shipped`` as a set of lambdas; one not in ``--lams`` is refused in one line,
+    and so is any with ``--average`` (the shipped folder holds no checkpoints to average)."""
+    try:
+        kept = {float(v) for v in spec.split(",") if v.strip()}
+    except ValueError:
+        raise SystemExit(f"cmnist_models: --keep-shipped wants lambdas like 0.05,0.5, "
+                         f"got {spec!r}") from None
+    if missing := sorted(kept - set(lams)):
+        raise SystemExit(f"cmnist_models: --keep-shipped lambda {missing[0]:g} is not in "
+                         "--lams")
+    if kept and averaged:
+        raise SystemExit("cmnist_models: --keep-shipped cannot go with --average (a shipped "
+                         "generator keeps no checkpoints to average)")
+    for lam in kept:
+        if not (SHIP / f"rdmd_lam{lam:g}" / "model.json").is_file():
+            raise SystemExit(f"cmnist_models: --keep-shipped {lam:g}: no shipped generator "
+                             f"at {SHIP / f'rdmd_lam{lam:g}'}")
+    return kept
 
 
 def sets_for(specs: list[str], lams: list[float]) -> dict[float, list[str]]:

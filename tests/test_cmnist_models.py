@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from rdmd.errors import RdmdError
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import cmnist_models  # noqa: E402
@@ -130,3 +132,31 @@ def test_fmnist_card_keeps_the_fixed_generators_section() -> None:
     assert twice.replace(second, first) == once
     with pytest.raises(SystemExit, match="run --ship first"):
         fp.place_fixed("# no conditioned metrics\n", first)
+
+
+SHIPPED_VAL_COMMAND = [
+    "distill", "--source", "cmnist2", "--teacher", "src/rdmd/pretrained/cmnist/teacher",
+    "--lam", "0.05", "--config", "configs/cmnist_ot_chroma_rdmd.toml", "--steps", "400",
+    "--set", "precision=fp32", "--set", "lr_schedule=cosine", "--set", "eval_every=40",
+    "--set", "keep_checkpoints=20", "--set", "val_size=100", "--set", "select=best_val",
+    "--set", "eval_every=20", "--set", "classifier=src/rdmd/pretrained/cmnist/classifier",
+    "--set", "target_class=3", "--out", "runs/cmnist/rdmd_lam0.05"]
+
+
+def test_keep_shipped_checks_the_shipped_generator_is_the_commands() -> None:
+    """``--keep-shipped`` lets a lambda whose run is gone stay as shipped; its folder must
+    still be what the card's command trains, so a card never lists a command that did not
+    make the weights beside it."""
+    lams = [0.05, 0.1, 0.5]
+    assert cmnist_models.kept_lams("0.05,0.5", lams, False) == {0.05, 0.5}
+    assert cmnist_models.kept_lams("", lams, False) == set()
+    for spec, averaged, msg in [("0.25", False, "not in --lams"), ("a", False, "wants"),
+                                ("0.05", True, "--average")]:
+        with pytest.raises(SystemExit, match=msg):
+            cmnist_models.kept_lams(spec, lams, averaged)
+    shipped = cmnist_models.SHIP / "rdmd_lam0.05"
+    cmnist_models.check_reusable(SHIPPED_VAL_COMMAND, shipped)  # the card's own command
+    other = list(SHIPPED_VAL_COMMAND)
+    other[other.index("eval_every=20")] = "eval_every=40"
+    with pytest.raises(RdmdError, match="eval_every"):
+        cmnist_models.check_reusable(other, shipped)
