@@ -79,6 +79,18 @@ def _plane_dim(spec: str) -> int | None:
     return dim if data_kind("vector", dim) == "plane" else None
 
 
+SHIPPED = "src/rdmd/pretrained/"
+
+
+def _portable(value: Any) -> Any:
+    """A path into the repository's shipped models, from that folder on: a run records the
+    absolute path of the checkout it ran in, and the same shipped model is the same run in
+    another checkout (a fresh clone, the next session's)."""
+    if isinstance(value, str) and f"/{SHIPPED}" in value:
+        return value[value.index(SHIPPED):]
+    return value
+
+
 def check_reusable_run(out: Path, requested: dict[str, Any], cls: type, kind: str) -> None:
     """Refuse, in one line, a run folder whose saved run is not the requested one."""
     saved = read_run(out)
@@ -86,6 +98,7 @@ def check_reusable_run(out: Path, requested: dict[str, Any], cls: type, kind: st
     have = {k: v for k, v in saved.items() if k != "config"} | to_dict(cfg)
     want = {k: v for k, v in requested.items() if k != "config"} | requested["config"]
     have, want = json.loads(json.dumps(have)), json.loads(json.dumps(want))
+    have, want = ({k: _portable(v) for k, v in d.items()} for d in (have, want))
     diff = [k for k in dict.fromkeys([*want, *have]) if have.get(k) != want.get(k)]
     if diff:
         k = diff[0]

@@ -4,6 +4,8 @@ which another script measures (issue 14: retraining the shipped models with a ne
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -143,7 +145,7 @@ SHIPPED_VAL_COMMAND = [
     "--set", "target_class=3", "--out", "runs/cmnist/rdmd_lam0.05"]
 
 
-def test_keep_shipped_checks_the_shipped_generator_is_the_commands() -> None:
+def test_keep_shipped_checks_the_shipped_generator_is_the_commands(tmp_path: Path) -> None:
     """``--keep-shipped`` lets a lambda whose run is gone stay as shipped; its folder must
     still be what the card's command trains, so a card never lists a command that did not
     make the weights beside it."""
@@ -156,6 +158,17 @@ def test_keep_shipped_checks_the_shipped_generator_is_the_commands() -> None:
             cmnist_models.kept_lams(spec, lams, averaged)
     shipped = cmnist_models.SHIP / "rdmd_lam0.05"
     cmnist_models.check_reusable(SHIPPED_VAL_COMMAND, shipped)  # the card's own command
+    # trained in another checkout (a run records its absolute teacher path): the same run
+    moved = tmp_path / "rdmd_lam0.05"
+    shutil.copytree(shipped, moved)
+    rec = json.loads((moved / "config.json").read_text())
+    rec["teacher"] = "/elsewhere/checkout/src/rdmd/pretrained/cmnist/teacher"
+    (moved / "config.json").write_text(json.dumps(rec))
+    cmnist_models.check_reusable(SHIPPED_VAL_COMMAND, moved)
+    rec["teacher"] = "/elsewhere/checkout/runs/cmnist/teacher"  # another teacher: refused
+    (moved / "config.json").write_text(json.dumps(rec))
+    with pytest.raises(RdmdError, match="teacher"):
+        cmnist_models.check_reusable(SHIPPED_VAL_COMMAND, moved)
     other = list(SHIPPED_VAL_COMMAND)
     other[other.index("eval_every=20")] = "eval_every=40"
     with pytest.raises(RdmdError, match="eval_every"):
