@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 
-def rate(log: Path) -> dict[str, float] | None:
+def rate(log: Path) -> dict[str, float | int | bool] | None:
     """Steps per second between the first and the last logged step: the first row's time
     holds start-up (and an OT start), which is not the steady speed (a log of one row can
     only say the speed with it: ``with_start_up``)."""

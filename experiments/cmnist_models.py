@@ -42,6 +42,7 @@ from rdmd.config import (  # noqa: E402
     parse_overrides,
     read_config_file,
 )
+from rdmd.errors import RdmdError  # noqa: E402
 from rdmd.models import store_half  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +144,13 @@ def main() -> None:
                       f"{lam:g}", "--config", a.config, *extra, *own, "--set",
                       f"classifier={clf}", "--set", "target_class=3", "--out", out],
                      run_dir))
+        if lam in kept:  # before anything trains: a kept generator is what its command makes
+            try:
+                check_reusable(plan[-1][0], run_dir)
+            except RdmdError as e:
+                raise SystemExit(f"cmnist_models: --keep-shipped {lam:g}: the shipped generator "
+                                 f"is not what this command trains ({str(e).split('; ')[0]}); "
+                                 "drop it from --keep-shipped to retrain it") from None
     if a.rescore_shipped:
         from common import reevaluate
 
@@ -155,10 +163,6 @@ def main() -> None:
     if not a.ship_only:
         for args, out in plan:
             execute(args, out)
-    else:  # a kept generator is still checked to be the one its command makes
-        for args, out in plan:
-            if out.parent == SHIP and out.name.startswith("rdmd_lam"):
-                check_reusable(args, out)
     commands = ["rdmd " + " ".join(args) for args, _ in plan]
     if a.teacher is not None:
         commands.insert(1, f"# the teacher {a.teacher} was trained earlier by: rdmd "
