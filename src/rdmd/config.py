@@ -180,6 +180,10 @@ class DistillConfig:
     classifier: str | None = None  # feature classifier dir: FD and target accuracy (images)
     target_class: int | None = None  # the classifier's label of the target domain
     recursive: bool = False  # image folders: also read the images in subfolders
+    # warm start: a distillation checkpoint folder (RUN/checkpoints/step_N) or run folder (its
+    # latest checkpoint) whose networks and optimiser moments this new run starts from, with
+    # its own schedule from step 0 and no ot_start (rdmd.training.state.warm_start)
+    init_from: str | None = None
 
 
 #: a teacher sampled as before autoguidance: no guide, the deterministic sampler (the

@@ -33,7 +33,7 @@ from rdmd.training.rundir import (
 )
 from rdmd.training.runtime import data_batches, hold_in_bf16, setup_dist, source_draw
 from rdmd.training.select import BestWeights, split_validation
-from rdmd.training.state import fmt_shape
+from rdmd.training.state import fmt_shape, warm_start
 
 
 def _load_teacher(path: str) -> Model:
@@ -205,13 +205,23 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
         net.train(was)
         return res
 
+    signature = {"job": "distill", "backbone": backbone, "data_shape": list(shape)}
     if not (resume and ckpt.latest_checkpoint(out / CHECKPOINTS) is not None):
-        start_method(method, source_draw(src, norm, x_train, cfg, device), d.main, meta,
-                     progress)
+        if cfg.init_from:  # the networks come from another run: no start of their own
+            meta["init_from"] = warm_start(method.modules, method.optimizers, cfg.init_from,
+                                           signature)
+            if d.main:
+                w = meta["init_from"]
+                print(f"rdmd: starting from {w['path']} (step {w['step']}): "
+                      f"{', '.join(w['modules'])}"
+                      + (f"; fresh: {', '.join(w['fresh'])}" if w["fresh"] else ""),
+                      file=sys.stderr, flush=True)
+        else:
+            start_method(method, source_draw(src, norm, x_train, cfg, device), d.main, meta,
+                         progress)
     run_loop(out, method, data_batches(src, norm, x_train, cfg, rng, d, device), rng, cfg,
                    dist=d,
-                   device=device, signature={"job": "distill", "backbone": backbone,
-                                             "data_shape": list(shape)},
+                   device=device, signature=signature,
                    ema_name="generator_ema", ema_warmup=True, resume=resume,
                    progress=progress, eval_fn=eval_fn,
                    desc=f"{cfg.method} lam={cfg.lam:g}" if code is None else

@@ -112,3 +112,67 @@ def _fmt_sig(v: Any) -> str:
     if isinstance(v, list) and all(isinstance(x, int) for x in v):
         return fmt_shape(tuple(v))
     return json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
+
+
+def warm_start(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+               path: str | Path, signature: dict[str, Any]) -> dict[str, Any]:
+    """Start a new run from another run's checkpoint: the networks (and the optimisers'
+    moments) both runs have, nothing else.
+
+    Why: a finished run's schedule cannot be extended (a cosine rate has reached 0; resume
+    refuses to change it), yet its networks are the best start for a longer or different
+    run (another schedule, the GAN term). Unlike ``--resume`` this keeps neither the step,
+    nor the generators, nor the learning rates: the new run's own rates and draws apply from
+    its step 0. A module of this run that the checkpoint lacks (the GAN head) keeps its
+    initialisation; one the checkpoint has and this run lacks is ignored.
+    """
+    src = Path(path)
+    if not src.exists():
+        raise RdmdError(f"init_from: {src} does not exist")
+    if not (src / ckpt.STATE).is_file():  # a run folder: its latest checkpoint
+        last = ckpt.latest_checkpoint(src / "checkpoints")
+        if last is None:
+            raise RdmdError(f"init_from: {src} is neither a checkpoint folder nor a run "
+                            "folder with checkpoints")
+        src = last
+    tensors, meta = ckpt.load_checkpoint(src)
+    saved = meta.get("run") or {}
+    for key in ("job", "backbone", "data_shape"):
+        if key in signature and key in saved and saved[key] != json.loads(
+                json.dumps(signature[key])):
+            raise RdmdError(f"init_from: {src} belongs to a run with another {key} "
+                            f"({_fmt_sig(saved[key])}; this run: {_fmt_sig(signature[key])})")
+    loaded, fresh = [], []
+    for name, m in modules.items():
+        head = f"module.{name}."
+        sd = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+        if not sd:
+            fresh.append(name)
+            continue
+        try:
+            m.load_state_dict(sd)
+        except RuntimeError as e:
+            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            first = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
+            raise RdmdError(f"init_from: {src} does not fit module {name!r}: "
+                            f"{first[:300]}") from None
+        loaded.append(name)
+    if not loaded:
+        raise RdmdError(f"init_from: {src} holds none of this run's networks "
+                        f"({', '.join(modules)})")
+    moments = []
+    for name, opt in optimizers.items():
+        if name not in meta.get("optimizers", {}) or name not in loaded:
+            continue
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        try:
+            ckpt.optimizer_from_flat(opt, f"opt.{name}", tensors, meta["optimizers"][name])
+        except (KeyError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RdmdError(f"init_from: {src}: optimiser {name!r} does not fit: {first}"
+                            ) from None
+        for g, own in zip(opt.param_groups, groups, strict=True):
+            g.update(own)  # this run's rates and betas, not the checkpoint's decayed rate
+        moments.append(name)
+    return {"path": str(src), "step": int(meta["step"]), "modules": loaded,
+            "optimizers": moments, "fresh": fresh}
