@@ -128,7 +128,7 @@ def test_cli_refuses_a_teacher_checkpoint_and_leaves_no_run(
         teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "warm"
     rc = main(["distill", "--source", "gaussian", "--teacher", str(teacher), "--out", str(out),
-               "--steps", "1", "--no-progress", "--set", f"init_from={teacher}",
+               "--steps", "1", "--no-progress", "--init-from", str(teacher),
                "--set", "device=cpu"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and "init_from" in err[-1] and "another job" in err[-1]

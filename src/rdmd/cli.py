@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "feature:<classifier dir> (squared L2 of its features), "
                                   "or a weighted sum such as l2+10*chroma")
     d.add_argument("--sigma-g", type=float, help="generator noise level sigma_g (default 1)")
+    d.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT",
+                   help="warm start: a new run starts from this distillation run's latest "
+                        "checkpoint (or a checkpoints/step_N folder): its networks and "
+                        "optimiser moments, with this run's rates and schedule from step 0 "
+                        "(config key init_from)")
     _common(d)
 
     tr = sub.add_parser("translate", help="map source samples with a trained generator, or "
@@ -241,7 +246,7 @@ def _cmd_distill(args: argparse.Namespace) -> None:
                         "not both")
     extra = {"lam": args.lam, "lam_range": args.lam_range, "cost": args.cost,
              "sigma_g": args.sigma_g, "gan_features": args.gan,
-             "method": "rdmd_gan" if args.gan else None}
+             "method": "rdmd_gan" if args.gan else None, "init_from": args.init_from}
     out = distill(args.source, args.teacher, args.out, _config_layers(args, extra),
                   target=args.target, resume=args.resume, progress=not args.no_progress)
     _print_metrics(out / "metrics.json", f"generator written to {out}")
