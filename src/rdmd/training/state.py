@@ -79,24 +79,13 @@ class RunState:
                             f"{_fmt_sig(saved.get(k))}, this run's is "
                             f"{_fmt_sig(self.signature.get(k))}")
         for name, m in self.modules.items():
-            head = f"module.{name}."
-            sd = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
-            try:
-                m.load_state_dict(sd)
-            except RuntimeError as e:
-                lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-                first = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
-                raise RdmdError(f"{where} does not fit module {name!r} of this run: "
-                                f"{first[:300]}") from None
+            _load_module(m, _module_state(tensors, name), f"{where} does not fit module "
+                         f"{name!r} of this run")
         for name, opt in self.optimizers.items():
             if name not in meta.get("optimizers", {}):
                 raise RdmdError(f"{where} holds no state for optimiser {name!r}")
-            try:
-                ckpt.optimizer_from_flat(opt, f"opt.{name}", tensors, meta["optimizers"][name])
-            except (KeyError, ValueError, RuntimeError) as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise RdmdError(f"{where}: optimiser {name!r} state does not fit: {first}"
-                                ) from None
+            _load_optimizer(opt, name, tensors, meta, f"{where}: optimiser {name!r} state "
+                            "does not fit")
         if "rng.run" not in tensors:
             raise RdmdError(f"{where} holds no run generator state (rng.run)")
         self.rng.set_state(tensors["rng.run"])
@@ -106,6 +95,30 @@ class RunState:
             torch.set_rng_state(tensors[own])
         if f"rng.rank{r}.cuda" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors[f"rng.rank{r}.cuda"])
+
+
+def _module_state(tensors: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    head = f"module.{name}."
+    return {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+
+
+def _load_module(m: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``sd`` into ``m``; a mismatch is one line (torch's first specific complaint)."""
+    try:
+        m.load_state_dict(sd)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
+        raise RdmdError(f"{what}: {first[:300]}") from None
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, name: str, tensors: dict[str, torch.Tensor],
+                    meta: dict[str, Any], what: str) -> None:
+    try:
+        ckpt.optimizer_from_flat(opt, f"opt.{name}", tensors, meta["optimizers"][name])
+    except (KeyError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RdmdError(f"{what}: {first}") from None
 
 
 def _fmt_sig(v: Any) -> str:
@@ -144,18 +157,11 @@ def warm_start(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.
                             f"({_fmt_sig(saved[key])}; this run: {_fmt_sig(signature[key])})")
     loaded, fresh = [], []
     for name, m in modules.items():
-        head = f"module.{name}."
-        sd = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
+        sd = _module_state(tensors, name)
         if not sd:
             fresh.append(name)
             continue
-        try:
-            m.load_state_dict(sd)
-        except RuntimeError as e:
-            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-            first = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
-            raise RdmdError(f"init_from: {src} does not fit module {name!r}: "
-                            f"{first[:300]}") from None
+        _load_module(m, sd, f"init_from: {src} does not fit module {name!r}")
         loaded.append(name)
     if not loaded:
         raise RdmdError(f"init_from: {src} holds none of this run's networks "
@@ -165,12 +171,8 @@ def warm_start(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.
         if name not in meta.get("optimizers", {}) or name not in loaded:
             continue
         groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-        try:
-            ckpt.optimizer_from_flat(opt, f"opt.{name}", tensors, meta["optimizers"][name])
-        except (KeyError, ValueError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RdmdError(f"init_from: {src}: optimiser {name!r} does not fit: {first}"
-                            ) from None
+        _load_optimizer(opt, name, tensors, meta,
+                        f"init_from: {src}: optimiser {name!r} does not fit")
         for g, own in zip(opt.param_groups, groups, strict=True):
             g.update(own)  # this run's rates and betas, not the checkpoint's decayed rate
         moments.append(name)
