@@ -108,6 +108,19 @@ def test_best_val_ships_the_best_evaluation_and_resumes_exactly(teacher: Path,  
     assert json.loads((half / "model.json").read_text())["selected"] == meta["selected"]
 
 
+def test_evaluations_follow_eval_every_not_log_every(teacher: Path,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    """eval_every 3 under log_every 4 evaluates at 3, 6, 9 (not only at 12, their common
+    multiple), and the choice is made among those."""
+    run = rdmd.distill("gaussian", teacher, tmp_path / "r", steps=10,
+                       **{**KW, "log_every": 4, "eval_every": 3, "ckpt_every": 5})
+    rows = _log(run)
+    assert [int(r["step"]) for r in rows if r.get("val_w2_sq")] == [3, 6, 9]
+    assert [int(r["step"]) for r in rows] == [3, 4, 6, 8, 9, 10]
+    chosen = json.loads((run / "model.json").read_text())["selected"]["step"]
+    assert chosen == _argmin(rows, "val_w2_sq")
+
+
 def test_validation_sources_are_not_trained_on(teacher: Path, tmp_path: Path,  # noqa: F811
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Every training batch is drawn from the kept sources: none is a held-out row."""

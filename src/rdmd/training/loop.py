@@ -199,12 +199,14 @@ def run_loop(out_dir: Path, method: Method, batches: Iterator[torch.Tensor],
                 key = "lr" if len(base_lr) == 1 else f"lr_{name}"
                 stats[key] = opt.param_groups[0]["lr"]
         done = step + 1
-        if done % cfg.log_every == 0 or done == total:
+        # an evaluation step writes a row of its own: eval_every need not be a multiple of
+        # log_every (it once was silently, evaluating at their common multiples only)
+        evaluating = bool(eval_fn and eval_every and done % eval_every == 0)
+        if done % cfg.log_every == 0 or done == total or evaluating:
             stats = distributed.mean_over_ranks(stats)
             elapsed = time.perf_counter() - t0
             # evaluation runs on every rank (its work is split over them)
-            evals = (eval_fn(done) if eval_fn and eval_every and done % eval_every == 0
-                     else {})
+            evals = eval_fn(done) if evaluating and eval_fn else {}
             if log is not None:
                 row = {"step": done, **{k: f"{v:.6g}" for k, v in stats.items()},
                        "time_s": f"{elapsed:.2f}", **{k: f"{v:.6g}" for k, v in evals.items()}}
