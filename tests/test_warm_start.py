@@ -133,3 +133,24 @@ def test_cli_refuses_a_teacher_checkpoint_and_leaves_no_run(
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and "init_from" in err[-1] and "another job" in err[-1]
     assert not out.exists()
+
+
+def test_a_start_that_trained_on_this_runs_validation_sources_is_refused(
+        teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Validation would flatter weights that saw its sources: another seed's split, or no
+    split at all, is refused in one line before a run folder exists; the same split runs."""
+    held = {**TINY, "val_size": 20, "eval_every": 1, "select": "best_val"}
+    base = rdmd.distill("gaussian", teacher, tmp_path / "base", steps=1, **held)
+    whole = rdmd.distill("gaussian", teacher, tmp_path / "whole", steps=1, **TINY)
+    for start, seed, what in ((base, 1, "its seed is 0"), (whole, 0, "its val_size is 0")):
+        out = tmp_path / f"warm_{seed}"
+        rc = main(["distill", "--source", "gaussian", "--teacher", str(teacher), "--out",
+                   str(out), "--steps", "1", "--no-progress", "--init-from", str(start),
+                   "--set", "device=cpu", "--set", "val_size=20", "--set", f"seed={seed}",
+                   "--set", "eval_every=1", "--set", "select=best_val"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc != 0 and what in err[-1] and "validation sources" in err[-1], err[-1:]
+        assert not out.exists()
+    ok = rdmd.distill("gaussian", teacher, tmp_path / "same", steps=1,
+                      init_from=str(ckpt.latest_checkpoint(base / "checkpoints")), **held)
+    assert json.loads((ok / "model.json").read_text())["init_from"]["step"] == 1

@@ -3,6 +3,7 @@ default; the config key ``method`` picks one of :data:`rdmd.methods.METHODS`).""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,39 @@ def _load_teacher(path: str) -> Model:
     if model.role != "teacher":
         raise RdmdError(f"{path} holds a {model.role}, not a teacher")
     return model
+
+
+HELD_OUT_KEYS = ("val_size", "seed")
+
+
+def check_held_out(init_from: str, source: str, cfg: DistillConfig) -> None:
+    """Refuse a warm start whose networks trained on this run's validation sources.
+
+    Why: the held-out split follows ``seed`` and ``val_size``; a checkpoint
+    from a run that split otherwise (or held nothing out) has seen some of the sources this
+    run would choose its weights on, and the choice would flatter it. The source run's
+    settings are read from its ``config.json`` (the run folder, or the one above a
+    checkpoint's ``checkpoints/``); where there is none, say so and go on.
+    """
+    path = Path(init_from)
+    run_dir = path if (path / "config.json").is_file() else path.parent.parent
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        print(f"rdmd: warning: init_from {path} has no readable config.json beside it: "
+              "cannot check that its networks never trained on this run's validation "
+              "sources", file=sys.stderr, flush=True)
+        return
+    theirs = saved.get("config") or {}
+    ours = {"source": source, **{k: getattr(cfg, k) for k in HELD_OUT_KEYS}}
+    theirs = {"source": saved.get("source"), **{k: theirs.get(k) for k in HELD_OUT_KEYS}}
+    diff = [k for k in ours if theirs[k] != ours[k]]
+    if diff:
+        k = diff[0]
+        raise RdmdError(f"init_from {path} trained on another split of the sources (its {k} "
+                        f"is {theirs[k]!r}, this run's {ours[k]!r}): its networks have seen "
+                        "this run's validation sources; use the same source, seed and "
+                        "val_size, or val_size=0")
 
 
 def load_pair(run: dict[str, Any], cfg: DistillConfig, teacher_meta: dict[str, Any]
@@ -136,6 +170,8 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
     torch.manual_seed(cfg.seed)
     norm = teacher_model.normalizer
     fit, x_val = split_validation(src.train, cfg.val_size, cfg.seed, src.name)
+    if cfg.init_from and x_val is not None:
+        check_held_out(cfg.init_from, run["source"], cfg)
     x_train = norm.encode(fit).to(device)
     teacher = teacher_model.denoiser.to(device)
     method = METHODS[cfg.method].from_config(teacher, cfg, cost)
