@@ -281,7 +281,10 @@ def recipe(run_dir: Path, where: str = "one CPU thread") -> str:
              f"cost `{c['cost']}`", f"generator lr {c['lr_generator']:g}",
              f"fake lr {c['lr_fake']:g} ({c['lr_schedule']} schedule)",
              f"sigma_g {c['sigma_g']:g}", f"precision {c['precision']}"]
-    if c.get("ot_start"):
+    if c.get("init_from"):  # a warm start runs no OT start of its own
+        parts.append(f"warm start from `{c['init_from']}` (its networks and Adam moments; "
+                     "no OT start)")
+    elif c.get("ot_start"):
         parts.append(f"pixel OT start ({c['ot_start']} steps on {c['ot_start_atoms']} "
                      "teacher samples)")
     wall = rec.get("wall_s")
