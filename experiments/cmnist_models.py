@@ -20,6 +20,7 @@ run description and the metrics into ``src/rdmd/pretrained/cmnist`` and writes
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import subprocess
@@ -288,15 +289,39 @@ def recipe(run_dir: Path, where: str = "one CPU thread") -> str:
         parts.append(f"pixel OT start ({c['ot_start']} steps on {c['ot_start_atoms']} "
                      "teacher samples)")
     wall = rec.get("wall_s")
-    log = run_dir / "log.csv"
-    if not wall and log.is_file():  # runs of the CLI record no provenance: the log's clock
-        lines = log.read_text().splitlines()
-        head, last = lines[0].split(","), lines[-1].split(",")
-        if "time_s" in head and len(lines) > 1:
-            wall = float(last[head.index("time_s")])
+    if not wall:  # runs of the CLI record no provenance: the log's clock
+        wall = (log_clock(run_dir / "log.csv") or (0, 0.0))[1]
     if wall:
-        parts.append(f"about {wall / 60:.0f} minutes of wall time on {where}")
+        line = f"about {wall / 60:.0f} minutes of wall time on {where}"
+        before = warm_start_clock(c.get("init_from"))
+        if before is not None:  # the card's time then covers the run it started from too
+            line += (f", after the {before[0]} iterations of the run it starts from "
+                     f"(about {before[1] / 60:.0f} minutes)")
+        parts.append(line)
     return "; ".join(parts)
+
+
+def log_clock(log: Path, upto: int | None = None) -> tuple[int, float] | None:
+    """Step and seconds of a run log's last row (at or before step ``upto``)."""
+    if not log.is_file():
+        return None
+    with open(log, newline="") as f:
+        rows = [r for r in csv.DictReader(f)
+                if r.get("time_s") and (upto is None or int(r["step"]) <= upto)]
+    return (int(rows[-1]["step"]), float(rows[-1]["time_s"])) if rows else None
+
+
+def warm_start_clock(init_from: str | None) -> tuple[int, float] | None:
+    """Iterations and seconds of the run a warm start began from, up to its checkpoint
+    (None where that run's log is not at hand, e.g. on another machine)."""
+    if not init_from:
+        return None
+    src = Path(init_from)
+    if not src.is_absolute() and not src.exists():  # recorded from the repository root
+        src = ROOT / src
+    if src.name.startswith("step_") and src.name[5:].isdigit():  # RUN/checkpoints/step_N
+        return log_clock(src.parent.parent / "log.csv", int(src.name[5:]))
+    return log_clock(src / "log.csv")
 
 
 COND_HEADING = "## `rdmd_cond`"

@@ -173,3 +173,20 @@ def test_keep_shipped_checks_the_shipped_generator_is_the_commands(tmp_path: Pat
     other[other.index("eval_every=20")] = "eval_every=40"
     with pytest.raises(RdmdError, match="eval_every"):
         cmnist_models.check_reusable(other, shipped)
+
+
+def test_recipe_of_a_warm_start_counts_the_run_it_started_from(run: Path,
+                                                                 tmp_path: Path) -> None:
+    warm = tmp_path / "warm"
+    shutil.copytree(run, warm)
+    saved = json.loads((warm / "config.json").read_text())
+    saved["config"]["init_from"] = str(run)
+    (warm / "config.json").write_text(json.dumps(saved))
+    line = cmnist_models.recipe(warm)
+    assert f"warm start from `{run}`" in line and "OT start)" in line
+    step, _ = cmnist_models.log_clock(run / "log.csv")
+    assert f"after the {step} iterations of the run it starts from" in line
+    # its log gone (another machine): the line says only what this run records
+    saved["config"]["init_from"] = str(tmp_path / "elsewhere")
+    (warm / "config.json").write_text(json.dumps(saved))
+    assert "run it starts from" not in cmnist_models.recipe(warm)
