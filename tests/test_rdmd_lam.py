@@ -133,6 +133,30 @@ def test_the_cost_is_weighted_per_sample() -> None:
     assert float(parts["loss_dm"]) == 0.0
 
 
+def test_the_lambda_embeddings_learn_at_their_own_rate() -> None:
+    """``lam_lr_scale``: Adam's first step moves each parameter by about its rate, so the
+    embeddings (``c_enc``) of both networks move ``scale`` times as far as the rest."""
+    torch.manual_seed(0)
+    teacher = EDMDenoiser(MLPBackbone(2), 1.0)
+    m = RDMDLam.from_teacher_lam(teacher, LamCode.of_range(0.01, 0.3), lr_scale=10.0)
+    m.with_optimizers(1e-3, 2e-3)
+    for name, lr in (("generator", 1e-3), ("fake", 2e-3)):
+        assert sorted(g["lr"] for g in m.optimizers[name].param_groups) == [lr, 10 * lr]
+    before = {n: {k: v.detach().clone() for k, v in m.modules[n].named_parameters()}
+              for n in ("generator", "fake")}
+    m.train_step(torch.randn(64, 2), torch.Generator().manual_seed(1))
+    for name, lr in (("generator", 1e-3), ("fake", 2e-3)):
+        moved = {k: float((v.detach() - before[name][k]).abs().max())
+                 for k, v in m.modules[name].named_parameters()}
+        emb = max(d for k, d in moved.items() if ".c_enc." in f".{k}")
+        rest = max(d for k, d in moved.items() if ".c_enc." not in f".{k}")
+        assert 5 * lr < emb <= 10.01 * lr and rest <= 1.01 * lr, (name, emb, rest)
+    # a scale of 1 keeps the single group of the runs before the key
+    one = RDMDLam.from_teacher_lam(teacher, LamCode.of_range(0.01, 0.3)).with_optimizers(1e-3,
+                                                                                          1e-3)
+    assert len(one.optimizers["generator"].param_groups) == 1
+
+
 def test_the_fake_score_trains_on_each_samples_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fake score's DSM loss gets the same per-sample conditioning as the generator."""
     torch.manual_seed(0)
@@ -169,8 +193,10 @@ def test_conditioned_run_saves_its_range(cond_run: Path) -> None:
     assert all("w2_sq" in v for v in rep["by_lam"].values())
 
 
-def test_conditioned_resume_is_exact(teacher: Path, tmp_path: Path) -> None:
-    kw = {**TINY, "lam_range": "0:0.2", "ckpt_every": 3, "log_every": 1, "ema_decay": 0.9}
+@pytest.mark.parametrize("scale", [1.0, 5.0])
+def test_conditioned_resume_is_exact(teacher: Path, tmp_path: Path, scale: float) -> None:
+    kw = {**TINY, "lam_range": "0:0.2", "ckpt_every": 3, "log_every": 1, "ema_decay": 0.9,
+          "lam_lr_scale": scale}
     full = rdmd.distill("gaussian", teacher, tmp_path / "full", steps=6, **kw)
     half = rdmd.distill("gaussian", teacher, tmp_path / "half", steps=3, **kw)
     half = rdmd.distill("gaussian", teacher, half, steps=6, resume=True, progress=False)
@@ -284,6 +310,10 @@ def test_config_keeps_range_and_method_together() -> None:
         resolve_config(DistillConfig, [{"method": "rdmd_lam"}], "vector")
     with pytest.raises(RdmdError, match="lam_zero_prob"):
         resolve_config(DistillConfig, [{"lam_range": "0:1", "lam_zero_prob": 1.0}], "vector")
+    with pytest.raises(RdmdError, match="'lam_lr_scale' must be > 0"):
+        resolve_config(DistillConfig, [{"lam_range": "0:1", "lam_lr_scale": 0}], "vector")
+    with pytest.raises(RdmdError, match="lam_lr_scale are for method rdmd_lam"):
+        resolve_config(DistillConfig, [{"lam_lr_scale": 10}], "vector")
     assert METHODS["rdmd_lam"] is RDMDLam and issubclass(RDMDLam, RDMD)
 
 

@@ -99,6 +99,9 @@ class DistillConfig:
     lam_range: list[float] | None = None
     lam_zero_prob: float | None = None  # share of exact lambda = MIN draws; None: 0.1 if MIN=0
     lam_shift: float | None = None  # log(lambda + shift) is uniform; None: MAX/10 if MIN=0
+    # the lambda embeddings (generator and fake score) learn at this multiple of their
+    # networks' rates (docs/lambda.md: under the pixel OT start they barely move at 1)
+    lam_lr_scale: float = 1.0
     # lambda continuation (fixed-lambda methods; docs/twod.md): lambda decays geometrically
     # from lam_start to lam over the first lam_anneal share of the steps; None: constant lam
     lam_start: float | None = None
@@ -592,15 +595,18 @@ def _validate_lam_range(cfg: Any) -> None:
         if cfg.lam_shift is not None and (cfg.lam_shift < 0 or lo + cfg.lam_shift <= 0):
             raise RdmdError("config key 'lam_shift' must be >= 0, and > 0 when lam_range "
                             f"starts at 0 (got {cfg.lam_shift:g})")
+        if not (math.isfinite(cfg.lam_lr_scale) and cfg.lam_lr_scale > 0):
+            raise RdmdError(f"config key 'lam_lr_scale' must be > 0, got {cfg.lam_lr_scale:g}")
         if cfg.lam_start is not None:
             raise RdmdError(f"lam_start (a lambda continuation) is for a fixed lambda; method "
                             f"{cfg.method} trains every lambda of lam_range at once")
         if cfg.generator != "denoiser":
             raise RdmdError(f"generator = {cfg.generator!r} is for a fixed lambda (it has no "
                             f"conditioning input); method {cfg.method} needs the denoiser")
-    elif rng or cfg.lam_zero_prob is not None or cfg.lam_shift is not None:
-        raise RdmdError(f"lam_range, lam_zero_prob and lam_shift are for method rdmd_lam "
-                        f"(--lam-range sets it); this run's method is {cfg.method}")
+    elif (rng or cfg.lam_zero_prob is not None or cfg.lam_shift is not None
+          or cfg.lam_lr_scale != 1.0):
+        raise RdmdError(f"lam_range, lam_zero_prob, lam_shift and lam_lr_scale are for method "
+                        f"rdmd_lam (--lam-range sets it); this run's method is {cfg.method}")
     from rdmd.methods.rdmd import check_continuation
 
     check_continuation(cfg.lam, cfg.lam_start, cfg.lam_anneal)

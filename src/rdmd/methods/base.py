@@ -59,12 +59,15 @@ class Method(ABC):
         return self.ema.model if self.ema is not None else self.modules[self.ema_of]
 
     def declare(self, name: str, module: nn.Module, lr: float | None = None,
-                betas: tuple[float, float] = (0.9, 0.999)) -> nn.Module:
-        """Register a module (trained with Adam when ``lr`` is given) and return it."""
+                betas: tuple[float, float] = (0.9, 0.999), params: Any = None) -> nn.Module:
+        """Register a module (trained with Adam when ``lr`` is given) and return it;
+        ``params``: Adam's parameter groups when some of the module's parameters need a rate
+        of their own (default: all of them at ``lr``)."""
         self.modules[name] = module
         self.nets[name] = module
         if lr is not None:
-            self.optimizers[name] = adam(module.parameters(), lr, betas)
+            self.optimizers[name] = adam(module.parameters() if params is None else params,
+                                         lr, betas)
         return module
 
     def wrap(self, fn: Callable[[nn.Module], nn.Module]) -> None:

@@ -147,12 +147,16 @@ class RDMDLam(RDMD):
 
     def __init__(self, teacher: EDMDenoiser, generator: nn.Module, fake: nn.Module,
                  code: LamCode, zero_prob: float = 0.0, backbone: dict | None = None,
-                 **kwargs: Any) -> None:
+                 lr_scale: float = 1.0, **kwargs: Any) -> None:
         super().__init__(teacher, generator, fake, 0.0, **kwargs)
         if not 0 <= zero_prob < 1:
             raise RdmdError(f"lam_zero_prob must be in [0, 1), got {zero_prob:g}")
+        if not (math.isfinite(lr_scale) and lr_scale > 0):
+            raise RdmdError(f"lam_lr_scale must be > 0, got {lr_scale:g}")
         self.code = code
         self.zero_prob = float(zero_prob)
+        #: rate multiplier of the lambda embeddings (``lam_lr_scale``; :meth:`with_optimizers`)
+        self.lr_scale = float(lr_scale)
         self.generator_backbone = backbone  # the conditioned generator's own description
 
     @classmethod
@@ -170,9 +174,21 @@ class RDMDLam(RDMD):
     def from_config(cls, teacher: EDMDenoiser, cfg: Any, cost: Cost) -> RDMDLam:  # type: ignore[override]
         code, zero_prob = lam_settings(cfg)
         m = cls.from_teacher_lam(teacher, code, cfg.sigma_g, zero_prob,
-                                 generator_extras(cfg), **cls.config_kwargs(cfg, cost))
+                                 generator_extras(cfg), lr_scale=cfg.lam_lr_scale,
+                                 **cls.config_kwargs(cfg, cost))
         m.configure_training(cfg)
         return m
+
+    def with_optimizers(self, lr_generator: float, lr_fake: float,
+                        betas: tuple[float, float] = (0.9, 0.999)) -> RDMDLam:
+        """As RDMD's, with the lambda embeddings (zero at step 0) at ``lr_scale`` times each
+        network's rate: under the pixel OT start every lambda starts at one map, and at the
+        networks' own rate the embedding had not moved after 200 iterations (docs/lambda.md)."""
+        for name, lr in (("generator", lr_generator), ("fake", lr_fake)):
+            module = self.modules[name]
+            self.declare(name, module, lr, betas, params=embedding_groups(module, lr,
+                                                                          self.lr_scale))
+        return self
 
     def conditioning(self, batch: torch.Tensor, rng: torch.Generator
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,6 +205,19 @@ class RDMDLam(RDMD):
         # "lam": None drops the fixed run's key: a conditioned model has a range instead
         return {**super().model_meta(), "lam": None, **self.code.to_meta(),
                 "lam_zero_prob": self.zero_prob}
+
+
+def embedding_groups(module: nn.Module, lr: float, scale: float) -> list[dict[str, Any]]:
+    """Adam's groups for a conditioned network: its lambda embedding (``c_enc.``) at
+    ``scale * lr``, the rest at ``lr``; one group when ``scale`` is 1 (as before the key)."""
+    if scale == 1.0:
+        return [{"params": list(module.parameters()), "lr": lr}]
+    named = list(module.named_parameters())
+    emb = [p for n, p in named if ".c_enc." in f".{n}"]
+    if not emb:
+        raise RdmdError("lam_lr_scale: this network has no lambda embedding (c_enc)")
+    rest = [p for n, p in named if ".c_enc." not in f".{n}"]
+    return [{"params": rest, "lr": lr}, {"params": emb, "lr": lr * scale}]
 
 
 def lam_settings(cfg: Any) -> tuple[LamCode, float]:
