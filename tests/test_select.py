@@ -210,6 +210,49 @@ def test_image_validation_scores_and_choice(chain: dict[str, Any],  # noqa: F811
     assert not bare.exists() or not any(bare.iterdir())
 
 
+def test_knob_rule_reads_the_fall_of_validation_l2() -> None:
+    """``select_knob``: an evaluation is eligible when its validation L2 at the top of the
+    range is at least that share below the bottom's; runs without a validation L2 are not
+    held to it, and 0 turns the rule off."""
+    from rdmd.methods.rdmd_lam import KNOB_KEY, LamCode, eval_at_lams, knob_turns
+
+    code = LamCode.of_range(0.05, 1.0)
+    l2 = {0.05: 8.0, 0.224: 7.0, 1.0: 6.0}
+
+    def evaluate(g: Any) -> dict[str, float]:
+        return {"val_l2": l2[g.lam], "val_fd": 10.0 * g.lam}
+
+    res = eval_at_lams(torch.nn.Identity(), code, evaluate, gmean="val_fd")
+    assert res[KNOB_KEY] == pytest.approx(0.25)
+    assert knob_turns(res, 0.25) and not knob_turns(res, 0.3) and knob_turns(res, 0.0)
+    flat = {**res, KNOB_KEY: 0.01}
+    assert not knob_turns(flat, 0.1) and knob_turns({"val_w2_sq@gmean": 1.0}, 0.5)
+
+
+def test_conditioned_image_run_chooses_only_where_its_knob_turns(
+        chain: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    """A conditioned image run logs the knob's turn; with ``select_knob`` out of reach no
+    evaluation is eligible, so the last weights are saved and the metadata and stderr say
+    why; with 0 the lowest geometric-mean validation FD is chosen, as for any run."""
+    args = ["--set", f"classifier={chain['clf']}", "--set", "target_class=3",
+            "--set", "val_size=16", "--set", "eval_every=3", "--set", "log_every=3",
+            "--set", "select=best_val", "--lam-range", "0.05:1"]
+    strict = tmp_path / "strict"
+    r = run_cli(distill_args(chain["teacher"], strict, 6, *args, "--set", "select_knob=0.99"))
+    assert_ok(r)
+    assert "no evaluation's validation L2 fell by select_knob = 0.99" in r[2]
+    rows = [row for row in read_log(strict / "log.csv") if row.get("val_l2@fall")]
+    assert len(rows) == 2 and all(float(row["val_l2@fall"]) < 0.99 for row in rows)
+    assert json.loads((strict / "model.json").read_text())["selected"]["rule"] == "last"
+    free = tmp_path / "free"
+    assert_ok(run_cli(distill_args(chain["teacher"], free, 6, *args, "--set", "select_knob=0")))
+    rows = [row for row in read_log(free / "log.csv") if row.get("val_l2@fall")]
+    sel = json.loads((free / "model.json").read_text())["selected"]
+    key = next(k for k in rows[0] if k.startswith("val_fd") and k.endswith("@gmean"))
+    assert sel["metric"] == key and sel["select_knob"] == 0
+    assert sel["step"] == _argmin(rows, key)
+
+
 def test_validation_reference_is_what_the_test_fd_never_sees() -> None:
     """The validation FD's real images are the target pool outside the test FD's two
     reference sets (its real set and its floor's), so choosing on validation does not fit

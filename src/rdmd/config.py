@@ -177,6 +177,9 @@ class DistillConfig:
     # at every evaluation against target data the test never uses (rdmd.training.select)
     val_size: int = 0
     select: str = "last"  # "best_val": ship the weights of the best validation score
+    # conditioned runs: "best_val" chooses only weights whose validation L2 at the top of
+    # lam_range is at least this share below that at its bottom (a knob that turns); 0: any
+    select_knob: float = 0.1
     floor_pairs: int = 5  # pairs of target sets for the W2 noise floor
     precision: str | None = None  # "bf16" / "fp32"; None: as TeacherConfig.precision
     teacher_dtype: str = "fp32"  # "bf16": hold the frozen teacher's weights in bf16
@@ -595,6 +598,9 @@ def _validate_lam_range(cfg: Any) -> None:
         if cfg.lam_shift is not None and (cfg.lam_shift < 0 or lo + cfg.lam_shift <= 0):
             raise RdmdError("config key 'lam_shift' must be >= 0, and > 0 when lam_range "
                             f"starts at 0 (got {cfg.lam_shift:g})")
+        if not 0 <= cfg.select_knob < 1:
+            raise RdmdError(f"config key 'select_knob' must be in [0, 1), got "
+                            f"{cfg.select_knob:g}")
         if not (math.isfinite(cfg.lam_lr_scale) and cfg.lam_lr_scale > 0):
             raise RdmdError(f"config key 'lam_lr_scale' must be > 0, got {cfg.lam_lr_scale:g}")
         if cfg.lam_start is not None:

@@ -232,6 +232,20 @@ def lam_settings(cfg: Any) -> tuple[LamCode, float]:
     return code, float(zero_prob)
 
 
+#: the log column of the knob's turn: how far the validation L2 falls over the range
+KNOB_KEY = "val_l2@fall"
+
+
+def knob_turns(res: dict[str, float], least: float) -> bool:
+    """Whether evaluation ``res`` may be chosen under ``select_knob = least``: its validation
+    L2 at the top of the range is at least ``least`` (a share) below that at the bottom.
+    Scored by FD alone, the weights of a generator that gives one map at every lambda can win
+    (a conditioned image run under the pixel OT start does so for its first 100 iterations;
+    docs/lambda.md). Runs without a validation L2 (vectors) are not held to it."""
+    fall = res.get(KNOB_KEY)
+    return least <= 0 or fall is None or fall >= least
+
+
 def gmean_key(key: str) -> str:
     """The log column of ``key``'s geometric mean over the report lambdas."""
     return f"{key}@gmean"
@@ -254,6 +268,9 @@ def eval_at_lams(net: nn.Module, code: LamCode, evaluate: Any,
         vals = [out.get(f"{gmean}@{lam:g}", math.nan) for lam in code.report_lams()]
         out[gmean_key(gmean)] = (statistics.geometric_mean(vals) if all(v > 0 for v in vals)
                                  else math.nan)
+        lo, hi = (out.get(f"val_l2@{lam:g}") for lam in (code.lo, code.hi))
+        if lo and hi is not None:
+            out[KNOB_KEY] = 1.0 - hi / lo
     return out
 
 

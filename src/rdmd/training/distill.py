@@ -4,6 +4,7 @@ default; the config key ``method`` picks one of :data:`rdmd.methods.METHODS`).""
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from rdmd.data import Domain, load_domain
 from rdmd.data.folders import announce
 from rdmd.errors import RdmdError
 from rdmd.methods import METHODS
-from rdmd.methods.rdmd_lam import eval_at_lams, gmean_key, write_lam_report
+from rdmd.methods.rdmd_lam import eval_at_lams, gmean_key, knob_turns, write_lam_report
 from rdmd.models import Model, load_model, save_model
 from rdmd.training.checks import check_classifier
 from rdmd.training.loop import run_loop
@@ -236,8 +237,9 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
 
         res = (evaluate(net) if code is None else
                eval_at_lams(net, code, evaluate, gmean=score if x_val is not None else None))
-        if best is not None:
-            best.offer(net, res[str(chosen_by)], step)
+        if best is not None:  # a conditioned generator is chosen only where its knob turns
+            ok = code is None or knob_turns(res, cfg.select_knob)
+            best.offer(net, res[str(chosen_by)] if ok else math.nan, step)
         net.train(was)
         return res
 
@@ -268,6 +270,14 @@ def _distill(source: str | None, teacher_dir: str | Path | None, out: Path,
     if best is not None and best.chosen() is not None:
         final = best.net  # the evaluation with the best validation score, not the last
         meta["selected"] = {"rule": "best_val", "metric": chosen_by, **best.chosen()}
+        if code is not None:
+            meta["selected"]["select_knob"] = cfg.select_knob
+    elif best is not None:
+        meta["selected"] = {"rule": "last", "why": "no evaluation was eligible"}
+        if d.main:
+            print(f"rdmd: warning: no evaluation's validation L2 fell by select_knob = "
+                  f"{cfg.select_knob:g} over lam_range: the last weights are saved",
+                  file=sys.stderr, flush=True)
     if x_val is not None:
         meta["val_size"] = len(x_val)
     if d.main:
