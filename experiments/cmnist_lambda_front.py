@@ -5,8 +5,8 @@ Every model is scored here with one protocol (held-out 2s, rdmd's colored-MNIST 
 ``rdmd.evaluation.evaluate_translation``), so the points are comparable:
 
 * ``--cond``: the conditioned run (``rdmd distill ... --lam-range 0.05:1``), at each lambda;
-* the shipped fixed generators ``src/rdmd/pretrained/cmnist/rdmd_lam*`` (800 iterations each,
-  trained before ``fake_sigma = "shared"`` became the default: their recipe differs);
+* the shipped fixed generators ``src/rdmd/pretrained/cmnist/rdmd_lam*`` (since the twentieth
+  session the image recipe, each chosen on its validation split: their model card);
 * ``--fixed``: fixed runs with the current recipe (e.g. lambda 0.25, seeds 0 and 1): the
   spread of two seeds is the noise a front must be compared with.
 
@@ -98,13 +98,19 @@ def main() -> None:
     print("\n".join(md))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    styles = {"conditioned": ("o-", "one conditioned generator (--lam-range 0.05:1)"),
-              "shipped_fixed": ("s--", "fixed-lambda generators (shipped, older recipe)"),
+    def span(run: Path) -> str:
+        lo, hi = load_model(run).lam_range
+        return f"--lam-range {lo:g}:{hi:g}"
+
+    styles = {"conditioned": ("o-", f"one conditioned generator ({span(cond)})"),
+              "shipped_fixed": ("s--", "fixed-lambda generators (shipped)"),
               "fixed_current_recipe": ("^", "fixed lambda, named runs (seeds)")}
     for name, rs in rows.items():
         if not rs:
             continue
-        fmt, label = styles.get(name, ("x:", f"conditioned, {name.partition(':')[2]}"))
+        other = next((c for c in conds[1:] if f"conditioned:{c.name}" == name), None)
+        fmt, label = styles.get(name, ("x:", f"conditioned, {name.partition(':')[2]}"
+                                             + (f" ({span(other)})" if other else "")))
         if name == "conditioned" and len(conds) > 1:
             label = f"{label}, {cond.name}"
         ax.plot([r["l2"] for r in rs], [r["fd_cnn_cmnist"] for r in rs], fmt, label=label)

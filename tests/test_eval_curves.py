@@ -31,6 +31,22 @@ def test_curve_and_summary(tmp_path: Path) -> None:
     assert s["mean"] == 15.0 and s["min"] == 10.0 and s["max"] == 20.0 and s["n"] == 2
 
 
+def test_conditioned_keys_resolve_per_run(tmp_path: Path) -> None:
+    """``@lo``/``@mid``/``@hi`` read each run's own report lambdas (sorted as numbers, not
+    as text: 0.2 < 2); a fixed run's log has none, which is said in one line."""
+    (tmp_path / "log.csv").write_text("step,l2@2,l2@0.02,l2@0.2,val_l2@fall\n"
+                                      "20,,,,\n40,4.0,8.0,6.0,0.5\n")
+    pts = eval_curves.read_curve(tmp_path, ["l2@lo", "l2@mid", "l2@hi", "val_l2@fall"])
+    assert pts == [{"step": 40, "l2@lo": 8.0, "l2@mid": 6.0, "l2@hi": 4.0,
+                    "val_l2@fall": 0.5}]
+    (tmp_path / "log.csv").write_text(LOG)
+    with pytest.raises(RdmdError, match="three l2@<lambda> columns; this log has 0"):
+        eval_curves.read_curve(tmp_path, ["l2@hi"])
+    assert eval_curves.chosen_step(tmp_path) is None
+    (tmp_path / "model.json").write_text('{"selected": {"rule": "best_val", "step": 80}}')
+    assert eval_curves.chosen_step(tmp_path) == 80
+
+
 def test_runs_without_evaluations_are_refused(tmp_path: Path) -> None:
     with pytest.raises(RdmdError, match="no log.csv"):
         eval_curves.read_curve(tmp_path, ["l2"])
