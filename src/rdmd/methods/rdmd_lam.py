@@ -212,11 +212,10 @@ def embedding_groups(module: nn.Module, lr: float, scale: float) -> list[dict[st
     ``scale * lr``, the rest at ``lr``; one group when ``scale`` is 1 (as before the key)."""
     if scale == 1.0:
         return [{"params": list(module.parameters()), "lr": lr}]
-    named = list(module.named_parameters())
-    emb = [p for n, p in named if ".c_enc." in f".{n}"]
-    if not emb:
-        raise RdmdError("lam_lr_scale: this network has no lambda embedding (c_enc)")
-    rest = [p for n, p in named if ".c_enc." not in f".{n}"]
+    rest: list[nn.Parameter] = []
+    emb: list[nn.Parameter] = []
+    for n, p in module.named_parameters():  # conditioned copies always have a c_enc
+        (emb if ".c_enc." in f".{n}" else rest).append(p)
     return [{"params": rest, "lr": lr}, {"params": emb, "lr": lr * scale}]
 
 
