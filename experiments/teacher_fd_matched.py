@@ -12,6 +12,12 @@ times with fresh samples:
     python experiments/teacher_fd_matched.py --pair cmnist --draws 5
     python experiments/teacher_fd_matched.py --pair cmnist --teacher runs/cmnist/teacher_hue \
         --json experiments/results/cmnist_teacher_hue_fd_matched.json   # another teacher
+    python experiments/teacher_fd_matched.py --pair cmnist --teacher runs/cmnist/teacher_guided \
+        --guidance 1,1.5,2,3 --json ...   # a teacher with a guide, at several weights
+
+``--guidance`` (a teacher with an autoguidance guide) and ``--churn`` (EDM's S_churn) each
+take a comma list; every combination is scored with the same draws' seeds, so the settings
+differ only in the sampler.
 
 Writes ``experiments/results/<pair>_teacher_fd_matched.json`` (or ``--json``).
 """
@@ -32,20 +38,24 @@ from common import run_main  # noqa: E402
 from image_ablation import PAIRS, ROOT  # noqa: E402
 
 from rdmd.data import load_domain  # noqa: E402
+from rdmd.errors import RdmdError  # noqa: E402
 from rdmd.evaluation import _fd_sets, _feature_fns  # noqa: E402
 from rdmd.metrics.image import fd_kid_with_floor  # noqa: E402
 from rdmd.models import load_model  # noqa: E402
-from rdmd.sampler import sample  # noqa: E402
+from rdmd.sampler import Churn, sample  # noqa: E402
 from rdmd.training.runtime import resolve_device  # noqa: E402
 
 
 @torch.no_grad()
 def teacher_samples(model: Any, shape: tuple[int, ...], n: int, steps: int,
-                    seed: int, device: torch.device) -> torch.Tensor:
-    den = model.score().to(device)
+                    seed: int, device: torch.device, guidance: float | None = None,
+                    churn: Any = "own") -> torch.Tensor:
+    """``guidance`` None and ``churn`` "own": as the teacher's model.json says."""
+    den = model.score(guidance).to(device)
+    churn = model.churn if churn == "own" else churn
     g = torch.Generator().manual_seed(seed)
     return torch.cat([sample(lambda y, s: den(y, s), (len(c), *shape), steps, g, device,
-                             churn=model.churn).cpu()
+                             churn=churn).cpu()
                       for c in torch.split(torch.arange(n), 250)]).clamp(-1, 1)
 
 
@@ -56,36 +66,68 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=18, help="Heun steps (2 * steps - 1 calls)")
     ap.add_argument("--teacher", type=Path, default=None,
                     help="a teacher of the pair's target other than the shipped one")
+    ap.add_argument("--guidance", default=None,
+                    help="comma list of autoguidance weights (a teacher with a guide; "
+                         "1: the plain network); default: the teacher's own")
+    ap.add_argument("--churn", default=None,
+                    help="comma list of EDM S_churn values (0: deterministic Heun); "
+                         "default: the teacher's own sampler")
     ap.add_argument("--json", type=Path, default=None, help="where to write the results")
     a = ap.parse_args()
+    weights = [None] if a.guidance is None else [float(w) for w in a.guidance.split(",")]
+    churns: list[Any] = ["own"] if a.churn is None else [
+        Churn(float(c)) if float(c) else None for c in a.churn.split(",")]
     p = PAIRS[a.pair]
     src, tgt = load_domain(p["source"]), load_domain(p["target"])
     n = len(src.test)  # as many as a generator's outputs
     feats, net, name = _feature_fns(str(p["classifier"]))
     teacher = (a.teacher or p["teacher"]).resolve()
     model, device = load_model(teacher), resolve_device("auto")  # CUDA when present
-    rows = []
-    for d in range(a.draws):
-        t0 = time.perf_counter()
-        y = teacher_samples(model, tuple(tgt.shape), n, a.steps, 1000 + d, device)
-        gen, real_a, real_b = _fd_sets(y, tgt)
-        res = fd_kid_with_floor(feats, gen, real_a, real_b)
-        rate = float((net(y).argmax(1) == p["target_class"]).float().mean())
-        rows.append({"draw": d, "seed": 1000 + d, "n": len(gen), "fd": res["fd"],
-                     "fd_floor": res["fd_floor"], "target_accuracy": rate,
-                     "seconds": time.perf_counter() - t0})
-        print(f"draw {d}: {name} {res['fd']:.3f} (floor {res['fd_floor']:.3f}, n = {len(gen)}),"
-              f" target rate {rate:.3f}", flush=True)
-    fds = [r["fd"] for r in rows]
+    if a.guidance is not None and model.guide is None:
+        raise RdmdError(f"--guidance: {teacher} keeps no autoguidance guide "
+                        "(train one with --set guide_at=0.5)")
+    settings = []
+    for w in weights:
+        for c in churns:
+            rows = []
+            for d in range(a.draws):
+                t0 = time.perf_counter()
+                y = teacher_samples(model, tuple(tgt.shape), n, a.steps, 1000 + d, device,
+                                    w, c)
+                gen, real_a, real_b = _fd_sets(y, tgt)
+                res = fd_kid_with_floor(feats, gen, real_a, real_b)
+                rate = float((net(y).argmax(1) == p["target_class"]).float().mean())
+                rows.append({"draw": d, "seed": 1000 + d, "n": len(gen), "fd": res["fd"],
+                             "fd_floor": res["fd_floor"], "target_accuracy": rate,
+                             "seconds": time.perf_counter() - t0})
+                print(f"guidance {w or model.guidance:g}, churn {_churn(model, c):g}, draw {d}:"
+                      f" {name} {res['fd']:.3f} (floor {res['fd_floor']:.3f}, n = {len(gen)}),"
+                      f" target rate {rate:.3f}", flush=True)
+            fds = [r["fd"] for r in rows]
+            settings.append({"guidance": w or model.guidance, "churn": _churn(model, c),
+                             "draws": rows, "fd_mean": sum(fds) / len(fds),
+                             "fd_min": min(fds), "fd_max": max(fds),
+                             "target_accuracy_mean": sum(r["target_accuracy"] for r in rows)
+                             / len(rows)})
     where = teacher.relative_to(ROOT) if teacher.is_relative_to(ROOT) else teacher
+    # the first setting's numbers at the top level (the file's format before the sweeps)
     out = {"pair": a.pair, "metric": name, "teacher": str(where),
-           "sampler_steps": a.steps, "n": n, "draws": rows,
-           "fd_mean": sum(fds) / len(fds), "fd_min": min(fds), "fd_max": max(fds),
-           "command": " ".join(sys.argv)}
+           "sampler_steps": a.steps, "n": n, **{k: v for k, v in settings[0].items()
+                                                 if k not in ("guidance", "churn")},
+           "settings": settings, "command": " ".join(sys.argv)}
     path = a.json or ROOT / "experiments" / "results" / f"{a.pair}_teacher_fd_matched.json"
     path.write_text(json.dumps(out, indent=2))
-    print(f"{name} of the teacher at n = {n}: mean {out['fd_mean']:.3f} "
-          f"({out['fd_min']:.3f}-{out['fd_max']:.3f}) over {a.draws} draws; wrote {path}")
+    for st in settings:
+        print(f"{name} of the teacher at n = {n}, guidance {st['guidance']:g}, churn "
+              f"{st['churn']:g}: mean {st['fd_mean']:.3f} ({st['fd_min']:.3f}-"
+              f"{st['fd_max']:.3f}) over {a.draws} draws, target rate "
+              f"{st['target_accuracy_mean']:.3f}")
+    print(f"wrote {path}")
+
+
+def _churn(model: Any, c: Any) -> float:
+    churn = model.churn if c == "own" else c
+    return churn.s_churn if churn is not None else 0.0
 
 
 if __name__ == "__main__":

@@ -146,3 +146,45 @@ def test_distillation_samples_the_guided_teacher(tmp_path: Path) -> None:
     a = rdmd.distill("gaussian", t, tmp_path / "a", steps=2, **kw)
     b = rdmd.distill("gaussian", t, tmp_path / "b", steps=2, teacher_guidance=2.0, **kw)
     assert (a / "model.safetensors").read_bytes() != (b / "model.safetensors").read_bytes()
+
+
+def test_attach_guide_makes_a_guided_copy(tmp_path: Path) -> None:
+    """A teacher trained without a guide gets another teacher of the same network as its
+    guide: the copy samples guide + w (teacher - guide); the original is untouched."""
+    from rdmd.guidance import attach_guide
+
+    cfg = {**TINY_TEACHER, "guide_at": 0.0}
+    long = rdmd.train_teacher("8gaussians", tmp_path / "long", steps=16, **cfg)
+    short = rdmd.train_teacher("8gaussians", tmp_path / "short", steps=6, **cfg)
+    before = (long / "model.json").read_bytes()
+    out = attach_guide(long, short, tmp_path / "guided", 2.5, sigma_max=0.7)
+    assert (long / "model.json").read_bytes() == before
+    guided, a, b = load_model(out), load_model(long), load_model(short)
+    for k, v in b.denoiser.state_dict().items():
+        assert torch.equal(guided.guide.state_dict()[k], v), k
+    for k, v in a.denoiser.state_dict().items():
+        assert torch.equal(guided.denoiser.state_dict()[k], v), k
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["guide_from"]["steps"] == 6 and meta["guidance_sigma_max"] == 0.7
+    x, s = torch.randn(5, 2), torch.full((5,), 0.3)
+    want = b.denoiser(x, s) + 2.5 * (a.denoiser(x, s) - b.denoiser(x, s))
+    torch.testing.assert_close(guided.score()(x, s), want, rtol=1e-5, atol=1e-5)
+    assert "guidance_sigma_max" not in json.loads(
+        (attach_guide(long, short, tmp_path / "g2", 2.0) / "model.json").read_text())
+
+
+def test_attach_guide_refuses_what_cannot_guide(tmp_path: Path) -> None:
+    from rdmd.guidance import attach_guide
+
+    cfg = {**TINY_TEACHER, "guide_at": 0.0}
+    t = rdmd.train_teacher("8gaussians", tmp_path / "t", steps=4, **cfg)
+    other = rdmd.train_teacher("swissroll", tmp_path / "o", steps=4, **cfg)
+    with pytest.raises(RdmdError, match="differs from the teacher"):
+        attach_guide(t, other, tmp_path / "x", 2.0)
+    with pytest.raises(RdmdError, match="weight > 0"):
+        attach_guide(t, t, tmp_path / "y", 0.0)
+    with pytest.raises(RdmdError, match="not a model directory"):
+        attach_guide(t, tmp_path / "nowhere", tmp_path / "z", 2.0)
+    with pytest.raises(RdmdError, match="not empty"):
+        attach_guide(t, t, other, 2.0)
+    assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))

@@ -120,3 +120,51 @@ def sampling_meta(cfg: Any, has_guide: bool) -> dict[str, Any]:
         meta["guidance_sigma_max"] = float(cfg.guidance_sigma_max)
         meta["guide_step"] = guide_step(cfg.guide_at, cfg.steps)
     return meta
+
+
+def attach_guide(teacher_dir: str | Path, guide_dir: str | Path, out_dir: str | Path,
+                 guidance: float, sigma_max: float = math.inf) -> Path:
+    """A copy of ``teacher_dir`` guided by another teacher of the same data and architecture
+    (Karras et al. 2024's own setting: the guide a shorter-trained model), written to the new
+    folder ``out_dir``.
+
+    Why: a teacher trained without ``guide_at`` kept no guide, and retraining it to keep
+    one costs its whole training; a short run of the same network is a fraction of that.
+    The weights are copied unchanged; ``model.json`` is written last, so an interrupted call
+    leaves no loadable half-folder.
+    """
+    from rdmd.checkpoint import atomic_write_json, read_json
+    from rdmd.models import META, WEIGHTS
+
+    if not (guidance > 0 and math.isfinite(guidance)):
+        raise RdmdError(f"guidance must be a finite weight > 0, got {guidance}")
+    if not sigma_max > 0:
+        raise RdmdError(f"guidance sigma_max must be > 0, got {sigma_max}")
+    metas = {}
+    for what, d in (("teacher", Path(teacher_dir)), ("guide", Path(guide_dir))):
+        if not (d / META).is_file() or not (d / WEIGHTS).is_file():
+            raise RdmdError(f"{what} {d} is not a model directory ({META} and {WEIGHTS})")
+        metas[what] = read_json(d / META)
+        if metas[what].get("role") != "teacher":
+            raise RdmdError(f"{what} {d} is a {metas[what].get('role')}, not a teacher")
+    t, g = metas["teacher"], metas["guide"]
+    for key in ("backbone", "data_shape", "sigma_data", "normalizer", "target"):
+        if t.get(key) != g.get(key):
+            raise RdmdError(f"the guide {guide_dir} differs from the teacher in {key!r} "
+                            f"({g.get(key)} against {t.get(key)}): a guide is the same "
+                            "network trained on the same data")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise RdmdError(f"{out} exists and is not empty; pick a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_tensors(Path(guide_dir) / WEIGHTS)
+    atomic_save_tensors(out / WEIGHTS, load_tensors(Path(teacher_dir) / WEIGHTS))
+    atomic_save_tensors(out / GUIDE_WEIGHTS, state)
+    meta = {k: v for k, v in t.items()
+            if k not in ("guide_step", "guide_from", "guidance_sigma_max")}
+    meta.update(guidance=float(guidance), guide_step=int(g.get("steps") or 0),
+                guide_from={"path": str(guide_dir), "steps": g.get("steps")})
+    if math.isfinite(sigma_max):  # absent: no interval (JSON has no infinity)
+        meta["guidance_sigma_max"] = float(sigma_max)
+    atomic_write_json(out / META, meta)
+    return out
