@@ -188,3 +188,20 @@ def test_attach_guide_refuses_what_cannot_guide(tmp_path: Path) -> None:
     with pytest.raises(RdmdError, match="not empty"):
         attach_guide(t, t, other, 2.0)
     assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))
+
+
+def test_attach_guide_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rdmd.cli import main
+
+    cfg = {**TINY_TEACHER, "guide_at": 0.0}
+    t = rdmd.train_teacher("8gaussians", tmp_path / "t", steps=6, **cfg)
+    g = rdmd.train_teacher("8gaussians", tmp_path / "g", steps=3, **cfg)
+    assert main(["attach-guide", "--teacher", str(t), "--guide", str(g), "--guidance", "2",
+                 "--out", str(tmp_path / "tg")]) == 0
+    assert load_model(tmp_path / "tg").guidance == 2.0
+    capsys.readouterr()
+    assert main(["attach-guide", "--teacher", str(t), "--guide", str(g), "--guidance", "-1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rdmd: error:") and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()

@@ -104,7 +104,7 @@ def test_frozen_path_gives_rdmd_translates_outputs_bit_for_bit(runs: Path,
                 assert torch.equal(fast.outputs, rdmd.translate(model, x, **kw)), (fam.name, n)
                 assert torch.equal(fast.outputs, slow.outputs) and fast.label == slow.label
                 np.testing.assert_array_equal(fast.l2, slow.l2)
-            traced = core._GRAPHS.get(id(fam.pick(lams[-1])[0]))
+            traced = core.cached_graph(fam.pick(lams[-1])[0])
             resolved = precision or default_precision(True, "cpu")
             assert (traced is not None) == (resolved == "fp32"), "traced iff fp32"
     a = core.on_worker(core.translate_images, cond, x_all, 0.05, frozen=True).outputs
@@ -121,7 +121,7 @@ def test_warm_graphs_traces_every_fp32_generator_of_a_family(
     core.warm_graphs([fp32]).join()
     graphs = core._GRAPHS
     assert sorted(graphs) == sorted(id(m) for _, m, _ in fp32.models)
-    assert all(g is not None for g in graphs.values())
+    assert all(core.cached_graph(m) is not None for _, m, _ in fp32.models)
 
 
 def test_an_untraceable_generator_stays_eager(runs: Path,
@@ -135,8 +135,27 @@ def test_an_untraceable_generator_stays_eager(runs: Path,
     x, _ = core.held_out_examples(family, 2)
     tr = core.translate_images(family, x, 1.0, frozen=True)
     graphs = core._GRAPHS
-    assert list(graphs.items()) == [(id(family.pick(1.0)[0]), None)]
-    assert torch.equal(tr.outputs, rdmd.translate(family.pick(1.0)[0], x, precision="fp32"))
+    model = family.pick(1.0)[0]
+    assert list(graphs) == [id(model)] and graphs[id(model)][0]() is model
+    assert core.cached_graph(model) is None
+    assert torch.equal(tr.outputs, rdmd.translate(model, x, precision="fp32"))
+
+
+def test_a_reused_id_does_not_serve_another_models_graph(
+        runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache is keyed by id(model); a model loaded after another was freed can get its
+    id. Seen as a flaky mismatch (the lambda 1 slider served lambda 0.05's graph)."""
+    import weakref
+
+    family = core.load_catalog([runs], "fp32").images[0]
+    model, other = family.pick(1.0)[0], family.pick(0.05)[0]
+    stale = object()
+    monkeypatch.setattr(core, "_GRAPHS", {id(model): (weakref.ref(other), stale)})
+    assert core.cached_graph(model) is None
+    x, _ = core.held_out_examples(family, 2)
+    tr = core.translate_images(family, x, 1.0, frozen=True)
+    assert core._GRAPHS[id(model)][1] is not stale and core.cached_graph(model) is not None
+    assert torch.equal(tr.outputs, rdmd.translate(model, x, precision="fp32"))
 
 
 def test_fixed_lambda_family_slider_picks_the_nearest_shipped_model(

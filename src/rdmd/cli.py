@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
                                        "folder (unet/ + RDMDPipeline, safetensors)")
     ex.add_argument("--model", required=True, help="run directory of distill")
     ex.add_argument("--out", required=True, help="folder to create (must not hold files)")
+
+    ag = sub.add_parser("attach-guide", help="a copy of a teacher guided by a shorter-trained "
+                                             "teacher of the same network (autoguidance)")
+    ag.add_argument("--teacher", required=True, help="run directory of train-teacher")
+    ag.add_argument("--guide", required=True,
+                    help="another train-teacher run: same target, same network, trained less")
+    ag.add_argument("--guidance", type=float, required=True,
+                    help="weight w of guide + w (teacher - guide); 1: the plain teacher")
+    ag.add_argument("--sigma-max", type=float, default=math.inf,
+                    help="guide only at noise levels up to this (default: all)")
+    ag.add_argument("--out", required=True, help="folder to create (must not hold files)")
 
     m = sub.add_parser("demo", help="teacher + RDMD on Gaussian -> 8 Gaussians, with a report")
     m.add_argument("--out", default="rdmd-demo", help="folder for the demo (default rdmd-demo)")
@@ -466,6 +478,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"exported to {out}: load with rdmd.RDMDPipeline.from_pretrained({str(out)!r})")
 
 
+def _cmd_attach_guide(args: argparse.Namespace) -> None:
+    from rdmd.guidance import attach_guide
+
+    out = attach_guide(args.teacher, args.guide, args.out, args.guidance, args.sigma_max)
+    print(f"guided teacher written to {out} (guidance {args.guidance:g}); distil it with "
+          f"--teacher {out} --set teacher_guidance={args.guidance:g}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from rdmd.demo import run_demo
 
@@ -483,7 +503,8 @@ COMMANDS = {"train-teacher": _cmd_train_teacher, "distill": _cmd_distill,
             "train-classifier": _cmd_train_classifier,
             "train-domain-classifier": _cmd_train_domain_classifier,
             "translate": _cmd_translate, "evaluate": _cmd_evaluate, "sweep": _cmd_sweep,
-            "export": _cmd_export, "demo": _cmd_demo, "serve": _cmd_serve}
+            "export": _cmd_export, "attach-guide": _cmd_attach_guide, "demo": _cmd_demo,
+            "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import math
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -413,8 +414,17 @@ class _Frozen(torch.nn.Module):
         return self.graph(z) if self.cond is None else self.graph(z, self.cond)
 
 
-_GRAPHS: dict[int, Any] = {}  # id(model) -> its frozen graph, or None: translate eagerly
+#: id(model) -> (a weak reference to that model, its frozen graph or None: translate eagerly).
+#: The reference tells a model from a later one that reuses a freed model's id.
+_GRAPHS: dict[int, tuple[weakref.ref[Any], Any]] = {}
 _GRAPHS_LOCK = threading.Lock()
+
+
+def cached_graph(model: Model) -> Any:
+    """The frozen graph kept for this very model object; None if none was kept (not traced
+    yet, or it runs eagerly)."""
+    entry = _GRAPHS.get(id(model))
+    return entry[1] if entry is not None and entry[0]() is model else None
 
 
 def _graph(model: Model, tr: Any) -> Any:
@@ -424,7 +434,8 @@ def _graph(model: Model, tr: Any) -> Any:
     eager. ``tr``: an ``rdmd`` translator of ``model`` (its ``net`` holds the lambda code)."""
     key = id(model)
     with _GRAPHS_LOCK:
-        if key not in _GRAPHS:
+        entry = _GRAPHS.get(key)
+        if entry is None or entry[0]() is not model:  # new, or a freed model's id reused
             graph = None
             try:
                 cond = getattr(tr.net, "cond", None)
@@ -440,8 +451,8 @@ def _graph(model: Model, tr: Any) -> Any:
                         graph = cand
             except Exception:  # noqa: BLE001 - a failure to trace just means: stay eager
                 graph = None
-            _GRAPHS[key] = graph
-        return _GRAPHS[key]
+            _GRAPHS[key] = (weakref.ref(model), graph)
+        return _GRAPHS[key][1]
 
 
 def warm_graphs(families: Sequence[Family]) -> threading.Thread:
