@@ -99,12 +99,13 @@ def plot_runs(rows: list[dict], path: Path, metric: str) -> None:
         for run, pts in runs.items():
             pts.sort(key=lambda p: p[0])
             ax.plot([p[0] for p in pts], [p[1][k] for p in pts], "o-", label=run)
+        greys = iter(("0.45", "0.7", "0.3", "0.85"))
         for r in rows:
             if " @ " in r["set"] or r["set"].startswith("sources"):
                 continue
             real = r["set"].startswith("real")
             color, ls = (("k", "-") if real else ("g", "--") if r["set"].startswith("teacher")
-                         else (None, ":"))
+                         else (next(greys, "0.5"), ":"))
             v = r["trace_ref"] if k == "trace" and real else r[k]  # the reference set's
             ax.axhline(v, color=color, linestyle=ls, lw=1, label=r["set"])
         ax.set_title(title, fontsize=9)
