@@ -44,6 +44,8 @@ from rdmd.models import load_model  # noqa: E402
 from rdmd.training.runtime import resolve_device  # noqa: E402
 from rdmd.translators import make_translator  # noqa: E402
 
+TEACHER, SOURCES = "teacher (18 Heun steps)", "sources (held out)"  # row labels
+
 
 def split_fd(a: np.ndarray, b: np.ndarray, towards: np.ndarray | None = None
              ) -> dict[str, float]:
@@ -71,6 +73,12 @@ def detail(x: torch.Tensor) -> float:
     k = k.expand(x.shape[1], 1, 3, 3).contiguous()
     r = torch.nn.functional.conv2d((x + 1) / 2, k, groups=x.shape[1])
     return float(r.pow(2).mean())
+
+
+def pixel_stats(x: torch.Tensor) -> dict[str, float]:
+    """Mean intensity, share of pixels above 10% grey, and :func:`detail`, on [-1, 1] images."""
+    return {"pixel_mean": float(((x + 1) / 2).mean()),
+            "ink_share": float((x > -0.8).float().mean()), "detail": detail(x)}
 
 
 def model_dir(path: Path) -> Path:
@@ -163,28 +171,24 @@ def main() -> None:
             y = teacher_samples(load_model(p["teacher"]), tuple(tgt.shape), n, 18, 1000,
                                 resolve_device("auto"))
             cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(y, cache)
-        sets["teacher (18 Heun steps)"] = y
-    sets["sources (held out)"] = x
-    f_t = (_batched(feats, sets["teacher (18 Heun steps)"]).numpy()
-           if "teacher (18 Heun steps)" in sets else None)
-    f_s = _batched(feats, x).numpy()
+            part = cache.with_suffix(".part")  # a killed draw leaves no half-written cache
+            torch.save(y, part)
+            part.replace(cache)
+        sets[TEACHER] = y
+    sets[SOURCES] = x
+    fs = {label: _batched(feats, _fd_sets(imgs, tgt)[0] if len(imgs) > n else imgs).numpy()
+          for label, imgs in sets.items()}  # each set's features, once
+    f_t, f_s = fs.get(TEACHER), fs[SOURCES]
     rows = [{"set": "real (floor set)", **split_fd(f_b, f_a, f_s),
              "fd_to_teacher": None if f_t is None else frechet_distance(f_b, f_t),
-             "pixel_mean": float(((real_b + 1) / 2).mean()),
-             "ink_share": float((real_b > -0.8).float().mean()), "detail": detail(real_b)}]
+             **pixel_stats(real_b)}]
     for label, imgs in sets.items():
-        gen = _fd_sets(imgs, tgt)[0] if len(imgs) > n else imgs
-        f = _batched(feats, gen).numpy()
-        row = {"set": label, **split_fd(f, f_a, f_s),
-               "fd_to_teacher": None if f_t is None or label.startswith("teacher")
-               else frechet_distance(f, f_t)}
+        row = {"set": label, **split_fd(fs[label], f_a, f_s),
+               "fd_to_teacher": None if f_t is None or label == TEACHER
+               else frechet_distance(fs[label], f_t)}
         if imgs is not x and len(imgs) == len(x):
             row["l2"] = float(l2_per_image(x, imgs).mean())
-        row["pixel_mean"] = float(((imgs + 1) / 2).mean())
-        row["ink_share"] = float((imgs > -0.8).float().mean())  # pixels above 10% grey
-        row["detail"] = detail(imgs)
-        rows.append(row)
+        rows.append({**row, **pixel_stats(imgs)})
     for r in rows:
         t2t = "" if r["fd_to_teacher"] is None else f", to teacher {r['fd_to_teacher']:.3f}"
         print(f"{r['set']:>28}: {name} {r['fd']:.3f} = mean {r['mean_term']:.3f} + cov "
