@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import run_main  # noqa: E402
 from image_ablation import PAIRS, ROOT  # noqa: E402
-from teacher_fd_matched import teacher_samples  # noqa: E402
+from teacher_fd_matched import guidance_weights, require_guide, teacher_samples  # noqa: E402
 
 from rdmd.data import load_domain  # noqa: E402
 from rdmd.errors import RdmdError  # noqa: E402
@@ -66,13 +66,11 @@ def main() -> None:
     n_real = min(a.n, len(tgt.test))
     rows: list[dict[str, Any]] = [{"set": "held-out real targets",
                                    **copy_stats(tgt.test[:n_real], tgt.train)}]
-    device = resolve_device("auto")
+    device, weights = resolve_device("auto"), guidance_weights(a.guidance)
     for t in a.teacher or [p["teacher"]]:
         model = load_model(t.resolve())
-        weights: list[float | None] = [None] if a.guidance is None else [
-            float(w) for w in a.guidance.split(",")]
-        if a.guidance is not None and model.guide is None:
-            raise RdmdError(f"--guidance: {t} keeps no autoguidance guide")
+        if a.guidance is not None:
+            require_guide(model, t)
         for w in weights:
             y = teacher_samples(model, tuple(tgt.shape), a.n, a.steps, a.seed, device, w)
             rows.append({"set": f"{t} (guidance {w or model.guidance:g})",

@@ -47,6 +47,18 @@ from rdmd.sampler import Churn, sample  # noqa: E402
 from rdmd.training.runtime import resolve_device  # noqa: E402
 
 
+def guidance_weights(spec: str | None) -> list[float | None]:
+    """``--guidance``'s comma list; None: the teacher's own weight."""
+    return [None] if spec is None else [float(w) for w in spec.split(",")]
+
+
+def require_guide(model: Any, teacher: Path) -> None:
+    """``--guidance`` needs a teacher that keeps an autoguidance guide."""
+    if model.guide is None:
+        raise RdmdError(f"--guidance: {teacher} keeps no autoguidance guide "
+                        "(train one with --set guide_at=0.5)")
+
+
 @torch.no_grad()
 def teacher_samples(model: Any, shape: tuple[int, ...], n: int, steps: int,
                     seed: int, device: torch.device, guidance: float | None = None,
@@ -78,7 +90,7 @@ def main() -> None:
                          "generators' n; at most half the target images)")
     ap.add_argument("--json", type=Path, default=None, help="where to write the results")
     a = ap.parse_args()
-    weights = [None] if a.guidance is None else [float(w) for w in a.guidance.split(",")]
+    weights = guidance_weights(a.guidance)
     churns: list[Any] = ["own"] if a.churn is None else [
         Churn(float(c)) if float(c) else None for c in a.churn.split(",")]
     p = PAIRS[a.pair]
@@ -87,9 +99,8 @@ def main() -> None:
     feats, net, name = _feature_fns(str(p["classifier"]))
     teacher = (a.teacher or p["teacher"]).resolve()
     model, device = load_model(teacher), resolve_device("auto")  # CUDA when present
-    if a.guidance is not None and model.guide is None:
-        raise RdmdError(f"--guidance: {teacher} keeps no autoguidance guide "
-                        "(train one with --set guide_at=0.5)")
+    if a.guidance is not None:
+        require_guide(model, teacher)
     settings = []
     for w in weights:
         for c in churns:
