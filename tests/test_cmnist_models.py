@@ -139,9 +139,10 @@ def test_fmnist_card_keeps_the_fixed_generators_section() -> None:
 SHIPPED_VAL_COMMAND = [
     "distill", "--source", "cmnist2", "--teacher", "src/rdmd/pretrained/cmnist/teacher",
     "--lam", "0.05", "--config", "configs/cmnist_ot_chroma_rdmd.toml", "--steps", "400",
-    "--set", "precision=fp32", "--set", "lr_schedule=cosine", "--set", "eval_every=40",
+    "--set", "precision=fp32", "--set", "lr_schedule=cosine",
     "--set", "keep_checkpoints=20", "--set", "val_size=100", "--set", "select=best_val",
-    "--set", "eval_every=20", "--set", "classifier=src/rdmd/pretrained/cmnist/classifier",
+    "--set", "eval_every=20", "--set", "teacher_guidance=2",
+    "--set", "classifier=src/rdmd/pretrained/cmnist/classifier",
     "--set", "target_class=3", "--out", "runs/cmnist/rdmd_lam0.05"]
 
 
@@ -173,6 +174,10 @@ def test_keep_shipped_checks_the_shipped_generator_is_the_commands(tmp_path: Pat
     other[other.index("eval_every=20")] = "eval_every=40"
     with pytest.raises(RdmdError, match="eval_every"):
         cmnist_models.check_reusable(other, shipped)
+    plain = list(SHIPPED_VAL_COMMAND)  # distilled from the guided score, not the plain one
+    del plain[plain.index("teacher_guidance=2") - 1:plain.index("teacher_guidance=2") + 1]
+    with pytest.raises(RdmdError, match="teacher_guidance"):
+        cmnist_models.check_reusable(plain, shipped)
 
 
 def test_recipe_of_a_warm_start_counts_the_run_it_started_from(run: Path,
@@ -190,3 +195,34 @@ def test_recipe_of_a_warm_start_counts_the_run_it_started_from(run: Path,
     saved["config"]["init_from"] = str(tmp_path / "elsewhere")
     (warm / "config.json").write_text(json.dumps(saved))
     assert "run it starts from" not in cmnist_models.recipe(warm)
+
+
+def test_ship_teacher_refuses_before_touching_the_shipped_teacher(
+        run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--ship-teacher`` replaces the shipped teacher only with a finished run, and only
+    once the new copy is complete; a wrong request leaves the shipped one as it was."""
+    ship = tmp_path / "ship"
+    (ship / "teacher").mkdir(parents=True)
+    (ship / "teacher" / "model.json").write_text("{}")
+    monkeypatch.setattr(cmnist_models, "SHIP", ship)
+    monkeypatch.setattr(cmnist_models, "ROOT", tmp_path)
+    monkeypatch.setattr(cmnist_models, "CLASSIFIER", ship / "classifier")
+    for argv, msg in [(["--ship-teacher", str(tmp_path / "nothing")], "not a finished"),
+                      (["--ship-teacher", str(run), "--teacher", "runs/t"], "drop --teacher")]:
+        monkeypatch.setattr(sys, "argv", ["cmnist_models.py", *argv])
+        with pytest.raises(SystemExit, match=msg):
+            cmnist_models.main()
+        assert (ship / "teacher" / "model.json").read_text() == "{}"
+    cmnist_models.ship(run, ship / ".teacher.new")  # what the swap moves into place
+    assert json.loads((ship / ".teacher.new" / "model.json").read_text())["role"] == "generator"
+
+
+def test_recipe_says_where_and_which_score(run: Path, tmp_path: Path) -> None:
+    assert cmnist_models.recipe(run, "2 CPU threads").endswith("wall time on 2 CPU threads")
+    assert "autoguided" not in cmnist_models.recipe(run)
+    guided = tmp_path / "guided"
+    shutil.copytree(run, guided)
+    rec = json.loads((guided / "config.json").read_text())
+    rec["config"]["teacher_guidance"] = 2.0
+    (guided / "config.json").write_text(json.dumps(rec))
+    assert "the teacher's autoguided score at weight 2" in cmnist_models.recipe(guided)

@@ -50,3 +50,30 @@ def test_half_weights_halve_the_file_and_load_as_float32(tmp_path: Path) -> None
     x = np.random.default_rng(0).standard_normal((500, 2)).astype(np.float32)
     a, b = rdmd.translate(full, x), rdmd.translate(half, x)
     assert 0 < np.abs(a - b).max() < 1e-2 * np.abs(a).max()
+
+
+def test_a_guided_teacher_ships_its_guide_in_float16(tmp_path: Path) -> None:
+    """The shipped colored-MNIST teacher is autoguided: its guide travels beside it, halved
+    like its weights (``store_half(..., GUIDE_WEIGHTS)``), and the guided denoiser it is
+    distilled with moves its outputs away from the plain network's."""
+    import torch
+
+    from rdmd.checkpoint import atomic_save_tensors, load_tensors
+    from rdmd.guidance import GUIDE_WEIGHTS
+    from rdmd.models import store_half
+
+    teacher = load_model(PRETRAINED / "cmnist" / "teacher")
+    assert teacher.guide is not None and teacher.guidance > 1
+    stored = load_tensors(PRETRAINED / "cmnist" / "teacher" / GUIDE_WEIGHTS)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    x = torch.randn(4, *teacher.meta["data_shape"], generator=torch.Generator().manual_seed(0))
+    sigma = torch.full((4,), 1.0)
+    with torch.no_grad():
+        plain, guided = teacher.score(1.0)(x, sigma), teacher.score()(x, sigma)
+    assert torch.isfinite(guided).all() and (guided - plain).abs().max() > 1e-3
+    # halving names the file it halves and leaves the others alone
+    atomic_save_tensors(tmp_path / GUIDE_WEIGHTS, {"w": torch.ones(3)})
+    atomic_save_tensors(tmp_path / "model.safetensors", {"w": torch.ones(3)})
+    store_half(tmp_path, GUIDE_WEIGHTS)
+    assert load_tensors(tmp_path / GUIDE_WEIGHTS)["w"].dtype == torch.float16
+    assert load_tensors(tmp_path / "model.safetensors")["w"].dtype == torch.float32

@@ -106,11 +106,12 @@ def save_model(out_dir: Path, net: torch.nn.Module, meta: dict[str, Any]) -> Non
     atomic_write_json(out_dir / META, {"format_version": FORMAT_VERSION, **meta})
 
 
-def store_half(model_dir: str | Path) -> None:
-    """Rewrite a model folder's weights in float16 (half the bytes; shipped models, whose
-    total the repository caps). :func:`load_model` reads them back into float32 networks;
-    images translate under bf16 autocast anyway, a coarser rounding than float16 weights."""
-    path = Path(model_dir) / WEIGHTS
+def store_half(model_dir: str | Path, name: str = WEIGHTS) -> None:
+    """Rewrite a model folder's weights (or another weights file in it, e.g. a teacher's
+    guide) in float16 (half the bytes; shipped models, whose total the repository caps).
+    :func:`load_model` reads them back into float32 networks; images translate under bf16
+    autocast anyway, a coarser rounding than float16 weights."""
+    path = Path(model_dir) / name
     state = load_tensors(path)
     atomic_save_tensors(path, {k: v.half() if v.is_floating_point() else v
                                for k, v in state.items()})
