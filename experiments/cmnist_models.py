@@ -68,6 +68,7 @@ TEACHER_SETS = ("steps=5000", "guide_at=0.5", "guidance=2", "precision=fp32")
 
 
 def teacher_command(clf: str, out: str) -> list[str]:
+    """The shipped teacher's ``rdmd`` arguments: the plan runs them, the card prints them."""
     return ["train-teacher", "--target", "cmnist3", "--config", "configs/cmnist_teacher.toml",
             *[arg for kv in TEACHER_SETS for arg in ("--set", kv)], "--set",
             f"classifier={clf}", "--out", out]
@@ -149,7 +150,8 @@ def main() -> None:
     a = ap.parse_args()
     clf = str(CLASSIFIER.relative_to(ROOT))
     if a.ship_teacher is not None:
-        if a.teacher not in (None, str(SHIP.relative_to(ROOT) / "teacher")):
+        shipped = str(SHIP.relative_to(ROOT) / "teacher")
+        if a.teacher not in (None, shipped):
             raise SystemExit("cmnist_models: --ship-teacher distils from the shipped teacher; "
                              "drop --teacher")
         run = Path(a.ship_teacher)
@@ -162,7 +164,7 @@ def main() -> None:
             ship(run, new)
             shutil.rmtree(SHIP / "teacher", ignore_errors=True)
             new.rename(SHIP / "teacher")
-        a.teacher = str(SHIP.relative_to(ROOT) / "teacher")
+        a.teacher = shipped
     teacher = a.teacher or f"{a.runs}/teacher"
     lams = [float(v) for v in a.lams.split(",")]
     kept = kept_lams(a.keep_shipped, lams, bool(a.average))
