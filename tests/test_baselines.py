@@ -233,6 +233,10 @@ def test_cli_translate_baseline_folder(models: dict[str, Any], tmp_path: Path) -
                                str(models["teacher"]), "--input", str(inp), "--output",
                                str(tmp_path / "o2"), "--down", "2"]), "--down", "sdedit")
     assert not (tmp_path / "o2").exists()
+    assert_user_error(run_cli(["translate", "--model", str(models["rdmd"]), "--input",
+                               str(inp), "--output", str(tmp_path / "o3"), "--guidance",
+                               "1"]), "--guidance", "rdmd")  # a generator has no guide
+    assert not (tmp_path / "o3").exists()
 
 
 # -- sweep ---------------------------------------------------------------------------------
@@ -387,3 +391,33 @@ def test_sweep_scores_folders_at_the_teachers_size(tmp_path: Path) -> None:
     with pytest.raises(RdmdError, match="trained on 3x16x16"):
         run_sweep(cfg, tmp_path / "refused", progress=False)
     assert not (tmp_path / "refused").exists()
+
+
+def test_baselines_sample_a_guided_teacher_as_it_is_sampled() -> None:
+    """The shipped colored-MNIST teacher is autoguided (weight 2): the baselines run its
+    guided score, the one its own evaluation and RDMD's real score use, and count the guide's
+    network calls; ``guidance=1`` gives the plain network. EGSDE's classifier calls follow
+    the denoiser's calls, not the networks'."""
+    from rdmd.baselines import SDEdit
+    from rdmd.demo import pretrained_dir
+    from rdmd.models import load_model
+
+    d = pretrained_dir("cmnist")
+    m = load_model(d / "teacher")
+    x = load_domain("cmnist2").test[:3]
+    sd = {"sigma_start": 2.0, "n_steps": 2}
+    guided = make_translator("sdedit", m, **sd)
+    plain = make_translator("sdedit", m, guidance=1, **sd)
+    assert guided.guidance == 2.0 and plain.guidance == 1.0
+    assert guided.nfe == 2 * plain.nfe == 2 * 3
+    assert "guidance=2" in guided.describe() and "guidance" not in plain.describe()
+    y = guided.translate(x, seed=0)
+    direct = SDEdit(m.score(), m.normalizer, tuple(m.meta["data_shape"]), **sd)
+    assert torch.equal(direct.translate(x, seed=0), y)
+    assert mse(plain.translate(x, seed=0), y) > 1e-4  # the guide moves the samples
+    eg = {"sigma_start": 2.0, "down": 8, "lam_s": 10.0, "lam_i": 0.1, "n_steps": 2,
+          "domain_classifier": d / "domain_classifier"}
+    g_eg, p_eg = make_translator("egsde", m, **eg), make_translator("egsde", m, guidance=1, **eg)
+    assert g_eg.nfe == 2 * p_eg.nfe and g_eg.aux_evals == p_eg.aux_evals == 2 * 3
+    with pytest.raises(RdmdError, match="has no parameter"):
+        make_translator("sdedit", m, guide=1, **sd)

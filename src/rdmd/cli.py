@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="egsde: faithful-expert weight in [0, 1] (default 0.1)")
     tr.add_argument("--domain-classifier",
                     help="egsde: directory of train-domain-classifier")
+    tr.add_argument("--guidance", type=float,
+                    help="baselines: the autoguided teacher's weight (default: its own; 1: "
+                         "the plain network, half the network calls)")
     tr.add_argument("--seed", type=int, default=0, help="baselines: noise seed")
     tr.add_argument("--lam", type=float,
                     help="rdmd: the lambda to translate at (required for a lambda-conditioned "
@@ -318,7 +321,7 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     from rdmd.translators import PARAMS
 
     given = {k: getattr(args, k) for k in ("sigma_start", "n_steps", "down", "lam_s", "lam_i",
-                                           "domain_classifier", "lam", "precision")
+                                           "domain_classifier", "lam", "precision", "guidance")
              if getattr(args, k) is not None}
     wrong = [k for k in given if k not in PARAMS[args.method]]
     if wrong:

@@ -70,14 +70,22 @@ def _rdmd(m: Model, params: dict[str, Any]) -> Translator:
     return OneStep(m, params.get("lam"))
 
 
+def _score(m: Model, params: dict[str, Any]) -> torch.nn.Module:
+    """The teacher as the baselines sample it: guided by its guide at its own weight, as its
+    own evaluation and RDMD's real score use it (``guidance=1``: the plain network)."""
+    g = params.pop("guidance", None)
+    return m.score(None if g is None else float(g))
+
+
 def _sdedit(m: Model, params: dict[str, Any]) -> Translator:
-    return SDEdit(m.denoiser, m.normalizer, _shape(m), **params)
+    return SDEdit(_score(m, params), m.normalizer, _shape(m), **params)
 
 
 def _ilvr(m: Model, params: dict[str, Any]) -> Translator:
     # a diffusers teacher's scheduler may end below EDM's sigma_max: start from its top level
     top = m.meta.get("sigma_range", [None, SIGMA_MAX])[1]
-    return ILVR(m.denoiser, m.normalizer, _shape(m), sigma_max=min(SIGMA_MAX, top), **params)
+    return ILVR(_score(m, params), m.normalizer, _shape(m), sigma_max=min(SIGMA_MAX, top),
+                **params)
 
 
 def _egsde(m: Model, params: dict[str, Any]) -> Translator:
@@ -89,7 +97,7 @@ def _egsde(m: Model, params: dict[str, Any]) -> Translator:
         from rdmd.baselines.domain_classifier import load_domain_classifier
 
         clf, _ = load_domain_classifier(clf)
-    return EGSDE(m.denoiser, m.normalizer, _shape(m), clf, **params)
+    return EGSDE(_score(m, params), m.normalizer, _shape(m), clf, **params)
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,10 @@ class MethodSpec:
 
 REGISTRY: dict[str, MethodSpec] = {
     "rdmd": MethodSpec(_rdmd, ("lam",), "generator"),
-    "sdedit": MethodSpec(_sdedit, ("sigma_start", "n_steps"), "teacher"),
-    "ilvr": MethodSpec(_ilvr, ("down", "n_steps"), "teacher"),
+    "sdedit": MethodSpec(_sdedit, ("sigma_start", "n_steps", "guidance"), "teacher"),
+    "ilvr": MethodSpec(_ilvr, ("down", "n_steps", "guidance"), "teacher"),
     "egsde": MethodSpec(_egsde, ("sigma_start", "down", "lam_s", "lam_i", "n_steps",
-                                 "domain_classifier"), "teacher"),
+                                 "domain_classifier", "guidance"), "teacher"),
 }
 METHODS = tuple(REGISTRY)
 # parameters every method takes: the networks' precision (Translator.precision)

@@ -137,5 +137,24 @@ class SamplerTranslator(Translator):
         self.n_steps = int(n_steps)
 
     @property
-    def nfe(self) -> int:
+    def denoiser_calls(self) -> int:
+        """Heun's evaluations of the teacher's denoiser per sample."""
         return 2 * self.n_steps - 1
+
+    @property
+    def nfe(self) -> int:
+        # an autoguided teacher runs its guide beside the network at every call
+        from rdmd.guidance import AutoGuided
+
+        return self.denoiser_calls * (2 if isinstance(self.teacher, AutoGuided) else 1)
+
+    @property
+    def guidance(self) -> float:
+        """The teacher's autoguidance weight as sampled here (1: the plain network)."""
+        from rdmd.guidance import AutoGuided
+
+        return self.teacher.weight if isinstance(self.teacher, AutoGuided) else 1.0
+
+    def describe(self) -> str:
+        guided = f", guidance={self.guidance:g}" if self.guidance != 1.0 else ""
+        return super().describe()[:-1] + guided + ")"

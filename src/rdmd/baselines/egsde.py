@@ -61,7 +61,7 @@ class EGSDE(SamplerTranslator):
     @property
     def aux_evals(self) -> int:
         # per teacher call: classifier forward+backward on the state, forward on the reference
-        return 2 * self.nfe if self.lam_s else 0
+        return 2 * self.denoiser_calls if self.lam_s else 0
 
     @property
     def params(self) -> dict[str, Any]:

@@ -152,6 +152,8 @@ def run_sweep(config: str | Path | SweepConfig, out_dir: str | Path,
                "seconds": time.perf_counter() - t0, **res}
         if e.method == "rdmd":
             row["run"] = str(run)
+        else:
+            row["guidance"] = tr.guidance
         atomic_save_tensors(out / "entries" / f"{e.key}.safetensors",
                             {"outputs": y[:cfg.fig5_images].contiguous()})
         atomic_write_json(out / "entries" / f"{e.key}.json", row)  # marks the entry done
