@@ -212,7 +212,8 @@ def build_app(catalog: core.Catalog, fast: bool = True) -> Any:
         with gr.Tab("Compare", id="compare"):
             gr.Markdown("The Translate tab's inputs through RDMD at its `lambda` and through "
                         "the multi-step baselines on the same teacher, each with its main "
-                        f"parameter ({core.N_STEPS} Heun steps = 35 network calls per image).")
+                        f"parameter ({core.N_STEPS} Heun steps = 35 denoiser calls per image, "
+                        "two networks each for an autoguided teacher).")
             with gr.Row():
                 methods = gr.CheckboxGroup(list(core.BASELINE_PARAM), value=["sdedit", "ilvr",
                                            "egsde"], label="baselines", elem_id="rdmd-methods")

@@ -47,7 +47,7 @@ N_POINTS_2D = 2000
 # The baselines' main parameter (the one the page's Compare tab turns) and its default.
 BASELINE_PARAM = {"sdedit": "sigma_start", "ilvr": "down", "egsde": "sigma_start"}
 BASELINE_DEFAULT = {"sdedit": 2.0, "ilvr": 8, "egsde": 2.0}
-N_STEPS = 18  # Heun steps of the baselines: 35 network calls per image
+N_STEPS = 18  # Heun steps of the baselines: 35 denoiser calls per image
 
 
 def shipped_dirs() -> list[Path]:
