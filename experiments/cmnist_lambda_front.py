@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,7 +41,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cmnist_models import SHIP, ship  # noqa: E402
 
 COLUMNS = ("lam", "l2", "ssim", "hue_difference", "target_accuracy", "fd_cnn_cmnist",
-           "fd_cnn_cmnist_floor")
+           "fd_cnn_cmnist_floor", "fd_above_fixed")
+
+
+def above_fixed(rows: list[dict[str, Any]], fixed: list[dict[str, Any]]) -> None:
+    """Each row's FD minus the shipped fixed generators' front at its L2, interpolated
+    linearly between their points (NaN outside their L2 span): how far one conditioned
+    model sits above the fixed models at the same faithfulness."""
+    pts = sorted((r["l2"], r["fd_cnn_cmnist"]) for r in fixed)
+    l2s, fds = [p[0] for p in pts], [p[1] for p in pts]
+    for r in rows:
+        inside = bool(pts) and l2s[0] <= r["l2"] <= l2s[-1]
+        r["fd_above_fixed"] = (r["fd_cnn_cmnist"] - float(np.interp(r["l2"], l2s, fds))
+                               if inside else float("nan"))
 
 
 def score(model_dir: Path, lam: float | None) -> dict[str, Any]:
@@ -81,8 +94,10 @@ def main() -> None:
         "fixed_current_recipe": [{**score(Path(p), None), "run": p}
                                  for p in a.fixed.split(",") if p],
     }
-    for rs in rows.values():
+    for name, rs in rows.items():
         rs.sort(key=lambda r: r["lam"])
+        if name.startswith("conditioned"):
+            above_fixed(rs, rows["shipped_fixed"])
     cond_run = read_run(cond)
     out = {"cond_run": str(cond), "cond_config": cond_run["config"], "rows": rows,
            "command": " ".join(sys.argv)}

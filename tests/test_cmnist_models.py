@@ -226,3 +226,18 @@ def test_recipe_says_where_and_which_score(run: Path, tmp_path: Path) -> None:
     rec["config"]["teacher_guidance"] = 2.0
     (guided / "config.json").write_text(json.dumps(rec))
     assert "the teacher's autoguided score at weight 2" in cmnist_models.recipe(guided)
+
+
+def test_lambda_front_gap_to_the_fixed_front() -> None:
+    """experiments/cmnist_lambda_front.py reads a conditioned point against the fixed
+    generators' front interpolated at its own L2, and refuses to extrapolate."""
+    import cmnist_lambda_front
+
+    fixed = [{"l2": 6.0, "fd_cnn_cmnist": 40.0}, {"l2": 10.0, "fd_cnn_cmnist": 4.0},
+             {"l2": 8.0, "fd_cnn_cmnist": 12.0}]
+    rows = [{"l2": 9.0, "fd_cnn_cmnist": 10.0}, {"l2": 6.0, "fd_cnn_cmnist": 41.0},
+            {"l2": 5.0, "fd_cnn_cmnist": 50.0}, {"l2": 11.0, "fd_cnn_cmnist": 3.0}]
+    cmnist_lambda_front.above_fixed(rows, fixed)
+    assert rows[0]["fd_above_fixed"] == pytest.approx(10.0 - 8.0)  # halfway 12 -> 4
+    assert rows[1]["fd_above_fixed"] == pytest.approx(1.0)
+    assert all(r["fd_above_fixed"] != r["fd_above_fixed"] for r in rows[2:])  # NaN outside
