@@ -86,9 +86,13 @@ def main() -> None:
     lams = [float(v) for v in a.lams.split(",")]
     conds = [Path(c) for c in a.cond.split(",")]
     cond = conds[0]
+    def inside(run: Path) -> list[float]:  # a model is scored inside its trained range
+        lo, hi = load_model(run).lam_range
+        return [lam for lam in lams if lo <= lam <= hi]
+
     rows: dict[str, list[dict[str, Any]]] = {
-        "conditioned": [score(cond, lam) for lam in lams],
-        **{f"conditioned:{c.name}": [score(c, lam) for lam in lams] for c in conds[1:]},
+        "conditioned": [score(cond, lam) for lam in inside(cond)],
+        **{f"conditioned:{c.name}": [score(c, lam) for lam in inside(c)] for c in conds[1:]},
         "shipped_fixed": [score(p.parent, None)
                           for p in sorted(SHIP.glob("rdmd_lam*/model.json"))],
         "fixed_current_recipe": [{**score(Path(p), None), "run": p}

@@ -159,11 +159,7 @@ def main() -> None:
             raise SystemExit(f"cmnist_models: --ship-teacher {run}: not a finished teacher run "
                              "(no model.json)")
         if not a.ship_only:  # the old teacher goes only once the new one is complete
-            new = SHIP / ".teacher.new"
-            shutil.rmtree(new, ignore_errors=True)
-            ship(run, new)
-            shutil.rmtree(SHIP / "teacher", ignore_errors=True)
-            new.rename(SHIP / "teacher")
+            ship(run, SHIP / "teacher")
         a.teacher = shipped
     teacher = a.teacher or f"{a.runs}/teacher"
     lams = [float(v) for v in a.lams.split(",")]
@@ -286,22 +282,30 @@ def sets_for(specs: list[str], lams: list[float]) -> dict[float, list[str]]:
 
 def ship(run_dir: Path, dest: Path, half: bool = True) -> None:
     """Copy a finished run's model, metrics and plots; weights in float16 unless ``half`` is
-    false (the repository's model files stay under 30 MB: tests/test_pretrained.py)."""
-    dest.mkdir(parents=True, exist_ok=True)
+    false (the repository's model files stay under 30 MB: tests/test_pretrained.py).
+
+    Written to a fresh folder beside ``dest`` that replaces it only once complete: an
+    interrupted copy leaves the shipped model as it was, and nothing of the model it replaces
+    (a plot at a lambda the new run did not draw) survives in the new one."""
+    new = dest.with_name(dest.name + ".new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
     for name in KEEP:
         if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, dest / name)
+            shutil.copy2(run_dir / name, new / name)
     if half:
-        store_half(dest)
-        if (dest / GUIDE_WEIGHTS).is_file():  # an autoguided teacher's guide
-            store_half(dest, GUIDE_WEIGHTS)
+        store_half(new)
+        if (new / GUIDE_WEIGHTS).is_file():  # an autoguided teacher's guide
+            store_half(new, GUIDE_WEIGHTS)
     if (run_dir / "plots").is_dir():
-        shutil.copytree(run_dir / "plots", dest / "plots", dirs_exist_ok=True)
-    meta = json.loads((dest / "model.json").read_text())
+        shutil.copytree(run_dir / "plots", new / "plots")
+    meta = json.loads((new / "model.json").read_text())
     for key in ("teacher", "source", "target"):  # make the shipped card path-independent
         if isinstance(meta.get(key), str) and "/" in meta[key]:
             meta[key] = Path(meta[key]).name
-    (dest / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (new / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    new.rename(dest)
 
 
 def fmt(v: object) -> str:

@@ -213,8 +213,32 @@ def test_ship_teacher_refuses_before_touching_the_shipped_teacher(
         with pytest.raises(SystemExit, match=msg):
             cmnist_models.main()
         assert (ship / "teacher" / "model.json").read_text() == "{}"
-    cmnist_models.ship(run, ship / ".teacher.new")  # what the swap moves into place
-    assert json.loads((ship / ".teacher.new" / "model.json").read_text())["role"] == "generator"
+
+
+
+def test_ship_replaces_the_whole_folder_and_only_when_complete(
+        run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shipped model is replaced as a whole (a plot of the model it replaces does not
+    survive), and a copy that fails half-way leaves the shipped one as it was."""
+    dest = tmp_path / "ship" / "rdmd_cond"
+    (dest / "plots").mkdir(parents=True)
+    (dest / "plots" / "translation_lam2.png").write_bytes(b"old")
+    (dest / "model.json").write_text("{}")
+
+    def broken(d: Path, name: str = "model.safetensors") -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cmnist_models, "store_half", broken)
+    with pytest.raises(OSError, match="disk full"):
+        cmnist_models.ship(run, dest)
+    assert (dest / "model.json").read_text() == "{}"
+    monkeypatch.undo()
+    cmnist_models.ship(run, dest)
+    assert json.loads((dest / "model.json").read_text())["role"] == "generator"
+    assert not (dest / "plots" / "translation_lam2.png").exists()
+    assert sorted(p.name for p in (dest / "plots").iterdir()) == \
+        sorted(p.name for p in (run / "plots").iterdir())
+    assert not dest.with_name("rdmd_cond.new").exists()
 
 
 def test_recipe_says_where_and_which_score(run: Path, tmp_path: Path) -> None:

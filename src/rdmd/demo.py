@@ -27,7 +27,7 @@ from rdmd.training import distill, train_teacher
 SOURCE = "gaussian"
 TARGET = "8gaussians"
 LAM_RANGE = (0.0, 0.3)  # the conditioned 2-D generator's range (docs/lambda.md: 0:0.3)
-CMNIST_LAMS = (0.05, 0.25, 1.0)
+CMNIST_LAMS = (0.05, 0.5, 2.0)
 CONDITIONED = "rdmd_cond"  # the shipped generator for every lambda in its range
 # the 2-D defaults' step counts (rdmd.config.PLANE_DEFAULTS), for the conditioned generator
 FULL = {"teacher_steps": 4000, "rdmd_steps": 2000, "n_test": 5000}
