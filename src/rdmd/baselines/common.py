@@ -143,7 +143,8 @@ class SamplerTranslator(Translator):
 
     @property
     def nfe(self) -> int:
-        # an autoguided teacher runs its guide beside the network at every call
+        # an autoguided teacher runs its guide beside the network at every call (an upper
+        # bound where its guidance interval ends below the start: the guide then sits out)
         from rdmd.guidance import AutoGuided
 
         return self.denoiser_calls * (2 if isinstance(self.teacher, AutoGuided) else 1)
