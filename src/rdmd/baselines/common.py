@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from rdmd.data.normalizer import Normalizer
 from rdmd.edm import EDMDenoiser
 from rdmd.errors import RdmdError
+from rdmd.guidance import AutoGuided
 from rdmd.precision import default_precision
 
 
@@ -145,15 +146,11 @@ class SamplerTranslator(Translator):
     def nfe(self) -> int:
         # an autoguided teacher runs its guide beside the network at every call (an upper
         # bound where its guidance interval ends below the start: the guide then sits out)
-        from rdmd.guidance import AutoGuided
-
         return self.denoiser_calls * (2 if isinstance(self.teacher, AutoGuided) else 1)
 
     @property
     def guidance(self) -> float:
         """The teacher's autoguidance weight as sampled here (1: the plain network)."""
-        from rdmd.guidance import AutoGuided
-
         return self.teacher.weight if isinstance(self.teacher, AutoGuided) else 1.0
 
     def describe(self) -> str:
