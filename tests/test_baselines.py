@@ -421,3 +421,23 @@ def test_baselines_sample_a_guided_teacher_as_it_is_sampled() -> None:
     assert g_eg.nfe == 2 * p_eg.nfe and g_eg.aux_evals == p_eg.aux_evals == 2 * 3
     with pytest.raises(RdmdError, match="has no parameter"):
         make_translator("sdedit", m, guide=1, **sd)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(RdmdError, match="finite weight > 0"):
+            make_translator("sdedit", m, guidance=bad, **sd)
+
+
+def test_guidance_on_a_teacher_without_a_guide_is_refused(models: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    """Asking an unguided teacher for guidance is a one-line error, not the plain network in
+    silence; ``guidance=1`` is the plain network either way. The CLI writes nothing."""
+    teacher = models["teacher"]
+    assert make_translator("sdedit", teacher, guidance=1, n_steps=2).nfe == 3
+    with pytest.raises(RdmdError, match="keeps no guide"):
+        make_translator("sdedit", teacher, guidance=2, n_steps=2)
+    inp = tmp_path / "in"
+    save_image(models["x"][0], inp / "two.png")
+    for g in ("2", "0"):
+        assert_user_error(run_cli(["translate", "--method", "sdedit", "--model", str(teacher),
+                                   "--input", str(inp), "--output", str(tmp_path / "o"),
+                                   "--guidance", g]), "guidance")
+    assert not (tmp_path / "o").exists()

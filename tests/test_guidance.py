@@ -148,6 +148,21 @@ def test_distillation_samples_the_guided_teacher(tmp_path: Path) -> None:
     assert (a / "model.safetensors").read_bytes() != (b / "model.safetensors").read_bytes()
 
 
+def test_guidance_without_a_guide_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    """``teacher_guidance`` on a teacher that kept no guide used to distil the bare network in
+    silence; now it is one clear error and no run folder."""
+    t = rdmd.train_teacher("8gaussians", tmp_path / "t", steps=4, guide_at=0.0, **TINY_TEACHER)
+    model = load_model(t)
+    assert model.score(1.0) is model.denoiser
+    with pytest.raises(RdmdError, match="keeps no guide"):
+        model.score(2.0)
+    with pytest.raises(RdmdError, match="keeps no guide"):
+        rdmd.distill("gaussian", t, tmp_path / "d", steps=2, teacher_guidance=2.0,
+                     batch_size=32, n_train=100, n_test=50, device="cpu", progress=False)
+    assert not (tmp_path / "d").exists()
+
+
 def test_attach_guide_makes_a_guided_copy(tmp_path: Path) -> None:
     """A teacher trained without a guide gets another teacher of the same network as its
     guide: the copy samples guide + w (teacher - guide); the original is untouched."""

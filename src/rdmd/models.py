@@ -91,6 +91,11 @@ class Model:
         """The denoiser the teacher is sampled and distilled with: guided by its guide at
         ``guidance`` (None: its own weight; 1: the plain network)."""
         w = self.guidance if guidance is None else float(guidance)
+        if not (math.isfinite(w) and w > 0):
+            raise RdmdError(f"guidance must be a finite weight > 0, got {guidance}")
+        if self.guide is None and w != 1.0:
+            raise RdmdError(f"guidance {w:g} needs an autoguided teacher; this {self.role} keeps "
+                            "no guide (train it with guide_at, or `rdmd attach-guide`)")
         if self.guide is None or w == 1.0:
             return self.denoiser
         from rdmd.guidance import AutoGuided
