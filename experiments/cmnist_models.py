@@ -349,13 +349,22 @@ def recipe(run_dir: Path, where: str = "one CPU thread") -> str:
 
 
 def log_clock(log: Path, upto: int | None = None) -> tuple[int, float] | None:
-    """Step and seconds of a run log's last row (at or before step ``upto``)."""
+    """Step of a run log's last row (at or before step ``upto``) and the seconds of training
+    up to it, summed over the sessions of a resumed run (its clock restarts at each)."""
     if not log.is_file():
         return None
     with open(log, newline="") as f:
         rows = [r for r in csv.DictReader(f)
                 if r.get("time_s") and (upto is None or int(r["step"]) <= upto)]
-    return (int(rows[-1]["step"]), float(rows[-1]["time_s"])) if rows else None
+    if not rows:
+        return None
+    total = prev = 0.0
+    for r in rows:
+        t = float(r["time_s"])
+        if t < prev:
+            total += prev
+        prev = t
+    return int(rows[-1]["step"]), total + prev
 
 
 def warm_start_clock(init_from: str | None) -> tuple[int, float] | None:

@@ -15,6 +15,11 @@ holding another run is refused in one line), in this order:
                                                    # src/rdmd/pretrained/fmnist
     python experiments/fmnist_pipeline.py --ship-fixed RUN --command "rdmd distill ..."
         # ship one fixed-lambda generator (rdmd_lam<L>) and its section of the card
+    python experiments/fmnist_pipeline.py --ship-cond RUN --command "rdmd distill ..."
+        # ship a lambda-conditioned run as rdmd_cond, its section and table of the card
+    python experiments/fmnist_pipeline.py --stages 5 \
+        --sweep-config configs/fmnist_sweep_shipped.toml --sweep-out runs/fmnist/sweep_shipped
+        # the sweep on the shipped models (stage 5 reuses every entry already scored)
 
 Each stage needs the ones before it. A stage that would run for hours on a CPU can be stopped
 (Ctrl-C checkpoints) and continued by the same command.
@@ -29,7 +34,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cmnist_models import execute, recipe, ship, shipped_weights, table_row  # noqa: E402
+from cmnist_models import execute, log_clock, recipe, ship, shipped_weights, table_row  # noqa: E402
 from common import run_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +61,12 @@ def plan(rdmd_steps: int) -> list[tuple[list[str], Path]]:
     ]
 
 
-def sweep() -> None:
+def sweep(config: Path, out: Path) -> None:
+    """Stage 5: the sweep, its figures to docs/figures/fmnist_* and its table and summary to
+    experiments/results/fmnist_sweep_* (what the card and docs/images.md cite)."""
     from rdmd.sweep import run_sweep
 
-    out = ROOT / RUNS / "sweep"
-    run_sweep(ROOT / "configs" / "fmnist_sweep.toml", out, progress=False)
+    run_sweep(config, out, progress=False)
     figs, res = ROOT / "docs" / "figures", ROOT / "experiments" / "results"
     for name in ("fig4_tradeoff.png", "fig5_grid.png"):
         if (out / name).is_file():
@@ -71,18 +77,8 @@ def sweep() -> None:
 
 
 def training_minutes(run: Path) -> float:
-    """Wall minutes of training summed over the sessions of a run (its log's clock restarts
-    at each resume)."""
-    import csv
-
-    total = prev = 0.0
-    with (run / "log.csv").open() as f:
-        for row in csv.DictReader(f):
-            t = float(row["time_s"])
-            if t < prev:
-                total += prev
-            prev = t
-    return (total + prev) / 60
+    """Wall minutes of training summed over the sessions of a run."""
+    return (log_clock(run / "log.csv") or (0, 0.0))[1] / 60
 
 
 def real_target_rate() -> float:
@@ -98,16 +94,59 @@ def real_target_rate() -> float:
     return accuracy(model, boots, torch.full((len(boots),), 9))
 
 
-def write_card(steps: list[tuple[list[str], Path]]) -> None:
-    """The shipped models' card, its numbers read from the runs' own reports."""
+COND_BEGIN = "<!-- conditioned generator (fmnist_pipeline.py --ship / --ship-cond) -->"
+COND_END = "<!-- end of conditioned generator -->"
+
+
+def cond_section(command: str, where: str, run: Path | None = None) -> str:
+    """The card's bullet of a conditioned generator, its recipe read from ``run``'s own
+    records (default: the shipped one, whose folder keeps its run's config and log)."""
+    run = run or SHIP / "rdmd_cond"
+    meta = json.loads((run / "model.json").read_text())
+    lo, hi = meta["lam_range"]
+    weights = shipped_weights(meta.get("ema_decay") or 0.0, meta.get("selected"), None)
+    held = (f"; the run held out {meta['val_size']} of the 6000 training sneakers for that "
+            "choice and never trained on them") if meta.get("val_size") else ""
+    return f"""{COND_BEGIN}
+- `rdmd_cond/`: **one generator for every lambda in [{lo:g}, {hi:g}]** (method
+  `{meta['method']}`), from sneakers to boots in one network call: {recipe(run, where)}.
+  Shipped weights: {weights}{held}. Command:
+
+  ```
+  {command}
+  ```
+
+  Translate with
+  `rdmd translate --model src/rdmd/pretrained/fmnist/rdmd_cond --lam L --input DIR --out OUT`.
+{COND_END}"""
+
+
+def between(card: str, begin: str, end: str) -> str | None:
+    """The part of ``card`` from ``begin`` to ``end``, markers included (None: absent)."""
+    if begin not in card:
+        return None
+    return begin + card.partition(begin)[2].partition(end)[0] + end
+
+
+def write_card(steps: list[tuple[list[str], Path]], cond: str | None = None) -> None:
+    """The shipped models' card, its numbers read from the shipped models' own reports;
+    ``cond`` is the conditioned generator's section (None: the card's own, else the one the
+    pipeline's stage 4 trains)."""
+    path = SHIP / "MODEL_CARD.md"
+    old = path.read_text() if path.is_file() else ""
+    if cond is None:
+        cond = between(old, COND_BEGIN, COND_END) or cond_section(
+            "rdmd " + " ".join(steps[3][0]), "one shared CPU core")
     clf = json.loads((SHIP / "classifier" / "classifier.json").read_text())
     dom = json.loads((SHIP / "domain_classifier" / "domain_classifier.json").read_text())
     teacher = json.loads((SHIP / "teacher" / "metrics.json").read_text())
-    cond = json.loads((SHIP / "rdmd_cond" / "metrics.json").read_text())
+    metrics = json.loads((SHIP / "rdmd_cond" / "metrics.json").read_text())
+    meta = json.loads((SHIP / "rdmd_cond" / "model.json").read_text())
     cols = ("l2", "psnr", "ssim", "target_accuracy", "fd_cnn_fmnist", "fd_cnn_fmnist_floor",
             "kid_cnn_fmnist")
     rows = [table_row(["lambda", *cols]), "|---" * (len(cols) + 1) + "|"]
-    rows += [table_row([lam, *(m.get(c, "") for c in cols)]) for lam, m in cond["by_lam"].items()]
+    rows += [table_row([lam, *(m.get(c, "") for c in cols)])
+             for lam, m in metrics["by_lam"].items()]
     real_rate = real_target_rate()
     summary = ROOT / "experiments" / "results" / "fmnist_sweep_summary.json"
     below = json.loads(summary.read_text()).get("rdmd_below_all_baselines") \
@@ -126,7 +165,7 @@ results here, weights stored in float16 (read back into float32 networks; images
 under bf16 autocast):
 
 ```
-{chr(10).join("rdmd " + " ".join(args) for args, _ in steps)}
+{chr(10).join("rdmd " + " ".join(args) for args, _ in steps[:3])}
 ```
 
 - `classifier/`: rdmd's Fashion-MNIST classifier (all ten classes; boot = label 9), test
@@ -134,7 +173,7 @@ under bf16 autocast):
   distance that is **not** FID.
 - `teacher/`: EDM teacher of ankle boots (UNet2DModel `small32`, about 1.06M parameters) on
   the 6000 training boots: 12000 steps at batch 64, bf16 autocast, constant rate 5e-4, EMA
-  0.999; about {training_minutes(ROOT / RUNS / "teacher"):.0f} minutes of training over
+  0.999; about {training_minutes(SHIP / "teacher"):.0f} minutes of training over
   four sessions on one (often shared) CPU core. Samples (Heun, 18 steps, 35 network calls):
   fd_cnn_fmnist {teacher["fd_cnn_fmnist"]:.3f} against a floor of
   {teacher["fd_cnn_fmnist_floor"]:.3f} (n = {teacher["fd_n"]} each).
@@ -142,13 +181,10 @@ under bf16 autocast):
   steps), held-out accuracy {dom["heldout_accuracy_sigma_0.1"]:.2f} /
   {dom["heldout_accuracy_sigma_1"]:.2f} / {dom["heldout_accuracy_sigma_5"]:.2f} at noise
   0.1 / 1 / 5.
-- `rdmd_cond/`: **one generator for every lambda in [0.05, 1]** (method `rdmd_lam`), from
-  sneakers to boots in one network call: 1600 iterations at batch 32, five fake-score updates
-  per generator update, bf16; about {training_minutes(ROOT / RUNS / "rdmd_cond"):.0f} minutes
-  of training over two sessions on one shared CPU core. Translate with
-  `rdmd translate --model src/rdmd/pretrained/fmnist/rdmd_cond --lam L --input DIR --out OUT`.
+{cond}
 
-Metrics of `rdmd_cond` on the 1000 held-out sneakers at its report's lambdas (final weights;
+Metrics of `rdmd_cond` on the 1000 held-out sneakers at its report's lambdas ({shipped_weights(
+    meta.get("ema_decay") or 0.0, meta.get("selected"), None)} weights;
 L2 = mean per-image Euclidean norm on [0, 1] images; Frechet distance of 1000 outputs
 against 1000 real held-out boots, its floor from two disjoint real sets of 1000; target
 rate = share of outputs the classifier calls a boot, against {real_rate:.3f} for the 1000 real
@@ -161,13 +197,31 @@ The comparison with the baselines at equal protocol is {sweep_note}.
 Honest notes: these models are far from converged; both were trained for as long as CPU
 sessions allowed. The teacher is {teacher["fd_cnn_fmnist"] / teacher["fd_cnn_fmnist_floor"]:.1f}x
 its floor (issue 14 asks for 2x); the generator's best Frechet distance above is
-{min(m["fd_cnn_fmnist"] / m["fd_cnn_fmnist_floor"] for m in cond["by_lam"].values()):.1f}x
+{min(m["fd_cnn_fmnist"] / m["fd_cnn_fmnist_floor"] for m in metrics["by_lam"].values()):.1f}x
 its floor. The teacher's and the generator's numbers use different n (3500 and 1000): compare
 each with its own floor.
 """
-    path = SHIP / "MODEL_CARD.md"
-    kept = fixed_section(path.read_text()) if path.is_file() else None
+    kept = fixed_section(old)
     path.write_text(card if kept is None else place_fixed(card, kept))  # --ship-fixed's stay
+
+
+def ship_cond(run: Path, command: str, where: str) -> Path:
+    """Ship a finished lambda-conditioned run as ``rdmd_cond`` and rewrite the card around
+    it (its section from the run's own records; the fixed generators' section kept)."""
+    meta = json.loads((run / "model.json").read_text()) if (run / "model.json").is_file() \
+        else {}
+    if meta.get("role") != "generator" or not meta.get("lam_range") \
+            or not (run / "metrics.json").is_file():
+        raise SystemExit(f"fmnist_pipeline: {run} is not a finished lambda-conditioned "
+                         "generator")
+    if not command.strip():
+        raise SystemExit("fmnist_pipeline: --ship-cond needs --command, the command that "
+                         "trained the run (for the card)")
+    section = cond_section(command, where, run)  # read before anything is replaced
+    dest = SHIP / "rdmd_cond"
+    ship(run, dest)
+    write_card(plan(1600), section)
+    return dest
 
 
 FIXED_BEGIN = "<!-- fixed generators (fmnist_pipeline.py --ship-fixed) -->"
@@ -216,9 +270,7 @@ def ship_fixed(run: Path, command: str, where: str) -> Path:
 
 def fixed_section(card: str) -> str | None:
     """The fixed generators' section of a card, markers included (None: there is none)."""
-    if FIXED_BEGIN not in card:
-        return None
-    return FIXED_BEGIN + card.partition(FIXED_BEGIN)[2].partition(FIXED_END)[0] + FIXED_END
+    return between(card, FIXED_BEGIN, FIXED_END)
 
 
 def place_fixed(card: str, section: str) -> str:
@@ -240,13 +292,22 @@ def main() -> None:
     ap.add_argument("--rdmd-steps", type=int, default=1600)
     ap.add_argument("--ship", action="store_true")
     ap.add_argument("--ship-fixed", metavar="RUN", help="a finished fixed-lambda run to ship")
-    ap.add_argument("--command", default="", help="the command that trained --ship-fixed's run "
-                    "(for the card)")
+    ap.add_argument("--ship-cond", metavar="RUN",
+                    help="a finished lambda-conditioned run to ship as rdmd_cond")
+    ap.add_argument("--command", default="", help="the command that trained --ship-fixed's "
+                    "or --ship-cond's run (for the card)")
     ap.add_argument("--where", default="2 CPU threads (no GPU)",
-                    help="what --ship-fixed's run trained on (for the card)")
+                    help="what --ship-fixed's or --ship-cond's run trained on (for the card)")
+    ap.add_argument("--sweep-config", default="configs/fmnist_sweep.toml",
+                    help="stage 5's sweep (configs/fmnist_sweep_shipped.toml: the shipped "
+                         "models)")
+    ap.add_argument("--sweep-out", default=f"{RUNS}/sweep")
     a = ap.parse_args()
     if a.ship_fixed:
         print(ship_fixed(Path(a.ship_fixed), a.command, a.where))
+        return
+    if a.ship_cond:
+        print(ship_cond(Path(a.ship_cond), a.command, a.where))
         return
     steps = plan(a.rdmd_steps)
     if a.ship:
@@ -264,7 +325,7 @@ def main() -> None:
         if stage <= len(steps):
             execute(*steps[stage - 1])
         else:
-            sweep()
+            sweep(ROOT / a.sweep_config, ROOT / a.sweep_out)
 
 
 if __name__ == "__main__":

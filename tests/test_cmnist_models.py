@@ -265,3 +265,46 @@ def test_lambda_front_gap_to_the_fixed_front() -> None:
     assert rows[0]["fd_above_fixed"] == pytest.approx(10.0 - 8.0)  # halfway 12 -> 4
     assert rows[1]["fd_above_fixed"] == pytest.approx(1.0)
     assert all(r["fd_above_fixed"] != r["fd_above_fixed"] for r in rows[2:])  # NaN outside
+
+
+def test_fmnist_ship_cond_rewrites_the_conditioned_section(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fmnist_pipeline.py --ship-cond`` ships a conditioned run as ``rdmd_cond``, writes its
+    recipe, command and table into the card, keeps the fixed generators' section, and a later
+    ``--ship``-style rewrite keeps its section; a run that is not a finished conditioned
+    generator, or no command, is refused before anything is replaced."""
+    import fmnist_pipeline as fp
+
+    ship_dir = tmp_path / "fmnist"
+    shutil.copytree(fp.SHIP, ship_dir)
+    monkeypatch.setattr(fp, "SHIP", ship_dir)
+    monkeypatch.setattr(fp, "real_target_rate", lambda: 0.5)
+    run = tmp_path / "cond_run"
+    shutil.copytree(ship_dir / "rdmd_cond", run)
+    meta = json.loads((run / "model.json").read_text())
+    meta.update(lam_range=[0.02, 2.0], selected={"step": 480}, val_size=500)
+    (run / "model.json").write_text(json.dumps(meta))
+    m = json.loads((run / "metrics.json").read_text())
+    m["by_lam"] = {"0.02": {**next(iter(m["by_lam"].values())), "l2": 123.25}}
+    (run / "metrics.json").write_text(json.dumps(m))
+    card_before = (ship_dir / "MODEL_CARD.md").read_text()
+
+    with pytest.raises(SystemExit, match="not a finished lambda-conditioned"):
+        fp.ship_cond(ship_dir / "rdmd_lam0.05", "rdmd distill ...", "here")
+    with pytest.raises(SystemExit, match="needs --command"):
+        fp.ship_cond(run, " ", "here")
+    assert (ship_dir / "MODEL_CARD.md").read_text() == card_before
+    assert json.loads((ship_dir / "rdmd_cond" / "model.json").read_text())["lam_range"] == [
+        0.05, 1.0]
+
+    fp.ship_cond(run, "rdmd distill --lam-range 0.02:2 MARK", "two CPU threads")
+    card = (ship_dir / "MODEL_CARD.md").read_text()
+    assert "every lambda in [0.02, 2]" in card and "[0.05, 1]" not in card
+    assert "rdmd distill --lam-range 0.02:2 MARK" in card
+    assert "best validation (iteration 480)" in card and "held out 500" in card
+    assert "| 0.02 | 123.2 |" in card and "on two CPU threads" in card
+    assert card.count(fp.FIXED_BEGIN) == 1 and fp.fixed_section(card) == fp.fixed_section(
+        card_before)
+    assert card.index(fp.COND_END) < card.index("Metrics of `rdmd_cond`")
+    fp.write_card(fp.plan(1600))  # what --ship does after copying: the section stays
+    assert (ship_dir / "MODEL_CARD.md").read_text() == card
