@@ -282,10 +282,11 @@ def test_fmnist_ship_cond_rewrites_the_conditioned_section(
     run = tmp_path / "cond_run"
     shutil.copytree(ship_dir / "rdmd_cond", run)
     meta = json.loads((run / "model.json").read_text())
-    meta.update(lam_range=[0.02, 2.0], selected={"step": 480}, val_size=500)
+    shipped_range = meta["lam_range"]
+    meta.update(lam_range=[0.03, 3.0], selected={"step": 480}, val_size=500)
     (run / "model.json").write_text(json.dumps(meta))
     m = json.loads((run / "metrics.json").read_text())
-    m["by_lam"] = {"0.02": {**next(iter(m["by_lam"].values())), "l2": 123.25}}
+    m["by_lam"] = {"0.03": {**next(iter(m["by_lam"].values())), "l2": 123.25}}
     (run / "metrics.json").write_text(json.dumps(m))
     card_before = (ship_dir / "MODEL_CARD.md").read_text()
 
@@ -294,15 +295,16 @@ def test_fmnist_ship_cond_rewrites_the_conditioned_section(
     with pytest.raises(SystemExit, match="needs --command"):
         fp.ship_cond(run, " ", "here")
     assert (ship_dir / "MODEL_CARD.md").read_text() == card_before
-    assert json.loads((ship_dir / "rdmd_cond" / "model.json").read_text())["lam_range"] == [
-        0.05, 1.0]
+    assert json.loads((ship_dir / "rdmd_cond" / "model.json").read_text())[
+        "lam_range"] == shipped_range
 
-    fp.ship_cond(run, "rdmd distill --lam-range 0.02:2 MARK", "two CPU threads")
+    fp.ship_cond(run, "rdmd distill --lam-range 0.03:3 MARK", "two CPU threads")
     card = (ship_dir / "MODEL_CARD.md").read_text()
-    assert "every lambda in [0.02, 2]" in card and "[0.05, 1]" not in card
-    assert "rdmd distill --lam-range 0.02:2 MARK" in card
+    old = "every lambda in [{:g}, {:g}]".format(*shipped_range)
+    assert "every lambda in [0.03, 3]" in card and old not in card
+    assert "rdmd distill --lam-range 0.03:3 MARK" in card
     assert "best validation (iteration 480)" in card and "held out 500" in card
-    assert "| 0.02 | 123.2 |" in card and "on two CPU threads" in card
+    assert "| 0.03 | 123.2 |" in card and "on two CPU threads" in card
     assert card.count(fp.FIXED_BEGIN) == 1 and fp.fixed_section(card) == fp.fixed_section(
         card_before)
     assert card.index(fp.COND_END) < card.index("Metrics of `rdmd_cond`")
