@@ -239,6 +239,18 @@ def ship_cond(run: Path, command: str, where: str) -> Path:
     return dest
 
 
+def ship_all(steps: list[tuple[list[str], Path]], where: str) -> None:
+    """``--ship``: the pipeline's own runs into the repository, the card's conditioned section
+    rewritten for the generator stage 4 trained (not kept from the one it replaces)."""
+    for _, out in steps:
+        dest = SHIP / out.name
+        if out.name in ("classifier", "domain_classifier"):
+            shutil.copytree(out, dest, dirs_exist_ok=True)
+        else:
+            ship(out, dest)
+    write_card(steps, cond_section("rdmd " + " ".join(steps[3][0]), where))
+
+
 FIXED_BEGIN = "<!-- fixed generators (fmnist_pipeline.py --ship-fixed) -->"
 FIXED_END = "<!-- end of fixed generators -->"
 
@@ -332,13 +344,7 @@ def main() -> None:
         print(SHIP / "MODEL_CARD.md")
         return
     if a.ship:
-        for _, out in steps:
-            dest = SHIP / out.name
-            if out.name in ("classifier", "domain_classifier"):
-                shutil.copytree(out, dest, dirs_exist_ok=True)
-            else:
-                ship(out, dest)
-        write_card(steps)
+        ship_all(steps, a.where)
         print(json.dumps({p.name: sorted(x.name for x in p.iterdir())
                           for p in SHIP.iterdir() if p.is_dir()}, indent=1))
         return

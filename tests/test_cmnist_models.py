@@ -310,3 +310,31 @@ def test_fmnist_ship_cond_rewrites_the_conditioned_section(
     assert card.index(fp.COND_END) < card.index("Metrics of `rdmd_cond`")
     fp.write_card(fp.plan(1600))  # what --ship does after copying: the section stays
     assert (ship_dir / "MODEL_CARD.md").read_text() == card
+
+
+def test_fmnist_ship_all_writes_the_section_of_the_generator_it_ships(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fmnist_pipeline.py --ship`` copies the pipeline's runs and describes the conditioned
+    generator stage 4 trained, with stage 4's command, not the section of the one it
+    replaces."""
+    import fmnist_pipeline as fp
+
+    ship_dir, root = tmp_path / "fmnist", tmp_path / "repo"
+    shutil.copytree(fp.SHIP, ship_dir)
+    monkeypatch.setattr(fp, "SHIP", ship_dir)
+    monkeypatch.setattr(fp, "ROOT", root)
+    monkeypatch.setattr(fp, "real_target_rate", lambda: 0.5)
+    steps = fp.plan(7)
+    for _, out in steps:  # the pipeline's runs, stood in for by the shipped folders
+        shutil.copytree(ship_dir / out.name, out)
+    meta = json.loads((steps[3][1] / "model.json").read_text())
+    meta["lam_range"] = [0.04, 4.0]
+    (steps[3][1] / "model.json").write_text(json.dumps(meta))
+    before = (ship_dir / "MODEL_CARD.md").read_text()
+    assert fp.fixed_section(before) is not None
+
+    fp.ship_all(steps, "a test machine")
+    card = (ship_dir / "MODEL_CARD.md").read_text()
+    assert "every lambda in [0.04, 4]" in card and "on a test machine" in card
+    assert "rdmd " + " ".join(steps[3][0]) in card and "--steps 7" in card
+    assert card.count(fp.COND_BEGIN) == 1 and fp.fixed_section(card) == fp.fixed_section(before)
