@@ -10,6 +10,9 @@
 # Writes $OUT/gpu_figures.json (bench/gpu_summary.py) and $OUT/fmnist_long.tgz (the run).
 # GPU_FIGURES_SMOKE=1 runs every stage tiny on whatever device there is (a check of the
 # script itself, here on CPU; its numbers mean nothing).
+# STAGES picks stages (default "1 2 3 4"); 4 needs 2's speed and runs it. Once stages 1 and
+# 3 have been measured (docs/scaling.md), STAGES=4 LONG_S=420 gives one 10-minute device
+# call's worth of Fashion-MNIST training (issue 14's last figure; docs/images.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_out}
@@ -37,11 +40,17 @@ else
 fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/nvidia-smi.txt"
 stage() { echo "== $1 ($(date +%T))"; }
+STAGES=" ${STAGES:-1 2 3 4} "
+case "$STAGES" in *" 4 "*) STAGES="$STAGES 2 " ;; esac
+want() { case "$STAGES" in *" $1 "*) return 0 ;; esac; return 1; }
 
+if want 1; then
 stage "1. Cat -> Wild-size RDMD iteration"
 $PY bench/cat2wild_throughput.py $C2W --batch $B1 --json "$OUT/c2w_b$B1.json"
 $PY bench/cat2wild_throughput.py $C2W --batch $B2 --json "$OUT/c2w_b$B2.json"
+fi
 
+if want 2; then
 stage "2. 32x32 teacher steps and RDMD iterations"
 rm -rf $W/teacher $W/rdmd
 $RDMD train-teacher --target fmnist-boot --config configs/fmnist_teacher.toml --steps $TEACH \
@@ -49,7 +58,9 @@ $RDMD train-teacher --target fmnist-boot --config configs/fmnist_teacher.toml --
 $RDMD distill --source fmnist-sneaker --teacher src/rdmd/pretrained/fmnist/teacher --lam 0.05 \
     --config configs/fmnist_ot_rdmd.toml --steps $ITERS --set eval_every=0 --set log_every=20 \
     $SMALL $OT --out $W/rdmd --no-progress
+fi
 
+if want 3; then
 stage "3. torchrun --nproc_per_node 1"
 rm -rf $W/ddp
 $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m rdmd.cli distill \
@@ -57,7 +68,9 @@ $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m rdmd.cli distill
     --config configs/fmnist_ot_rdmd.toml --steps $DDP --set eval_every=0 --set log_every=10 \
     --set ot_start=0 $SMALL --out $W/ddp --no-progress
 echo "torchrun exit $?" > "$OUT/ddp.txt"
+fi
 
+if want 4; then
 stage "4. Fashion-MNIST lambda 0.05, as long as $LONG_S s allow"
 STEPS=$($PY bench/gpu_summary.py --plan "$W/rdmd" --seconds "$LONG_S")
 EVERY=$(( STEPS / 16 > 0 ? STEPS / 16 : 1 ))
@@ -68,6 +81,7 @@ $RDMD distill --source fmnist-sneaker --teacher src/rdmd/pretrained/fmnist/teach
     --set classifier=src/rdmd/pretrained/fmnist/classifier --set target_class=9 \
     --out $W/long --no-progress
 tar czf "$OUT/fmnist_long.tgz" --exclude='checkpoints' -C $W long
+fi
 
 stage "summary"
 $PY bench/gpu_summary.py --work $W --results "$OUT" --out "$OUT/gpu_figures.json"
