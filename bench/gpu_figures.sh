@@ -15,6 +15,9 @@
 # call's worth of Fashion-MNIST training (issue 14's last figure; docs/images.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+for s in ${STAGES:-1 2 3 4}; do
+  case "$s" in 1|2|3|4) ;; *) echo "gpu_figures.sh: unknown stage '$s' in STAGES (stages are 1 2 3 4)" >&2; exit 2 ;; esac
+done
 OUT=${OUT:-runs/gpu_out}
 W=runs/gpu
 mkdir -p "$OUT" "$W"
